@@ -1,0 +1,140 @@
+"""Header parsing for captured frames: link layer, VLAN tags, IPv4/IPv6, TCP/UDP, by ``struct`` alone.
+
+Scapy's per-packet dissection runs at a few thousand packets a second; a capture has millions, so
+each header is read with a precompiled ``struct.Struct`` straight from the frame bytes. A decoder
+returns a plain tuple (:data:`Decoded`) rather than an object: it is built once per packet on the
+hot path, and the flow tracker only unpacks it. ``None`` means "not TCP/UDP over IP" (ARP, ICMP, a
+non-first fragment); a frame cut short by the snap length raises ``struct.error`` or ``IndexError``,
+which the caller catches once per packet instead of every header checking its length.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276
+# DLT_RAW as some BSDs and old libpcaps numbered it in files.
+LINKTYPE_RAW_ALIASES = (12, 14)
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+_ETHERTYPE_IPV4 = 0x0800
+_ETHERTYPE_IPV6 = 0x86DD
+_ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)
+# IPv6 extension headers we walk: hop-by-hop, routing, destination options (length in 8-byte units).
+_IPV6_EXT_8 = (0, 43, 60)
+_IPV6_FRAGMENT = 44
+_IPV6_AH = 51
+
+_U16 = struct.Struct("!H")
+_IPV4 = struct.Struct("!BxHxxHxB")  # version/IHL, total length, flags/fragment offset, protocol
+_IPV6 = struct.Struct("!4xHB")  # payload length, next header
+_IPV6_EXT = struct.Struct("!BB")  # next header, length
+_IPV6_FRAG = struct.Struct("!BxH")  # next header, fragment offset/flags
+_TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
+_UDP = struct.Struct("!HH")
+
+# (protocol, src address bytes, dst address bytes, src port, dst port, TCP flags, TCP seq, TCP ack,
+#  payload offset in the frame, payload length, IP length). Flags/seq/ack are 0 for UDP.
+Decoded = tuple[int, bytes, bytes, int, int, int, int, int, int, int, int]
+Decoder = Callable[[bytes], Decoded | None]
+
+
+def _transport(frame: bytes, proto: int, src: bytes, dst: bytes, l4: int, end: int, ip_len: int) -> Decoded | None:
+    if proto == PROTO_TCP:
+        sport, dport, seq, ack, offset, flags = _TCP.unpack_from(frame, l4)
+        payload = l4 + ((offset >> 4) << 2)
+        return proto, src, dst, sport, dport, flags, seq, ack, payload, max(end - payload, 0), ip_len
+    if proto == PROTO_UDP:
+        sport, dport = _UDP.unpack_from(frame, l4)
+        return proto, src, dst, sport, dport, 0, 0, 0, l4 + 8, max(end - l4 - 8, 0), ip_len
+    return None
+
+
+def _ipv4(frame: bytes, off: int) -> Decoded | None:
+    vihl, total, frag, proto = _IPV4.unpack_from(frame, off)
+    ihl = (vihl & 0x0F) << 2
+    # Non-first fragments carry no transport header; the first fragment has the ports.
+    if vihl >> 4 != 4 or ihl < 20 or frag & 0x1FFF:
+        return None
+    # A zero total length happens with TCP segmentation offload: the frame length is the truth.
+    end = min(off + total, len(frame)) if total else len(frame)
+    return _transport(frame, proto, frame[off + 12 : off + 16], frame[off + 16 : off + 20], off + ihl, end,
+                      total or len(frame) - off)
+
+
+def _ipv6(frame: bytes, off: int) -> Decoded | None:
+    payload_len, proto = _IPV6.unpack_from(frame, off)
+    if frame[off] >> 4 != 6:
+        return None
+    src, dst = frame[off + 8 : off + 24], frame[off + 24 : off + 40]
+    end = min(off + 40 + payload_len, len(frame))
+    l4 = off + 40
+    while proto not in (PROTO_TCP, PROTO_UDP):
+        if proto in _IPV6_EXT_8:
+            nxt, length = _IPV6_EXT.unpack_from(frame, l4)
+            l4 += (length + 1) << 3
+        elif proto == _IPV6_FRAGMENT:
+            nxt, frag = _IPV6_FRAG.unpack_from(frame, l4)
+            if frag & 0xFFF8:
+                return None
+            l4 += 8
+        elif proto == _IPV6_AH:
+            nxt, length = _IPV6_EXT.unpack_from(frame, l4)
+            l4 += (length + 2) << 2
+        else:
+            return None
+        proto = nxt
+    return _transport(frame, proto, src, dst, l4, end, 40 + payload_len)
+
+
+def _network(frame: bytes, ethertype: int, off: int) -> Decoded | None:
+    while ethertype in _ETHERTYPE_VLAN:
+        ethertype = _U16.unpack_from(frame, off + 2)[0]
+        off += 4
+    if ethertype == _ETHERTYPE_IPV4:
+        return _ipv4(frame, off)
+    if ethertype == _ETHERTYPE_IPV6:
+        return _ipv6(frame, off)
+    return None
+
+
+def _ethernet(frame: bytes) -> Decoded | None:
+    return _network(frame, _U16.unpack_from(frame, 12)[0], 14)
+
+
+def _sll(frame: bytes) -> Decoded | None:
+    return _network(frame, _U16.unpack_from(frame, 14)[0], 16)
+
+
+def _sll2(frame: bytes) -> Decoded | None:
+    return _network(frame, _U16.unpack_from(frame, 0)[0], 20)
+
+
+def _raw(frame: bytes) -> Decoded | None:
+    version = frame[0] >> 4
+    if version == 4:
+        return _ipv4(frame, 0)
+    if version == 6:
+        return _ipv6(frame, 0)
+    return None
+
+
+DECODERS: dict[int, Decoder] = {
+    LINKTYPE_ETHERNET: _ethernet,
+    LINKTYPE_LINUX_SLL: _sll,
+    LINKTYPE_LINUX_SLL2: _sll2,
+    LINKTYPE_RAW: _raw,
+    **{alias: _raw for alias in LINKTYPE_RAW_ALIASES},
+}
+

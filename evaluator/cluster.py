@@ -1,0 +1,362 @@
+"""The cluster as NetworkPolicy semantics needs it: pods, namespaces, Services, nodes, and the lookups
+that turn an IP (at a time) into an endpoint and a Service address into backends and targetPorts.
+
+Objects are immutable and carry the identity they had in the snapshot; a pod also carries the
+interval in which it held its IPs, so a flow is attributed to the pod that owned an IP *when the
+packet was seen*, never to whoever owns it today.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The controller a pod belongs to (Deployment, StatefulSet, DaemonSet, CronJob, Job) or the pod."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, eq=False)
+class Pod:
+    """A pod as the snapshot saw it; equality is identity, as every pod object is loaded once."""
+
+    namespace: str
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    ips: tuple[str, ...]
+    workload: Workload
+    host_network: bool = False
+    node_name: str | None = None
+    container_ports: tuple[ContainerPort, ...] = ()
+    created: float | None = None
+    ended: float | None = None  # deletionTimestamp, or when a finished pod's containers stopped
+    phase: str = "Running"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def held_ip_at(self, ts: float) -> bool:
+        """Whether the pod held its IPs at ``ts`` (seconds since the epoch)."""
+        if self.created is not None and ts < self.created:
+            return False
+        return self.ended is None or ts < self.ended
+
+    @property
+    def is_live(self) -> bool:
+        return self.ended is None and self.phase not in ("Succeeded", "Failed")
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        """The number of the container port called ``name`` with ``protocol``, or None."""
+        for cport in self.container_ports:
+            if cport.name == name and cport.protocol == protocol:
+                return cport.port
+        return None
+
+    def describe(self) -> str:
+        return f"{self.key} ({self.workload})"
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+    target_port: int | str | None = None  # None: same as ``port``
+    node_port: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Service:
+    namespace: str
+    name: str
+    selector: Mapping[str, str] | None
+    ports: tuple[ServicePort, ...]
+    cluster_ips: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs and load-balancer ingress IPs
+    type: str = "ClusterIP"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    pod_namespace: str
+    pod_name: str
+    addresses: tuple[str, ...]
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    namespace: str
+    service_name: str
+    endpoints: tuple[SliceEndpoint, ...]
+    ports: tuple[SlicePort, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    name: str
+    addresses: tuple[str, ...]
+    pod_cidrs: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"node {self.name}"
+
+
+class EndpointKind(Enum):
+    POD = "pod"
+    NODE = "node"  # a node address: kubelet, host-network pods, SNATed traffic
+    UNKNOWN_CLUSTER_IP = "unknown-cluster-ip"  # inside a pod CIDR but held by no known pod then
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One end of a flow: an IP and what it was at the time. Only POD endpoints are policy subjects."""
+
+    ip: str
+    kind: EndpointKind
+    pod: Pod | None = None
+    node: Node | None = None
+
+    @classmethod
+    def of_pod(cls, pod: Pod, peer_ip: str) -> Endpoint:
+        """The pod as reached from ``peer_ip``: its address of the same IP family (dual-stack pods)."""
+        version = ipaddress.ip_address(peer_ip).version
+        ip = next((a for a in pod.ips if ipaddress.ip_address(a).version == version), pod.ips[0])
+        return cls(ip, EndpointKind.POD, pod=pod)
+
+    def describe(self) -> str:
+        if self.pod is not None:
+            return self.pod.describe()
+        if self.node is not None:
+            return f"{self.ip} ({self.node.describe()})"
+        if self.kind is EndpointKind.UNKNOWN_CLUSTER_IP:
+            return f"{self.ip} (unknown cluster IP)"
+        return self.ip
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A pod behind a Service address and the port the connection reaches on it (the targetPort)."""
+
+    pod: Pod
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTarget:
+    service: Service
+    port: ServicePort
+    backends: tuple[Backend, ...]
+
+
+@dataclass
+class Cluster:
+    """Indexed cluster objects; build with :meth:`build`."""
+
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    pods: list[Pod] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    endpoint_slices: list[EndpointSlice] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    _pods_by_ip: dict[str, list[Pod]] = field(default_factory=dict, repr=False)
+    _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, repr=False)
+    _pods_by_key: dict[str, list[Pod]] = field(default_factory=dict, repr=False)
+    _node_by_ip: dict[str, Node] = field(default_factory=dict, repr=False)
+    _service_by_ip: dict[str, list[Service]] = field(default_factory=dict, repr=False)
+    _service_by_node_port: dict[tuple[int, str], tuple[Service, ServicePort]] = field(
+        default_factory=dict, repr=False
+    )
+    _slices_by_service: dict[str, list[EndpointSlice]] = field(default_factory=dict, repr=False)
+    _pod_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
+        default_factory=list, repr=False
+    )
+
+    @classmethod
+    def build(
+        cls,
+        namespaces: Iterable[Namespace] = (),
+        pods: Iterable[Pod] = (),
+        services: Iterable[Service] = (),
+        endpoint_slices: Iterable[EndpointSlice] = (),
+        nodes: Iterable[Node] = (),
+    ) -> Cluster:
+        cluster = cls(
+            namespaces={ns.name: ns for ns in namespaces},
+            pods=list(pods),
+            services=list(services),
+            endpoint_slices=list(endpoint_slices),
+            nodes=list(nodes),
+        )
+        cluster._index()
+        return cluster
+
+    def _index(self) -> None:
+        by_ip: dict[str, list[Pod]] = defaultdict(list)
+        by_ns: dict[str, list[Pod]] = defaultdict(list)
+        by_key: dict[str, list[Pod]] = defaultdict(list)
+        for pod in self.pods:
+            by_ns[pod.namespace].append(pod)
+            by_key[pod.key].append(pod)
+            if not pod.host_network:
+                for ip in pod.ips:
+                    by_ip[ip].append(pod)
+            self.namespaces.setdefault(
+                pod.namespace, Namespace(pod.namespace, {METADATA_NAME_LABEL: pod.namespace})
+            )
+        self._pods_by_ip, self._pods_by_ns, self._pods_by_key = dict(by_ip), dict(by_ns), dict(by_key)
+        self._node_by_ip = {ip: node for node in self.nodes for ip in node.addresses}
+        self._pod_networks = [
+            ipaddress.ip_network(cidr, strict=False) for node in self.nodes for cidr in node.pod_cidrs
+        ]
+        service_by_ip: dict[str, list[Service]] = defaultdict(list)
+        for svc in self.services:
+            for ip in (*svc.cluster_ips, *svc.external_ips):
+                service_by_ip[ip].append(svc)
+            for sport in svc.ports:
+                if sport.node_port:
+                    self._service_by_node_port[(sport.node_port, sport.protocol)] = (svc, sport)
+        self._service_by_ip = dict(service_by_ip)
+        slices: dict[str, list[EndpointSlice]] = defaultdict(list)
+        for eps in self.endpoint_slices:
+            slices[f"{eps.namespace}/{eps.service_name}"].append(eps)
+        self._slices_by_service = dict(slices)
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        ns = self.namespaces.get(namespace)
+        return ns.labels if ns is not None else {METADATA_NAME_LABEL: namespace}
+
+    def pods_in(self, namespace: str) -> list[Pod]:
+        return self._pods_by_ns.get(namespace, [])
+
+    def pod_named(self, namespace: str, name: str, ts: float | None = None) -> Pod | None:
+        return _pick(self._pods_by_key.get(f"{namespace}/{name}", []), ts)
+
+    def pod_at(self, ip: str, ts: float | None = None) -> Pod | None:
+        """The pod that held ``ip`` at ``ts``; without a time, the live pod holding it now."""
+        return _pick(self._pods_by_ip.get(ip, []), ts)
+
+    def node_at(self, ip: str) -> Node | None:
+        return self._node_by_ip.get(ip)
+
+    def in_pod_network(self, ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        return any(address in net for net in self._pod_networks)
+
+    def endpoint(self, ip: str, ts: float | None = None) -> Endpoint:
+        """What ``ip`` was at ``ts``: a pod, a node, an unknown pod-network address, or external."""
+        pod = self.pod_at(ip, ts)
+        if pod is not None:
+            return Endpoint(ip, EndpointKind.POD, pod=pod)
+        node = self._node_by_ip.get(ip)
+        if node is not None:
+            return Endpoint(ip, EndpointKind.NODE, node=node)
+        if self._pods_by_ip.get(ip) or self.in_pod_network(ip):
+            return Endpoint(ip, EndpointKind.UNKNOWN_CLUSTER_IP)
+        return Endpoint(ip, EndpointKind.EXTERNAL)
+
+    def service_target(
+        self, ip: str, port: int, protocol: str, ts: float | None = None
+    ) -> ServiceTarget | None:
+        """Resolve a Service address (ClusterIP, external/LB IP, or node IP + nodePort) to its
+        backends, each with the targetPort resolved on that pod (named targetPorts per pod)."""
+        found = None
+        for svc in self._service_by_ip.get(ip, []):
+            sport = next((p for p in svc.ports if p.port == port and p.protocol == protocol), None)
+            if sport is not None:
+                found = (svc, sport)
+                break
+        if found is None and ip in self._node_by_ip:
+            found = self._service_by_node_port.get((port, protocol))
+        if found is None:
+            return None
+        svc, sport = found
+        return ServiceTarget(svc, sport, tuple(self._backends(svc, sport, ts)))
+
+    def _backends(self, svc: Service, sport: ServicePort, ts: float | None) -> list[Backend]:
+        slices = self._slices_by_service.get(svc.key)
+        backends: list[Backend] = []
+        if slices:
+            for eps in slices:
+                slice_port = next(
+                    (p for p in eps.ports if p.name == sport.name and p.protocol == sport.protocol), None
+                )
+                if slice_port is None:
+                    continue
+                for ep in eps.endpoints:
+                    pod = self.pod_named(ep.pod_namespace, ep.pod_name, ts)
+                    if pod is not None and ep.ready:
+                        backends.append(Backend(pod, slice_port.port))
+            return backends
+        if not svc.selector:
+            return backends
+        for pod in self.pods_in(svc.namespace):
+            if pod.host_network or not _alive(pod, ts):
+                continue
+            if all(pod.labels.get(k) == v for k, v in svc.selector.items()):
+                target = resolve_target_port(pod, sport)
+                if target is not None:
+                    backends.append(Backend(pod, target))
+        return backends
+
+
+def resolve_target_port(pod: Pod, sport: ServicePort) -> int | None:
+    """The port a Service port reaches on ``pod``: a number, or a named container port of that pod."""
+    target = sport.target_port
+    if target is None:
+        return sport.port
+    if isinstance(target, int):
+        return target
+    return pod.named_port(target, sport.protocol)
+
+
+def _alive(pod: Pod, ts: float | None) -> bool:
+    return pod.is_live if ts is None else pod.held_ip_at(ts)
+
+
+def _pick(candidates: list[Pod], ts: float | None) -> Pod | None:
+    """Of the pods that held an address (or name), the one holding it at ``ts``; latest created wins."""
+    alive = [pod for pod in candidates if _alive(pod, ts)]
+    if not alive:
+        return None
+    return max(alive, key=lambda pod: pod.created or 0.0)

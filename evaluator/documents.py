@@ -1,0 +1,100 @@
+"""Reading Kubernetes objects from files the way kubectl writes and accepts them.
+
+A path may be a file or a directory (its *.yaml, *.yml and *.json files, sorted, not recursive);
+a file may hold JSON, multi-document YAML, or ``kind: List`` wrappers (as ``kubectl get -o yaml``
+writes), which are flattened. Every object comes with where it was found, ``file:doc N``, so that
+errors name the document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netpol_gen.errors import InputError
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+try:  # libyaml makes large snapshots load several times faster; the pure loader is the fallback
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    where: str  # "file:doc N" or "file:doc N item M"
+    obj: dict[str, Any]
+
+
+def expand_paths(paths: Iterable[str], error: type[InputError]) -> list[Path]:
+    """Files named directly, plus the Kubernetes manifest files inside named directories."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise error("no such file or directory", where=str(path))
+    return files
+
+
+def read_documents(path: Path, error: type[InputError]) -> Iterator[Document]:
+    """Objects in one file, ``List`` items flattened; empty documents are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read: {exc}", where=str(path)) from None
+    for number, doc in enumerate(_parse(text, path, error), 1):
+        where = f"{path}:doc {number}"
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise error(f"expected a Kubernetes object (a mapping), got {type(doc).__name__}", where=where)
+        if doc.get("kind") == "List" or (doc.get("kind", "").endswith("List") and "items" in doc):
+            items = doc.get("items") or []
+            if not isinstance(items, list):
+                raise error("List.items must be a list", where=where)
+            for index, item in enumerate(items):
+                item_where = f"{where} item {index}"
+                if not isinstance(item, dict):
+                    raise error("List item is not a Kubernetes object", where=item_where)
+                yield Document(item_where, _with_list_kind(item, doc))
+        else:
+            yield Document(where, doc)
+
+
+def _with_list_kind(item: dict[str, Any], wrapper: dict[str, Any]) -> dict[str, Any]:
+    """Items of a typed list (``PodList`` from the API) omit their kind; restore it."""
+    kind = wrapper.get("kind", "")
+    if "kind" not in item and kind.endswith("List") and kind != "List":
+        return {**item, "kind": kind[: -len("List")]}
+    return item
+
+
+def _parse(text: str, path: Path, error: type[InputError]) -> list[Any]:
+    stripped = text.lstrip()
+    if path.suffix == ".json" or stripped.startswith("{"):
+        try:
+            return [json.loads(text)] if stripped else []
+        except json.JSONDecodeError as exc:
+            raise error(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", where=str(path)) from None
+    try:
+        return list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"invalid YAML: {line}{problem}", where=str(path)) from None
+
+
+def load_documents(paths: Iterable[str], error: type[InputError]) -> Iterator[Document]:
+    for path in expand_paths(paths, error):
+        yield from read_documents(path, error)

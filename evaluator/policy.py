@@ -1,0 +1,256 @@
+"""NetworkPolicy (networking.k8s.io/v1) parsed into immutable objects and validated as the API
+server validates it (``ValidateNetworkPolicy``), so a policy we accept is one ``kubectl apply`` accepts.
+
+Defaulting also follows the API server: ``policyTypes`` absent means Ingress, plus Egress when the
+egress list is non-empty; a port's protocol defaults to TCP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from netpol_gen.errors import PolicyError
+from netpol_gen.evaluator.documents import load_documents
+from netpol_gen.evaluator.labels import LabelSelector
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+POLICY_TYPES = ("Ingress", "Egress")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class IPBlock:
+    cidr: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def contains(self, address: IPAddress) -> bool:
+        if address.version != self.cidr.version or address not in self.cidr:
+            return False
+        return not any(address in ex for ex in self.excepts)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One ``from``/``to`` entry: selectors (ANDed when both given) or an ipBlock."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """``port`` None means every port of ``protocol``; a str is a named container port."""
+
+    protocol: str = "TCP"
+    port: int | str | None = None
+    end_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An ingress or egress rule. Empty ``peers`` means every peer, empty ``ports`` every port."""
+
+    peers: tuple[Peer, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    pod_selector: LabelSelector
+    policy_types: frozenset[str]
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    source: str = ""  # where it was read, "file:doc N"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def rules(self, direction: str) -> tuple[Rule, ...]:
+        return self.ingress if direction == "Ingress" else self.egress
+
+
+def _network(raw: Any, field: str) -> IPNetwork:
+    if not isinstance(raw, str) or "/" not in raw:
+        raise PolicyError(f"{field}: {raw!r} is not a CIDR (address/prefix)")
+    try:
+        return ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        raise PolicyError(f"{field}: {raw!r} is not a valid CIDR") from None
+
+
+def _ip_block(raw: Any, field: str) -> IPBlock:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{field} must be a mapping")
+    if "cidr" not in raw:
+        raise PolicyError(f"{field}.cidr is required")
+    cidr = _network(raw["cidr"], f"{field}.cidr")
+    excepts = []
+    for i, ex_raw in enumerate(raw.get("except") or []):
+        ex = _network(ex_raw, f"{field}.except[{i}]")
+        if ex.version != cidr.version or not ex.subnet_of(cidr) or ex.prefixlen <= cidr.prefixlen:  # type: ignore[arg-type]
+            raise PolicyError(f"{field}.except[{i}]: {ex_raw} must be strictly within cidr {raw['cidr']}")
+        excepts.append(ex)
+    return IPBlock(cidr, tuple(excepts))
+
+
+def _peer(raw: Any, field: str) -> Peer:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{field} must be a mapping")
+    unknown = set(raw) - {"podSelector", "namespaceSelector", "ipBlock"}
+    if unknown:
+        raise PolicyError(f"{field}: unknown field(s) {', '.join(sorted(unknown))}")
+    present = [k for k in ("podSelector", "namespaceSelector", "ipBlock") if raw.get(k) is not None]
+    if not present:
+        raise PolicyError(f"{field}: must specify a peer (podSelector, namespaceSelector or ipBlock)")
+    if "ipBlock" in present and len(present) > 1:
+        raise PolicyError(f"{field}: may not specify both ipBlock and another peer")
+    if "ipBlock" in present:
+        return Peer(ip_block=_ip_block(raw["ipBlock"], f"{field}.ipBlock"))
+    return Peer(
+        pod_selector=LabelSelector.parse(raw["podSelector"], f"{field}.podSelector")
+        if raw.get("podSelector") is not None
+        else None,
+        namespace_selector=LabelSelector.parse(raw["namespaceSelector"], f"{field}.namespaceSelector")
+        if raw.get("namespaceSelector") is not None
+        else None,
+    )
+
+
+def _port_number(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise PolicyError(f"{field}: {value!r} must be between 1 and 65535")
+    return value
+
+
+def _port(raw: Any, field: str) -> PortSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{field} must be a mapping")
+    unknown = set(raw) - {"protocol", "port", "endPort"}
+    if unknown:
+        raise PolicyError(f"{field}: unknown field(s) {', '.join(sorted(unknown))}")
+    protocol = raw.get("protocol") or "TCP"
+    if protocol not in PROTOCOLS:
+        raise PolicyError(f"{field}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    port = raw.get("port")
+    end_port = raw.get("endPort")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)  # IntOrString: a numeric string is read as a number by kubectl's decoding
+    if isinstance(port, str):
+        if len(port) > 15 or not _PORT_NAME.match(port) or "--" in port or not re.search("[a-z]", port):
+            raise PolicyError(f"{field}.port: {port!r} is not a valid port name (IANA_SVC_NAME)")
+        if end_port is not None:
+            raise PolicyError(f"{field}.endPort may not be specified when port is a named port ({port!r})")
+    elif port is not None:
+        port = _port_number(port, f"{field}.port")
+    if end_port is not None:
+        if port is None:
+            raise PolicyError(f"{field}.endPort may not be specified without port")
+        end_port = _port_number(end_port, f"{field}.endPort")
+        if isinstance(port, int) and end_port < port:
+            raise PolicyError(f"{field}.endPort ({end_port}) must be greater than or equal to port ({port})")
+    return PortSpec(protocol=str(protocol), port=port, end_port=end_port)
+
+
+def _rules(raw: Any, field: str, peer_key: str) -> tuple[Rule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PolicyError(f"{field} must be a list")
+    rules = []
+    for i, rule in enumerate(raw):
+        rule = rule if rule is not None else {}
+        if not isinstance(rule, Mapping):
+            raise PolicyError(f"{field}[{i}] must be a mapping")
+        unknown = set(rule) - {peer_key, "ports"}
+        if unknown:
+            raise PolicyError(f"{field}[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
+        peers_raw = rule.get(peer_key) or []
+        ports_raw = rule.get("ports") or []
+        if not isinstance(peers_raw, list) or not isinstance(ports_raw, list):
+            raise PolicyError(f"{field}[{i}]: {peer_key} and ports must be lists")
+        peers = tuple(_peer(p, f"{field}[{i}].{peer_key}[{j}]") for j, p in enumerate(peers_raw))
+        ports = tuple(_port(p, f"{field}[{i}].ports[{j}]") for j, p in enumerate(ports_raw))
+        rules.append(Rule(peers, ports))
+    return tuple(rules)
+
+
+def _policy_types(spec: Mapping[str, Any], has_egress: bool) -> frozenset[str]:
+    raw = spec.get("policyTypes")
+    if raw is None or raw == []:
+        return frozenset({"Ingress", "Egress"} if has_egress else {"Ingress"})
+    if not isinstance(raw, list):
+        raise PolicyError("spec.policyTypes must be a list")
+    for value in raw:
+        if value not in POLICY_TYPES:
+            raise PolicyError(f"spec.policyTypes: {value!r} is not one of Ingress, Egress")
+    if len(set(raw)) != len(raw):
+        raise PolicyError("spec.policyTypes: duplicate value")
+    return frozenset(raw)
+
+
+def parse_policy(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
+    """Parse one NetworkPolicy object; PolicyError says ``where: policy ns/name: what is wrong``."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    name = meta.get("name")
+    namespace = meta.get("namespace") or default_namespace
+    label = f"policy {namespace}/{name or '<unnamed>'}"
+    try:
+        api_version = obj.get("apiVersion")
+        if obj.get("kind") != "NetworkPolicy" or api_version not in ("networking.k8s.io/v1", None):
+            raise PolicyError(f"not a networking.k8s.io/v1 NetworkPolicy (kind {obj.get('kind')!r}, "
+                              f"apiVersion {api_version!r})")
+        if not name:
+            raise PolicyError("metadata.name is required")
+        if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            raise PolicyError(f"metadata.name {name!r} is not a valid DNS subdomain name")
+        if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
+            raise PolicyError(f"metadata.namespace {namespace!r} is not a valid DNS label")
+        spec = obj.get("spec")
+        if not isinstance(spec, Mapping):
+            raise PolicyError("spec is required")
+        unknown = set(spec) - {"podSelector", "ingress", "egress", "policyTypes"}
+        if unknown:
+            raise PolicyError(f"spec: unknown field(s) {', '.join(sorted(unknown))}")
+        ingress = _rules(spec.get("ingress"), "spec.ingress", "from")
+        egress = _rules(spec.get("egress"), "spec.egress", "to")
+        return NetworkPolicy(
+            namespace=namespace,
+            name=name,
+            pod_selector=LabelSelector.parse(spec.get("podSelector"), "spec.podSelector"),
+            policy_types=_policy_types(spec, bool(egress)),
+            ingress=ingress,
+            egress=egress,
+            source=where,
+        )
+    except PolicyError as exc:
+        raise PolicyError(exc.what, where=where or None, obj=label) from None
+
+
+def load_policies(paths: Iterable[str], *, default_namespace: str = "default") -> list[NetworkPolicy]:
+    """All NetworkPolicies in the given files/directories; other kinds are an error, duplicates too."""
+    policies: list[NetworkPolicy] = []
+    seen: dict[str, str] = {}
+    for doc in load_documents(paths, PolicyError):
+        policy = parse_policy(doc.obj, where=doc.where, default_namespace=default_namespace)
+        if policy.key in seen:
+            raise PolicyError(f"duplicate of the policy at {seen[policy.key]}", where=doc.where,
+                              obj=f"policy {policy.key}")
+        seen[policy.key] = doc.where
+        policies.append(policy)
+    return policies

@@ -1,0 +1,299 @@
+"""Load a cluster snapshot: what ``kubectl get namespaces,pods,services,endpointslices,nodes -A -o yaml``
+(or ``-o json``) writes, or multi-document YAML of the same objects, from one or more files.
+
+Several snapshots taken over time may be given: a pod seen in several is kept once (by uid, the latest
+view wins), and every pod keeps its creation and end time so attribution can ask who held an IP when.
+ReplicaSets, Jobs and the workload controllers are used when present to name a pod's workload;
+without them the workload is derived from the owner reference as Kubernetes names it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from netpol_gen.errors import SnapshotError
+from netpol_gen.evaluator.cluster import (
+    METADATA_NAME_LABEL,
+    Cluster,
+    ContainerPort,
+    EndpointSlice,
+    Namespace,
+    Node,
+    Pod,
+    Service,
+    ServicePort,
+    SliceEndpoint,
+    SlicePort,
+    Workload,
+)
+from netpol_gen.evaluator.documents import Document, load_documents
+
+_CRONJOB_JOB = re.compile(r"^(?P<cronjob>.+)-\d{8,}$")  # CronJob jobs: <name>-<scheduled minute>
+
+
+def parse_time(value: Any, where: str, obj: str) -> float | None:
+    """RFC 3339 timestamp (as the API writes it) to epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise SnapshotError(f"bad timestamp {value!r}", where=where, obj=obj) from None
+
+
+def _meta(doc: Document) -> tuple[dict[str, Any], str]:
+    meta = doc.obj.get("metadata")
+    kind = doc.obj.get("kind", "?")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        raise SnapshotError("metadata.name is missing", where=doc.where, obj=kind)
+    ns = meta.get("namespace")
+    label = f"{kind} {ns}/{meta['name']}" if ns else f"{kind} {meta['name']}"
+    return meta, label
+
+
+def _labels(raw: Any, where: str, obj: str, field: str = "metadata.labels") -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SnapshotError(f"{field} must be a mapping", where=where, obj=obj)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _ip(value: Any, where: str, obj: str) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise SnapshotError(f"{value!r} is not an IP address", where=where, obj=obj) from None
+
+
+def _int(value: Any, where: str, obj: str, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SnapshotError(f"{field} must be an integer, got {value!r}", where=where, obj=obj)
+    return value
+
+
+class _Owners:
+    """Owner chains (ReplicaSet -> Deployment, Job -> CronJob) from the objects in the snapshot."""
+
+    def __init__(self) -> None:
+        self.parent: dict[tuple[str, str, str], Workload] = {}
+
+    def add(self, namespace: str, kind: str, name: str, meta: Mapping[str, Any]) -> None:
+        owner = _controller_ref(meta)
+        if owner is not None:
+            self.parent[(namespace, kind, name)] = owner
+
+    def workload(self, namespace: str, pod_name: str, meta: Mapping[str, Any]) -> Workload:
+        owner = _controller_ref(meta)
+        if owner is None:
+            return Workload("Pod", pod_name)
+        known = self.parent.get((namespace, owner.kind, owner.name))
+        if known is not None:
+            return known
+        if owner.kind == "ReplicaSet":
+            template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+            if template_hash and owner.name.endswith(f"-{template_hash}"):
+                return Workload("Deployment", owner.name[: -len(template_hash) - 1])
+        if owner.kind == "Job":
+            match = _CRONJOB_JOB.match(owner.name)
+            if match:
+                return Workload("CronJob", match["cronjob"])
+        return owner
+
+
+def _controller_ref(meta: Mapping[str, Any]) -> Workload | None:
+    refs = meta.get("ownerReferences") or []
+    chosen = next((r for r in refs if isinstance(r, dict) and r.get("controller")), None)
+    if chosen is None and refs and isinstance(refs[0], dict):
+        chosen = refs[0]
+    if chosen is None or not chosen.get("kind") or not chosen.get("name"):
+        return None
+    return Workload(str(chosen["kind"]), str(chosen["name"]))
+
+
+def _pod(doc: Document, owners: _Owners) -> Pod:
+    meta, label = _meta(doc)
+    where = doc.where
+    spec = doc.obj.get("spec") or {}
+    status = doc.obj.get("status") or {}
+    namespace = meta.get("namespace") or "default"
+    ips: list[str] = []
+    for entry in status.get("podIPs") or []:
+        if isinstance(entry, dict) and entry.get("ip"):
+            ips.append(_ip(entry["ip"], where, label))
+    if status.get("podIP"):
+        first = _ip(status["podIP"], where, label)
+        if first not in ips:
+            ips.insert(0, first)
+    ports: list[ContainerPort] = []
+    for container in spec.get("containers") or []:
+        for cport in (container or {}).get("ports") or []:
+            ports.append(
+                ContainerPort(
+                    port=_int(cport.get("containerPort"), where, label, "containerPort"),
+                    protocol=str(cport.get("protocol") or "TCP"),
+                    name=cport.get("name"),
+                )
+            )
+    phase = str(status.get("phase") or "Running")
+    ended = parse_time(meta.get("deletionTimestamp"), where, label)
+    if ended is None and phase in ("Succeeded", "Failed"):
+        ended = _finished_at(status, where, label)
+    return Pod(
+        namespace=namespace,
+        name=str(meta["name"]),
+        uid=str(meta.get("uid") or f"{namespace}/{meta['name']}"),
+        labels=_labels(meta.get("labels"), where, label),
+        ips=tuple(ips),
+        workload=owners.workload(namespace, str(meta["name"]), meta),
+        host_network=bool(spec.get("hostNetwork")),
+        node_name=spec.get("nodeName"),
+        container_ports=tuple(ports),
+        created=parse_time(meta.get("creationTimestamp"), where, label),
+        ended=ended,
+        phase=phase,
+    )
+
+
+def _finished_at(status: Mapping[str, Any], where: str, label: str) -> float | None:
+    times = [
+        parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"), where, label)
+        for cs in status.get("containerStatuses") or []
+    ]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _service(doc: Document) -> Service:
+    meta, label = _meta(doc)
+    spec = doc.obj.get("spec") or {}
+    status = doc.obj.get("status") or {}
+    ports = []
+    for i, raw in enumerate(spec.get("ports") or []):
+        target = raw.get("targetPort")
+        if target is not None and not isinstance(target, int | str):
+            raise SnapshotError(f"spec.ports[{i}].targetPort must be a number or a name", where=doc.where, obj=label)
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        ports.append(
+            ServicePort(
+                port=_int(raw.get("port"), doc.where, label, f"spec.ports[{i}].port"),
+                protocol=str(raw.get("protocol") or "TCP"),
+                name=raw.get("name"),
+                target_port=target,
+                node_port=raw.get("nodePort"),
+            )
+        )
+    cluster_ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"]
+    external = list(spec.get("externalIPs") or [])
+    external += [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
+    selector = spec.get("selector")
+    return Service(
+        namespace=meta.get("namespace") or "default",
+        name=str(meta["name"]),
+        selector=_labels(selector, doc.where, label, "spec.selector") if selector else None,
+        ports=tuple(ports),
+        cluster_ips=tuple(_ip(ip, doc.where, label) for ip in cluster_ips),
+        external_ips=tuple(_ip(ip, doc.where, label) for ip in external),
+        type=str(spec.get("type") or "ClusterIP"),
+    )
+
+
+def _endpoint_slice(doc: Document) -> EndpointSlice | None:
+    meta, label = _meta(doc)
+    service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+    if not service:
+        return None
+    endpoints = []
+    for ep in doc.obj.get("endpoints") or []:
+        ref = ep.get("targetRef") or {}
+        if ref.get("kind") != "Pod":
+            continue
+        ready = (ep.get("conditions") or {}).get("ready")
+        endpoints.append(
+            SliceEndpoint(
+                pod_namespace=ref.get("namespace") or meta.get("namespace") or "default",
+                pod_name=str(ref.get("name")),
+                addresses=tuple(_ip(a, doc.where, label) for a in ep.get("addresses") or []),
+                ready=ready is not False,
+            )
+        )
+    ports = tuple(
+        SlicePort(
+            port=_int(p.get("port"), doc.where, label, "ports[].port"),
+            protocol=str(p.get("protocol") or "TCP"),
+            name=p.get("name") or None,
+        )
+        for p in doc.obj.get("ports") or []
+        if p.get("port") is not None
+    )
+    return EndpointSlice(meta.get("namespace") or "default", str(service), tuple(endpoints), ports)
+
+
+def _node(doc: Document) -> Node:
+    meta, label = _meta(doc)
+    spec = doc.obj.get("spec") or {}
+    status = doc.obj.get("status") or {}
+    addresses = [
+        _ip(a["address"], doc.where, label)
+        for a in status.get("addresses") or []
+        if a.get("type") in ("InternalIP", "ExternalIP")
+    ]
+    cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise SnapshotError(f"podCIDR {cidr!r} is not a CIDR", where=doc.where, obj=label) from None
+    return Node(name=str(meta["name"]), addresses=tuple(addresses), pod_cidrs=tuple(cidrs))
+
+
+def _namespace(doc: Document) -> Namespace:
+    meta, label = _meta(doc)
+    labels = _labels(meta.get("labels"), doc.where, label)
+    labels.setdefault(METADATA_NAME_LABEL, str(meta["name"]))  # the API server always sets it
+    return Namespace(str(meta["name"]), labels)
+
+
+def load_cluster(paths: Iterable[str], *, require_pods: bool = False) -> Cluster:
+    """Load and index one or more snapshot files or directories."""
+    paths = list(paths)
+    docs = list(load_documents(paths, SnapshotError))
+    owners = _Owners()
+    for doc in docs:
+        kind = doc.obj.get("kind")
+        if kind in ("ReplicaSet", "Job"):
+            meta, _ = _meta(doc)
+            owners.add(meta.get("namespace") or "default", str(kind), str(meta["name"]), meta)
+    namespaces: dict[str, Namespace] = {}
+    pods: dict[str, Pod] = {}
+    services: dict[str, Service] = {}
+    slices: dict[str, EndpointSlice] = {}
+    nodes: dict[str, Node] = {}
+    for doc in docs:
+        kind = doc.obj.get("kind")
+        if not kind:
+            raise SnapshotError("object has no kind", where=doc.where)
+        if kind == "Namespace":
+            ns = _namespace(doc)
+            namespaces[ns.name] = ns
+        elif kind == "Pod":
+            pod = _pod(doc, owners)
+            pods[pod.uid] = pod
+        elif kind == "Service":
+            svc = _service(doc)
+            services[svc.key] = svc
+        elif kind == "EndpointSlice":
+            eps = _endpoint_slice(doc)
+            if eps is not None:
+                slices[f"{doc.obj['metadata'].get('namespace')}/{doc.obj['metadata']['name']}"] = eps
+        elif kind == "Node":
+            node = _node(doc)
+            nodes[node.name] = node
+    if require_pods and not pods:
+        raise SnapshotError("snapshot has no pods", where=", ".join(paths))
+    return Cluster.build(namespaces.values(), pods.values(), services.values(), slices.values(), nodes.values())
