@@ -1,0 +1,172 @@
+"""Turn decoded packets into connections with a known initiator, in bounded memory.
+
+TCP direction comes only from the handshake: a SYN without ACK names the initiator; when the SYN
+was not captured, the SYN-ACK's sender is the responder. A connection with neither is counted as
+"direction unknown" and never emitted: guessing from port numbers is what produces wrong policies.
+A connection is identified by its 4-tuple plus the initiator's initial sequence number, so
+retransmitted (or, with ``tcpdump -i any``, duplicated) SYNs are one flow while a new connection
+reusing the 4-tuple is another.
+
+UDP has no handshake: the first packet of a 5-tuple is the request and its sender the initiator;
+packets either way within ``udp_timeout`` of the last one extend that flow (replies are not flows).
+
+A flow is emitted when its entry ends: a UDP entry idle for ``udp_timeout``, a TCP connection idle
+for ``tcp_timeout``, or closed (RST, or FIN both ways) and idle for :data:`TCP_CLOSED_LINGER`; all
+remaining entries are emitted by :meth:`FlowTracker.flush`. Entries are swept on capture time, so
+memory holds only connections active within the timeouts, however long the capture.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from netpol_gen.collector.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from netpol_gen.evaluator.flows import Flow
+
+# A closed connection's last ACKs and stray retransmissions arrive within this many seconds.
+TCP_CLOSED_LINGER = 30.0
+
+_Key = tuple[bytes, int, bytes, int]
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One tracked connection; ``src`` is the initiator, ``isn`` is None when direction is unknown."""
+
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    first: float
+    last: float
+    isn: int | None = None
+    packets: int = 0
+    bytes: int = 0
+    fin_from_src: bool = False
+    fin_from_dst: bool = False
+    closed: bool = False
+
+
+@dataclass
+class TrackStats:
+    """Connections emitted, and TCP connections seen without a handshake (direction unknown)."""
+
+    flows: int = 0
+    direction_unknown: int = 0
+
+
+def _ntop(address: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+
+
+class FlowTracker:
+    """Feed packets with :meth:`tcp`/:meth:`udp` in capture order; take finished flows from :attr:`done`.
+
+    ``count_tcp=False`` emits TCP flows without packet/byte counts, for when only handshake packets
+    are seen (a SYN/FIN/RST capture filter): partial counts would look real and mislead.
+    """
+
+    def __init__(self, *, udp_timeout: float, tcp_timeout: float, count_tcp: bool = True) -> None:
+        self.udp_timeout = udp_timeout
+        self.tcp_timeout = tcp_timeout
+        self.count_tcp = count_tcp
+        self.stats = TrackStats()
+        self.done: list[Flow] = []
+        self._tcp: dict[_Key, _Conn] = {}
+        self._udp: dict[_Key, _Conn] = {}
+        self._sweep_every = min(udp_timeout, TCP_CLOSED_LINGER)
+        self._next_sweep = float("-inf")
+
+    def tcp(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int,
+            ack: int, length: int) -> None:
+        """Account one TCP segment of ``length`` IP bytes."""
+        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
+        conn = self._tcp.get(key)
+        if flags & TCP_SYN:
+            if flags & TCP_ACK:  # SYN-ACK: the sender is the responder; the ack names the SYN's ISN
+                isn = (ack - 1) & 0xFFFFFFFF
+                initiator: tuple[bytes, int, bytes, int] = (dst, dport, src, sport)
+            else:
+                isn = seq
+                initiator = (src, sport, dst, dport)
+            if conn is None or conn.isn != isn:
+                if conn is not None:
+                    self._finish(conn, is_tcp=True)
+                conn = self._tcp[key] = _Conn(*initiator, ts, ts, isn)
+        elif conn is None:
+            conn = self._tcp[key] = _Conn(src, sport, dst, dport, ts, ts)
+        if flags & (TCP_FIN | TCP_RST):
+            if flags & TCP_RST:
+                conn.closed = True
+            elif src == conn.src and sport == conn.sport:
+                conn.fin_from_src = True
+            else:
+                conn.fin_from_dst = True
+            conn.closed = conn.closed or (conn.fin_from_src and conn.fin_from_dst)
+        conn.packets += 1
+        conn.bytes += length
+        conn.last = ts
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def udp(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int, length: int) -> None:
+        """Account one UDP datagram of ``length`` IP bytes."""
+        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
+        conn = self._udp.get(key)
+        if conn is not None and ts - conn.last > self.udp_timeout:
+            self._finish(self._udp.pop(key), is_tcp=False)
+            conn = None
+        if conn is None:
+            conn = self._udp[key] = _Conn(src, sport, dst, dport, ts, ts)
+        conn.packets += 1
+        conn.bytes += length
+        conn.last = ts
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def flush(self) -> None:
+        """End the capture: emit every connection still tracked."""
+        for table, is_tcp in ((self._tcp, True), (self._udp, False)):
+            for conn in table.values():
+                self._finish(conn, is_tcp=is_tcp)
+            table.clear()
+
+    def tracked(self) -> int:
+        """How many connections are held right now (for memory checks)."""
+        return len(self._tcp) + len(self._udp)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self._sweep_every
+        for table, is_tcp in ((self._tcp, True), (self._udp, False)):
+            expired = [key for key, conn in table.items() if now - conn.last > self._timeout(conn, is_tcp)]
+            for key in expired:
+                self._finish(table.pop(key), is_tcp=is_tcp)
+
+    def _timeout(self, conn: _Conn, is_tcp: bool) -> float:
+        if not is_tcp:
+            return self.udp_timeout
+        return TCP_CLOSED_LINGER if conn.closed else self.tcp_timeout
+
+    def _finish(self, conn: _Conn, *, is_tcp: bool) -> None:
+        if is_tcp and conn.isn is None:
+            self.stats.direction_unknown += 1
+            return
+        counted = self.count_tcp or not is_tcp
+        self.done.append(Flow(
+            src_ip=_ntop(conn.src),
+            dst_ip=_ntop(conn.dst),
+            dst_port=conn.dport,
+            protocol="TCP" if is_tcp else "UDP",
+            src_port=conn.sport,
+            ts=conn.first,
+            packets=conn.packets if counted else None,
+            bytes=conn.bytes if counted else None,
+        ))
+        self.stats.flows += 1
+
+    def drain(self) -> Iterator[Flow]:
+        """Yield and forget the flows finished so far."""
+        done, self.done = self.done, []
+        yield from done
