@@ -2,7 +2,8 @@
 that matches selectors, peers and ports.
 
 A connection is allowed iff the source's egress and the destination's ingress both allow it. A side
-is judged only when its endpoint is a pod; a pod is isolated for a direction iff some policy of its
+is judged only when its endpoint is a pod; a pod may always talk to itself and to and from the node
+it runs on (the API reference's two exceptions); a pod is isolated for a direction iff some policy of its
 namespace selects it with that direction in policyTypes, and then the union of those policies' rules
 decides. Policies are indexed by namespace, the policies isolating each pod are computed once per
 pod, and verdicts are cached per (source, destination, port, protocol), so judging a million flows
@@ -102,6 +103,8 @@ class Evaluator:
             return SideVerdict(direction, Basis.NOT_A_POD)
         if other.pod is pod:
             return SideVerdict(direction, Basis.SAME_POD)
+        if other.node is not None and other.node.name == pod.node_name:
+            return SideVerdict(direction, Basis.OWN_NODE)
         policies = self.isolating(pod, direction)
         if not policies:
             return SideVerdict(direction, Basis.NOT_ISOLATED)

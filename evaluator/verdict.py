@@ -27,6 +27,7 @@ class Basis(Enum):
 
     NOT_A_POD = "not a pod"  # external IP, node, unknown address: policies only apply to pods
     SAME_POD = "same pod"  # a pod talking to itself is always allowed
+    OWN_NODE = "own node"  # traffic between a pod and the node it runs on is always allowed
     NOT_ISOLATED = "not isolated"  # no policy selects the pod for this direction
     RULE = "allowed by rule"
     NO_RULE = "no rule allows it"
