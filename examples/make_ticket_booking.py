@@ -14,13 +14,14 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 CREATED = "2026-11-20T08:00:00Z"
-START_TS = 1_795_680_000.0  # 2026-11-22T00:00:00Z, after every pod was created
+START_TS = datetime(2026, 11, 22, tzinfo=UTC).timestamp()  # after every pod was created
 
 NODES = {"node-1": ("10.0.0.11", "10.244.1.0/24"), "node-2": ("10.0.0.12", "10.244.2.0/24")}
 
