@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from netpol_gen.errors import InputError
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
-try:  # libyaml makes large snapshots load several times faster; the pure loader is the fallback
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+# libyaml makes large snapshots load several times faster; the pure-Python loader is the fallback
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +84,7 @@ def _parse(text: str, path: Path, error: type[InputError]) -> list[Any]:
         except json.JSONDecodeError as exc:
             raise error(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", where=str(path)) from None
     try:
-        return list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - a SafeLoader
+        return list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""

@@ -206,7 +206,8 @@ def _policy_types(spec: Mapping[str, Any], has_egress: bool) -> frozenset[str]:
 
 def parse_policy(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
     """Parse one NetworkPolicy object; PolicyError says ``where: policy ns/name: what is wrong``."""
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    raw_meta = obj.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
     name = meta.get("name")
     namespace = meta.get("namespace") or default_namespace
     label = f"policy {namespace}/{name or '<unnamed>'}"

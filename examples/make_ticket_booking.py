@@ -158,8 +158,8 @@ def _service(app: App) -> list[dict[str, Any]]:
               "protocol": next(proto for pn, _, proto in app.ports if pn == t)} for n, p, t in app.service_ports]
     service_name = "kube-dns" if app.name == "coredns" else app.name
     service = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": service_name, "namespace": app.namespace, "uid": _uid(app.namespace, "svc", app.name),
-                            "creationTimestamp": CREATED},
+               "metadata": {"name": service_name, "namespace": app.namespace,
+                            "uid": _uid(app.namespace, "svc", app.name), "creationTimestamp": CREATED},
                "spec": {"type": "ClusterIP", "clusterIP": app.service_ip, "clusterIPs": [app.service_ip],
                         "selector": selector, "ports": ports}}
     slice_ports = [{"name": p["name"], "port": next(n for pn, n, _ in app.ports if pn == p["targetPort"]),
