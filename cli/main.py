@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from netpol_gen import __version__
 from netpol_gen.cli.check import check
 from netpol_gen.errors import InputError

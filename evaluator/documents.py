@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from netpol_gen.errors import InputError
 
 SUFFIXES = (".yaml", ".yml", ".json")
