@@ -35,3 +35,7 @@ class SnapshotError(InputError):
 
 class FlowError(InputError):
     """A flow record (JSONL) that is malformed."""
+
+
+class CaptureError(InputError):
+    """A packet capture (pcap/pcapng) that is truncated, not a capture, or of an unsupported link type."""
