@@ -21,23 +21,24 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
-from netpol_gen.collector.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from netpol_gen.collector.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Address
 from netpol_gen.evaluator.flows import Flow
 
 # A closed connection's last ACKs and stray retransmissions arrive within this many seconds.
 TCP_CLOSED_LINGER = 30.0
 
-_Key = tuple[bytes, int, bytes, int]
+_Key = tuple[Address, int, Address, int]
 
 
 @dataclass(slots=True)
 class _Conn:
     """One tracked connection; ``src`` is the initiator, ``isn`` is None when direction is unknown."""
 
-    src: bytes
+    src: Address
     sport: int
-    dst: bytes
+    dst: Address
     dport: int
     first: float
     last: float
@@ -57,8 +58,11 @@ class TrackStats:
     direction_unknown: int = 0
 
 
-def _ntop(address: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+@lru_cache(maxsize=1 << 16)  # a capture's flows share few addresses: format each once
+def _ntop(address: Address) -> str:
+    if isinstance(address, int):
+        return socket.inet_ntop(socket.AF_INET, address.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, address)
 
 
 class FlowTracker:
@@ -79,11 +83,16 @@ class FlowTracker:
         self._sweep_every = min(udp_timeout, TCP_CLOSED_LINGER)
         self._next_sweep = float("-inf")
 
-    def tcp(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int,
+    def tcp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, flags: int, seq: int,
             ack: int, length: int) -> None:
         """Account one TCP segment of ``length`` IP bytes."""
-        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
+        key = (src, sport, dst, dport) if src < dst or (src == dst and sport < dport) else (dst, dport, src, sport)
         conn = self._tcp.get(key)
+        if conn is not None and not flags & (TCP_SYN | TCP_FIN | TCP_RST):  # mid-connection: most packets
+            conn.packets += 1
+            conn.bytes += length
+            conn.last = ts
+            return
         if flags & TCP_SYN:
             if flags & TCP_ACK:  # SYN-ACK: the sender is the responder; the ack names the SYN's ISN
                 isn = (ack - 1) & 0xFFFFFFFF
@@ -111,9 +120,9 @@ class FlowTracker:
         if ts >= self._next_sweep:
             self._sweep(ts)
 
-    def udp(self, ts: float, src: bytes, dst: bytes, sport: int, dport: int, length: int) -> None:
+    def udp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, length: int) -> None:
         """Account one UDP datagram of ``length`` IP bytes."""
-        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
+        key = (src, sport, dst, dport) if src < dst or (src == dst and sport < dport) else (dst, dport, src, sport)
         conn = self._udp.get(key)
         if conn is not None and ts - conn.last > self.udp_timeout:
             self._finish(self._udp.pop(key), is_tcp=False)
@@ -154,15 +163,9 @@ class FlowTracker:
             self.stats.direction_unknown += 1
             return
         counted = self.count_tcp or not is_tcp
-        self.done.append(Flow(
-            src_ip=_ntop(conn.src),
-            dst_ip=_ntop(conn.dst),
-            dst_port=conn.dport,
-            protocol="TCP" if is_tcp else "UDP",
-            src_port=conn.sport,
-            ts=conn.first,
-            packets=conn.packets if counted else None,
-            bytes=conn.bytes if counted else None,
+        self.done.append(Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes
+            _ntop(conn.src), _ntop(conn.dst), conn.dport, "TCP" if is_tcp else "UDP", conn.sport, conn.first,
+            conn.packets if counted else None, conn.bytes if counted else None,
         ))
         self.stats.flows += 1
 
