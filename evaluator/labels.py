@@ -24,10 +24,10 @@ def label_key_problem(key: object) -> str | None:
     """Why ``key`` is not a valid qualified label key, or None (IsQualifiedName)."""
     if not isinstance(key, str) or not key:
         return f"label key {key!r} must be a non-empty string"
-    prefix, _, name = key.rpartition("/")
+    prefix, slash, name = key.rpartition("/")
     if "/" in prefix:
         return f"label key {key!r} has more than one '/'"
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         return f"label key {key!r} has an invalid prefix (must be a DNS subdomain)"
     if len(name) > 63 or not _NAME_PART.match(name):
         return f"label key {key!r} is invalid (name part: up to 63 alphanumerics, '-', '_' or '.')"

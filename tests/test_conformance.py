@@ -97,8 +97,7 @@ def build_cluster(overrides: Mapping[str, Any], services: list[Mapping[str, Any]
             name=svc["name"],
             selector=svc["selector"],
             ports=tuple(
-                ServicePort(p["port"], p.get("protocol", "TCP"), target_port=p.get("targetPort"))
-                for p in svc["ports"]
+                ServicePort(p["port"], p.get("protocol", "TCP"), target_port=p.get("targetPort")) for p in svc["ports"]
             ),
             cluster_ips=(svc["clusterIP"],),
         )
@@ -212,8 +211,10 @@ def flow_mismatches(scenario: Scenario) -> list[str]:
         actual = {v.dst.pod.key: v.allowed for v in verdict.verdicts if v.dst.pod is not None}
         label = f"flow {flow['from']} -> {flow['to']} {flow['port']}"
         if verdict.service is None or actual != flow["backends"]:
-            problems.append(f"{label}: expected backends {flow['backends']}, evaluator judged {actual} "
-                            f"(service {'resolved' if verdict.service else 'not resolved'})")
+            problems.append(
+                f"{label}: expected backends {flow['backends']}, evaluator judged {actual} "
+                f"(service {'resolved' if verdict.service else 'not resolved'})"
+            )
         elif verdict.allowed != all(flow["backends"].values()):
             problems.append(f"{label}: a flow is allowed only if every backend admits it")
     return problems
