@@ -56,7 +56,10 @@ def read_documents(path: Path, error: type[InputError]) -> Iterator[Document]:
             continue
         if not isinstance(doc, dict):
             raise error(f"expected a Kubernetes object (a mapping), got {type(doc).__name__}", where=where)
-        if doc.get("kind") == "List" or (doc.get("kind", "").endswith("List") and "items" in doc):
+        kind = doc.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            raise error(f"kind must be a string, got {kind!r}", where=where)
+        if kind == "List" or (kind and kind.endswith("List") and "items" in doc):
             items = doc.get("items") or []
             if not isinstance(items, list):
                 raise error("List.items must be a list", where=where)

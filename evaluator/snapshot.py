@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from netpol_gen.errors import SnapshotError
@@ -36,13 +36,22 @@ _CRONJOB_JOB = re.compile(r"^(?P<cronjob>.+)-\d{8,}$")  # CronJob jobs: <name>-<
 
 
 def parse_time(value: Any, where: str, obj: str) -> float | None:
-    """RFC 3339 timestamp (as the API writes it) to epoch seconds."""
+    """RFC 3339 timestamp (as the API writes it) to epoch seconds. A time without a zone is UTC, as
+    the API server's times are; an unquoted YAML timestamp arrives already parsed."""
     if value is None:
         return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise SnapshotError(f"bad timestamp {value!r}", where=where, obj=obj) from None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise SnapshotError(f"bad timestamp {value!r}", where=where, obj=obj) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _meta(doc: Document) -> tuple[dict[str, Any], str]:
@@ -53,6 +62,24 @@ def _meta(doc: Document) -> tuple[dict[str, Any], str]:
     ns = meta.get("namespace")
     label = f"{kind} {ns}/{meta['name']}" if ns else f"{kind} {meta['name']}"
     return meta, label
+
+
+def _mapping(raw: Any, where: str, obj: str, field: str) -> dict[str, Any]:
+    """A field that must be an object; absent or null is empty."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SnapshotError(f"{field} must be a mapping, got {raw!r}", where=where, obj=obj)
+    return raw
+
+
+def _list(raw: Any, where: str, obj: str, field: str) -> list[Any]:
+    """A field that must be a list; absent or null is empty."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise SnapshotError(f"{field} must be a list, got {raw!r}", where=where, obj=obj)
+    return raw
 
 
 def _labels(raw: Any, where: str, obj: str, field: str = "metadata.labels") -> dict[str, str]:
@@ -80,20 +107,19 @@ class _Owners:
     """Owner chains (ReplicaSet -> Deployment, Job -> CronJob) from the objects in the snapshot."""
 
     def __init__(self) -> None:
-        self.parent: dict[tuple[str, str, str], Workload] = {}
+        self.parent: dict[tuple[str, str, str], Workload | None] = {}
 
     def add(self, namespace: str, kind: str, name: str, meta: Mapping[str, Any]) -> None:
-        owner = _controller_ref(meta)
-        if owner is not None:
-            self.parent[(namespace, kind, name)] = owner
+        """A controller seen in the snapshot: its own owner (None when it has none) is authoritative."""
+        self.parent[(namespace, kind, name)] = _controller_ref(meta)
 
     def workload(self, namespace: str, pod_name: str, meta: Mapping[str, Any]) -> Workload:
         owner = _controller_ref(meta)
         if owner is None:
             return Workload("Pod", pod_name)
-        known = self.parent.get((namespace, owner.kind, owner.name))
-        if known is not None:
-            return known
+        seen = (namespace, owner.kind, owner.name)
+        if seen in self.parent:  # the owner object is in the snapshot: no guessing from names
+            return self.parent[seen] or owner
         if owner.kind == "ReplicaSet":
             template_hash = (meta.get("labels") or {}).get("pod-template-hash")
             if template_hash and owner.name.endswith(f"-{template_hash}"):
@@ -118,23 +144,27 @@ def _controller_ref(meta: Mapping[str, Any]) -> Workload | None:
 def _pod(doc: Document, owners: _Owners) -> Pod:
     meta, label = _meta(doc)
     where = doc.where
-    spec = doc.obj.get("spec") or {}
-    status = doc.obj.get("status") or {}
+    spec = _mapping(doc.obj.get("spec"), where, label, "spec")
+    status = _mapping(doc.obj.get("status"), where, label, "status")
     namespace = meta.get("namespace") or "default"
     ips: list[str] = []
-    for entry in status.get("podIPs") or []:
-        if isinstance(entry, dict) and entry.get("ip"):
+    for i, entry in enumerate(_list(status.get("podIPs"), where, label, "status.podIPs")):
+        entry = _mapping(entry, where, label, f"status.podIPs[{i}]")
+        if entry.get("ip"):
             ips.append(_ip(entry["ip"], where, label))
     if status.get("podIP"):
         first = _ip(status["podIP"], where, label)
         if first not in ips:
             ips.insert(0, first)
     ports: list[ContainerPort] = []
-    for container in spec.get("containers") or []:
-        for cport in (container or {}).get("ports") or []:
+    for i, container in enumerate(_list(spec.get("containers"), where, label, "spec.containers")):
+        field = f"spec.containers[{i}]"
+        container = _mapping(container, where, label, field)
+        for j, cport in enumerate(_list(container.get("ports"), where, label, f"{field}.ports")):
+            cport = _mapping(cport, where, label, f"{field}.ports[{j}]")
             ports.append(
                 ContainerPort(
-                    port=_int(cport.get("containerPort"), where, label, "containerPort"),
+                    port=_int(cport.get("containerPort"), where, label, f"{field}.ports[{j}].containerPort"),
                     protocol=str(cport.get("protocol") or "TCP"),
                     name=cport.get("name"),
                 )
@@ -162,7 +192,8 @@ def _pod(doc: Document, owners: _Owners) -> Pod:
 def _finished_at(status: Mapping[str, Any], where: str, label: str) -> float | None:
     times = [
         parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"), where, label)
-        for cs in status.get("containerStatuses") or []
+        for cs in _list(status.get("containerStatuses"), where, label, "status.containerStatuses")
+        if isinstance(cs, dict)
     ]
     known = [t for t in times if t is not None]
     return max(known) if known else None
@@ -170,10 +201,11 @@ def _finished_at(status: Mapping[str, Any], where: str, label: str) -> float | N
 
 def _service(doc: Document) -> Service:
     meta, label = _meta(doc)
-    spec = doc.obj.get("spec") or {}
-    status = doc.obj.get("status") or {}
+    spec = _mapping(doc.obj.get("spec"), doc.where, label, "spec")
+    status = _mapping(doc.obj.get("status"), doc.where, label, "status")
     ports = []
-    for i, raw in enumerate(spec.get("ports") or []):
+    for i, raw in enumerate(_list(spec.get("ports"), doc.where, label, "spec.ports")):
+        raw = _mapping(raw, doc.where, label, f"spec.ports[{i}]")
         target = raw.get("targetPort")
         if target is not None and not isinstance(target, int | str):
             raise SnapshotError(f"spec.ports[{i}].targetPort must be a number or a name", where=doc.where, obj=label)
@@ -209,8 +241,9 @@ def _endpoint_slice(doc: Document) -> EndpointSlice | None:
     if not service:
         return None
     endpoints = []
-    for ep in doc.obj.get("endpoints") or []:
-        ref = ep.get("targetRef") or {}
+    for i, ep in enumerate(_list(doc.obj.get("endpoints"), doc.where, label, "endpoints")):
+        ep = _mapping(ep, doc.where, label, f"endpoints[{i}]")
+        ref = _mapping(ep.get("targetRef"), doc.where, label, f"endpoints[{i}].targetRef")
         if ref.get("kind") != "Pod":
             continue
         ready = (ep.get("conditions") or {}).get("ready")
@@ -228,20 +261,20 @@ def _endpoint_slice(doc: Document) -> EndpointSlice | None:
             protocol=str(p.get("protocol") or "TCP"),
             name=p.get("name") or None,
         )
-        for p in doc.obj.get("ports") or []
-        if p.get("port") is not None
+        for p in _list(doc.obj.get("ports"), doc.where, label, "ports")
+        if isinstance(p, dict) and p.get("port") is not None
     )
     return EndpointSlice(meta.get("namespace") or "default", str(service), tuple(endpoints), ports)
 
 
 def _node(doc: Document) -> Node:
     meta, label = _meta(doc)
-    spec = doc.obj.get("spec") or {}
-    status = doc.obj.get("status") or {}
+    spec = _mapping(doc.obj.get("spec"), doc.where, label, "spec")
+    status = _mapping(doc.obj.get("status"), doc.where, label, "status")
     addresses = [
-        _ip(a["address"], doc.where, label)
-        for a in status.get("addresses") or []
-        if a.get("type") in ("InternalIP", "ExternalIP")
+        _ip(a.get("address"), doc.where, label)
+        for a in _list(status.get("addresses"), doc.where, label, "status.addresses")
+        if isinstance(a, dict) and a.get("type") in ("InternalIP", "ExternalIP")
     ]
     cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
     for cidr in cidrs:
