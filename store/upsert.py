@@ -1,0 +1,52 @@
+"""``INSERT .. ON CONFLICT`` for both engines, executed as one batched statement per table.
+
+SQLite and PostgreSQL spell the upsert identically (``excluded`` is the proposed row); only the
+insert construct comes from the dialect. Expressions for merging aggregates that may be NULL
+(``least``/``greatest`` do not exist in SQLite, ``min``/``max`` of two values do not exist in
+PostgreSQL) are written as CASE so that one statement serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+Updates = Callable[[Any], Mapping[str, Any]]  # given ``excluded``, the SET clause
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    updates: Updates | None = None,
+) -> None:
+    """Insert ``rows``; on a conflict on ``keys``, apply ``updates`` (or keep the stored row)."""
+    if not rows:
+        return
+    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    if updates is None:
+        stmt = insert.on_conflict_do_nothing(index_elements=list(keys))
+    else:
+        stmt = insert.on_conflict_do_update(index_elements=list(keys), set_=dict(updates(insert.excluded)))
+    conn.execute(stmt, list(rows))
+
+
+def least(stored: Any, new: Any) -> ColumnElement[Any]:
+    """The smaller of two nullable values; NULL only when both are."""
+    return sa.case((stored.is_(None), new), (new.is_(None), stored), (new < stored, new), else_=stored)
+
+
+def greatest(stored: Any, new: Any) -> ColumnElement[Any]:
+    """The larger of two nullable values; NULL only when both are."""
+    return sa.case((stored.is_(None), new), (new.is_(None), stored), (new > stored, new), else_=stored)
+
+
+def add_nullable(stored: Any, new: Any) -> ColumnElement[Any]:
+    """Sum of two nullable counters; NULL (unknown) only when both are."""
+    return sa.case((stored.is_(None), new), (new.is_(None), stored), else_=stored + new)
