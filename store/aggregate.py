@@ -1,0 +1,99 @@
+"""In-memory aggregation: the store sees one write per unique edge per batch, not one per flow.
+
+Also the connection deduplicator: the same connection captured on both nodes (or on two
+interfaces of one node) is one connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netpol_gen.evaluator.flows import Flow
+from netpol_gen.store.identity import Identity
+
+EdgeKey = tuple[Identity, Identity, int, str]  # source, destination, port on the destination, protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One raw flow kept as evidence for an edge, with the pods it was attributed to."""
+
+    ts: float | None
+    src_ip: str
+    src_port: int | None
+    dst_ip: str
+    dst_port: int
+    src_pod_uid: str | None
+    dst_pod_uid: str | None
+    service: str | None
+    packets: int | None
+    bytes: int | None
+
+
+def _add(total: int | None, value: int | None) -> int | None:
+    if value is None:
+        return total
+    return value if total is None else total + value
+
+
+@dataclass(slots=True)
+class EdgeTotals:
+    connections: int = 0
+    packets: int | None = None  # None: no flow of this edge carried counters
+    bytes: int | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    samples: list[Sample] = field(default_factory=list)
+
+    def add(self, flow: Flow) -> None:
+        self.connections += 1
+        self.packets = _add(self.packets, flow.packets)
+        self.bytes = _add(self.bytes, flow.bytes)
+        ts = flow.ts
+        if ts is not None:
+            if self.first_seen is None or ts < self.first_seen:
+                self.first_seen = ts
+            if self.last_seen is None or ts > self.last_seen:
+                self.last_seen = ts
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSeen:
+    ttl: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass
+class Batch:
+    """What one transaction writes: edges, DNS answers, and names learnt for external identities."""
+
+    edges: dict[EdgeKey, EdgeTotals] = field(default_factory=dict)
+    dns: dict[tuple[str, str], DnsSeen] = field(default_factory=dict)  # (name, address)
+    names: dict[Identity, set[str]] = field(default_factory=dict)
+
+
+class Deduper:
+    """Recognises a connection already seen: same 5-tuple, start within about ``window`` seconds.
+
+    Start times are bucketed by ``window`` and the neighbouring buckets checked, so two sightings up
+    to one window apart always match (and up to two windows apart may). A flow without a source port
+    or a timestamp cannot be told apart from a new connection to the same port and is never dropped.
+    Memory is one hash per flow with both, for the life of the deduper: import all captures of the
+    same period in one run so that both sightings meet.
+    """
+
+    def __init__(self, window: float = 1.0) -> None:
+        self._window = window
+        self._seen: set[int] = set()
+
+    def is_duplicate(self, flow: Flow) -> bool:
+        if flow.src_port is None or flow.ts is None:
+            return False
+        conn = (flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol)
+        bucket = int(flow.ts // self._window)
+        seen = self._seen
+        if hash((conn, bucket)) in seen or hash((conn, bucket - 1)) in seen or hash((conn, bucket + 1)) in seen:
+            return True
+        seen.add(hash((conn, bucket)))
+        return False
