@@ -13,6 +13,8 @@ import click
 
 from netpol_gen import __version__
 from netpol_gen.cli.check import check
+from netpol_gen.cli.flows_cmd import flows_cmd
+from netpol_gen.cli.import_cmd import import_cmd
 from netpol_gen.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -39,6 +41,8 @@ def cli() -> None:
 
 
 cli.add_command(check)
+cli.add_command(import_cmd)
+cli.add_command(flows_cmd)
 
 
 def main() -> None:

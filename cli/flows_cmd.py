@@ -1,0 +1,72 @@
+"""``netpol-gen flows``: the aggregated edges in the store, workload-level."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netpol_gen.store.db import ENV_URL, default_url, open_store
+from netpol_gen.store.identity import Identity
+from netpol_gen.store.query import EdgeRow, list_edges
+
+_COLUMNS = ("source", "destination", "port", "protocol", "connections", "packets", "bytes", "first_seen",
+            "last_seen", "names")
+
+
+def _time(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _identity_dict(identity: Identity) -> dict[str, Any]:
+    return {"kind": identity.kind.value, "namespace": identity.namespace, "workload_kind": identity.workload_kind,
+            "workload_name": identity.workload_name, "node": identity.node, "ip": identity.ip}
+
+
+def _flat(edge: EdgeRow) -> list[Any]:
+    return [edge.src.describe(), edge.dst.describe(), edge.dst_port, edge.protocol, edge.connections,
+            edge.packets, edge.bytes, _time(edge.first_seen), _time(edge.last_seen), " ".join(edge.dst_names)]
+
+
+def _print_table(edges: list[EdgeRow]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in _COLUMNS:
+        table.add_column(column.replace("_", " "), justify="right" if column in ("connections", "bytes") else "left")
+    for edge in edges:
+        table.add_row(*("" if value is None else str(value) for value in _flat(edge)))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@click.command("flows")
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help=f"Store URL [default: ${ENV_URL} or sqlite:///netpol-gen.db]")
+@click.option("--namespace", default=None, help="Only edges with an end in this namespace.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def flows_cmd(db_url: str | None, namespace: str | None, fmt: str) -> None:
+    """List learnt connections: who talked to whom on which port, how often, first and last seen."""
+    store = open_store(db_url or default_url(), create=False)
+    try:
+        with store.reading() as conn:
+            edges = list_edges(conn, namespace)
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps([
+            {"source": _identity_dict(e.src), "destination": _identity_dict(e.dst), "port": e.dst_port,
+             "protocol": e.protocol, "connections": e.connections, "packets": e.packets, "bytes": e.bytes,
+             "first_seen": _time(e.first_seen) or None, "last_seen": _time(e.last_seen) or None,
+             "names": list(e.dst_names)}
+            for e in edges
+        ], indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(_COLUMNS)
+        writer.writerows(_flat(e) for e in edges)
+    else:
+        _print_table(edges)
