@@ -331,7 +331,7 @@ class Cluster:
         if not svc.selector:
             return backends
         for pod in self.pods_in(svc.namespace):
-            if pod.host_network or not _alive(pod, ts):
+            if pod.host_network or not pod.ips or not _alive(pod, ts):  # Pending pods have no IP yet
                 continue
             if all(pod.labels.get(k) == v for k, v in svc.selector.items()):
                 target = resolve_target_port(pod, sport)
