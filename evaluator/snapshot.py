@@ -292,6 +292,14 @@ def _namespace(doc: Document) -> Namespace:
     return Namespace(str(meta["name"]), labels)
 
 
+def _newer_view(seen: Pod | None, pod: Pod) -> Pod:
+    """Of two views of one pod, the later given wins, except that a view in which the pod has ended
+    (deleted, or finished) is always the newer one: a pod never comes back, whatever the file order."""
+    if seen is not None and seen.ended is not None and pod.ended is None:
+        return seen
+    return pod
+
+
 def load_cluster(paths: Iterable[str], *, require_pods: bool = False) -> Cluster:
     """Load and index one or more snapshot files or directories."""
     paths = list(paths)
@@ -316,7 +324,7 @@ def load_cluster(paths: Iterable[str], *, require_pods: bool = False) -> Cluster
             namespaces[ns.name] = ns
         elif kind == "Pod":
             pod = _pod(doc, owners)
-            pods[pod.uid] = pod
+            pods[pod.uid] = _newer_view(pods.get(pod.uid), pod)
         elif kind == "Service":
             svc = _service(doc)
             services[svc.key] = svc

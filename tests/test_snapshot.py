@@ -281,6 +281,34 @@ def test_terminating_pod_ends_at_its_deletion_timestamp() -> None:
     assert not old.is_live
 
 
+POD_VIEW = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cart-1
+  namespace: shop
+  uid: d2000000-0000-4000-8000-000000000001
+  creationTimestamp: "2024-01-15T09:00:00Z"
+  labels:
+    app: cart
+    seen: "{seen}"
+{deletion}status:
+  phase: Running
+  podIP: 10.244.1.23
+"""
+
+
+@pytest.mark.parametrize("order", ["running-first", "terminating-first"])
+def test_a_view_in_which_the_pod_was_deleted_is_newer_whatever_the_file_order(tmp_path: Path, order: str) -> None:
+    running = write(tmp_path, "running.yaml", POD_VIEW.format(seen="running", deletion=""))
+    deleting = '  deletionTimestamp: "2024-01-15T10:35:30Z"\n'
+    terminating = write(tmp_path, "terminating.yaml", POD_VIEW.format(seen="terminating", deletion=deleting))
+    paths = (running, terminating) if order == "running-first" else (terminating, running)
+    (pod,) = load(*paths).pods
+    assert pod.ended == utc(2024, 1, 15, 10, 35, 30)
+    assert pod.labels["seen"] == "terminating"
+
+
 # --- timestamps ---------------------------------------------------------------------------------
 
 
@@ -339,6 +367,11 @@ def test_invalid_yaml_names_the_file_and_line() -> None:
     message = snapshot_error(path)
     # the problem's wording differs between libyaml and the pure-Python parser; the place does not
     assert message.startswith(f"{path}: invalid YAML: line 8: mapping values are not allowed")
+
+
+def test_invalid_json_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "cluster.json", '{\n    "apiVersion": "v1",\n    "items": [,\n}\n')
+    assert snapshot_error(path).startswith(f"{path}: invalid JSON at line 3 ")
 
 
 def test_missing_metadata_name_names_the_file_and_document() -> None:
