@@ -2,39 +2,63 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO
+from typing import IO, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from netpol_gen.errors import InputError
 from netpol_gen.evaluator import load_cluster
 from netpol_gen.store.db import ENV_URL, default_url, open_store
-from netpol_gen.store.importer import ImportReport, Source, flow_file_reader, import_sources
+from netpol_gen.store.importer import ImportReport, QuietProgress, ReadProgress, Source, import_sources
+
+_R = TypeVar("_R")
 
 
-@contextmanager
-def _progress_opener(console: Console) -> Iterator[object]:
-    """A progress bar over the bytes of each flow file read, shown only on a terminal."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
+class _BarProgress:
+    """Progress on a terminal: bytes read for flow files, records (flows, DNS answers) for captures."""
 
-        def open_text(path: str) -> IO[str]:
-            try:
-                return progress.open(path, "r", encoding="utf-8", description=path)
-            except OSError as exc:
-                raise InputError(f"cannot read: {exc.strerror}", where=path) from None
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
 
-        yield open_text
+    def open_text(self, path: str) -> IO[str]:
+        try:
+            return self._progress.open(path, "r", encoding="utf-8", description=path)
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", where=path) from None
+
+    def records(self, path: str, records: Iterator[_R]) -> Iterator[_R]:
+        task = self._progress.add_task(f"{path} (records)", total=None)
+        for count, record in enumerate(records, 1):
+            if count % 10_000 == 0:
+                self._progress.update(task, completed=count)
+            yield record
+        self._progress.remove_task(task)
+
+
+def _run(store_url: str, clusters: tuple[str, ...], sources: list[Source], console: Console) -> ImportReport:
+    cluster = load_cluster(clusters, require_pods=True)
+    store = open_store(store_url)
+    try:
+        if not console.is_terminal:
+            return import_sources(store, cluster, sources, QuietProgress())
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            progress: ReadProgress = _BarProgress(bar)
+            return import_sources(store, cluster, sources, progress)
+    finally:
+        store.close()
 
 
 def _print_report(report: ImportReport) -> None:
     skipped = f" ({len(report.skipped)} already in the store: {', '.join(report.skipped)})" if report.skipped else ""
     click.echo(f"sources imported: {len(report.imported)}{skipped}")
-    click.echo(f"packets read: {report.packets}")
+    filtered = " (that passed the BPF filter)" if report.packets_filtered else ""
+    click.echo(f"packets read: {report.packets}{filtered}")
     click.echo(f"flows: {report.flows} (duplicates dropped: {report.duplicates}, "
                f"to a Service without such port or backend: {report.service_unresolved})")
     click.echo(f"edges: {report.edges_new} new, {report.edges_updated} updated")
@@ -49,18 +73,20 @@ def _print_report(report: ImportReport) -> None:
 @click.option("--cluster", "clusters", multiple=True, required=True,
               help="Cluster snapshot (kubectl get ... -o yaml|json) file or directory; repeatable, over time.")
 @click.option("--flows", "flow_files", multiple=True, help="Flows as JSONL (the format of `check`); repeatable.")
-def import_cmd(db_url: str | None, clusters: tuple[str, ...], flow_files: tuple[str, ...]) -> None:
-    """Attribute and aggregate captured traffic into the store; a file already imported is skipped."""
-    cluster = load_cluster(clusters, require_pods=True)
-    store = open_store(db_url or default_url())
-    sources = [Source(path, "flows") for path in flow_files]
+@click.option("--pcap", "captures", multiple=True,
+              help="Capture (pcap/pcapng, e.g. tcpdump -i any -w FILE); repeatable.")
+def import_cmd(db_url: str | None, clusters: tuple[str, ...], flow_files: tuple[str, ...],
+               captures: tuple[str, ...]) -> None:
+    """Attribute and aggregate captured traffic into the store; a file already imported is skipped.
+
+    Import the captures of all nodes for the same period in one run: a connection seen on two
+    nodes is then counted once (flows without a source port cannot be deduplicated).
+    """
+    sources = [Source(path, "flows") for path in flow_files] + [Source(path, "pcap") for path in captures]
     console = Console(stderr=True)
-    try:
-        if console.is_terminal:
-            with _progress_opener(console) as open_text:
-                report = import_sources(store, cluster, sources, {"flows": flow_file_reader(open_text)})
-        else:
-            report = import_sources(store, cluster, sources, {"flows": flow_file_reader()})
-    finally:
-        store.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = _run(db_url or default_url(), clusters, sources, console)
+    for warning in caught:
+        click.echo(f"netpol-gen: warning: {warning.message}", err=True)
     _print_report(report)

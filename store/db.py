@@ -71,16 +71,21 @@ class Store:
 
 def _make_engine(url: str) -> Engine:
     try:
-        engine = sa.create_engine(url)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
-        raise StoreError(f"not a database URL ({_first_line(exc)})", where=url) from None
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError("not a database URL (use sqlite:///PATH or postgresql+psycopg://...)", where=url) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(
+            f"unsupported database {parsed.get_backend_name()!r} (use sqlite:///PATH or postgresql+psycopg://...)",
+            where=parsed.render_as_string(hide_password=True),
+        )
+    try:
+        engine = sa.create_engine(parsed)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise StoreError(f"no driver for this URL ({_first_line(exc)}; use postgresql+psycopg://...)",
+                         where=parsed.render_as_string(hide_password=True)) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    elif engine.dialect.name != "postgresql":
-        raise StoreError(
-            f"unsupported database {engine.dialect.name!r} (use sqlite:///... or postgresql+psycopg://...)",
-            where=url,
-        )
     return engine
 
 

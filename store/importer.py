@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Protocol, TypeVar
 
 import sqlalchemy as sa
 
+from netpol_gen.collector.pcap import read_capture
 from netpol_gen.errors import InputError
 from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.evaluator.flows import iter_flows
+from netpol_gen.evaluator.flows import Flow, iter_flows
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
 from netpol_gen.store.ingest import Ingest
@@ -29,18 +30,68 @@ from netpol_gen.store.writer import write_batch, write_cluster
 @dataclass(frozen=True)
 class Source:
     path: str
-    kind: str  # "flows" or "pcap": which reader feeds it
+    kind: str  # "flows" (JSONL) or "pcap" (pcap/pcapng)
 
 
 @dataclass(frozen=True)
 class ReadCounts:
-    """What a reader saw beyond the flows it fed: packets, and connections of unknown direction."""
+    """What a reader saw beyond the flows it fed: packets, and connections of unknown direction.
+
+    ``packets_filtered`` is True when a BPF filter dropped packets before they were counted:
+    ``packets`` is then the number that passed the filter.
+    """
 
     packets: int = 0
+    packets_filtered: bool = False
     no_direction: int = 0
 
 
-Reader = Callable[[Source, Ingest], ReadCounts]
+_R = TypeVar("_R")
+
+
+class ReadProgress(Protocol):
+    """How the caller watches reading: the CLI draws a progress bar, the library stays quiet."""
+
+    def open_text(self, path: str) -> AbstractContextManager[IO[str]]: ...
+
+    def records(self, path: str, records: Iterator[_R]) -> Iterator[_R]: ...
+
+
+class QuietProgress:
+    def open_text(self, path: str) -> AbstractContextManager[IO[str]]:
+        try:
+            return open(path, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", where=path) from None
+
+    def records(self, path: str, records: Iterator[_R]) -> Iterator[_R]:
+        return records
+
+
+def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress) -> ReadCounts:
+    with progress.open_text(source.path) as stream:
+        ingest.add_flows(iter_flows(stream, source.path))
+    return ReadCounts()
+
+
+def _read_capture(source: Source, ingest: Ingest, progress: ReadProgress) -> ReadCounts:
+    capture = read_capture(source.path)
+    add_flow, add_dns = ingest.add_flow, ingest.add_dns
+    for record in progress.records(source.path, capture.records):
+        if isinstance(record, Flow):
+            add_flow(record)
+        else:
+            add_dns(record)
+    stats = capture.stats
+    if stats.packets_read is None:  # tcpdump filtered: only what passed the filter was counted
+        return ReadCounts(stats.packets_filtered_in, True, stats.direction_unknown)
+    return ReadCounts(stats.packets_read, False, stats.direction_unknown)
+
+
+_READERS: dict[str, Callable[[Source, Ingest, ReadProgress], ReadCounts]] = {
+    "flows": _read_flows,
+    "pcap": _read_capture,
+}
 
 
 @dataclass
@@ -48,6 +99,7 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the store (same content)
     packets: int = 0
+    packets_filtered: bool = False
     flows: int = 0
     duplicates: int = 0
     no_direction: int = 0
@@ -66,24 +118,6 @@ def file_digest(path: str) -> str:
         raise InputError(f"cannot read: {exc.strerror}", where=path) from None
 
 
-def _open_text(path: str) -> IO[str]:
-    try:
-        return open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", where=path) from None
-
-
-def flow_file_reader(open_text: Callable[[str], AbstractContextManager[IO[str]]] = _open_text) -> Reader:
-    """A reader for JSONL flow files; ``open_text`` lets the CLI wrap the file in a progress bar."""
-
-    def read(source: Source, ingest: Ingest) -> ReadCounts:
-        with open_text(source.path) as stream:
-            ingest.add_flows(iter_flows(stream, source.path))
-        return ReadCounts()
-
-    return read
-
-
 def _known_digests(store: Store, digests: Sequence[str]) -> set[str]:
     with store.reading() as conn:
         rows = conn.execute(sa.select(t.imports.c.content_hash).where(t.imports.c.content_hash.in_(digests)))
@@ -91,9 +125,10 @@ def _known_digests(store: Store, digests: Sequence[str]) -> set[str]:
 
 
 def import_sources(
-    store: Store, cluster: Cluster, sources: Sequence[Source], readers: dict[str, Reader]
+    store: Store, cluster: Cluster, sources: Sequence[Source], progress: ReadProgress | None = None
 ) -> ImportReport:
-    """Import ``sources`` not imported before, reading each with ``readers[source.kind]``."""
+    """Import the ``sources`` not imported before; nothing is written unless all of them read cleanly."""
+    progress = progress or QuietProgress()
     report = ImportReport()
     digests = {source: file_digest(source.path) for source in sources}
     known = _known_digests(store, list(digests.values()))
@@ -106,8 +141,9 @@ def import_sources(
             continue
         known.add(digest)  # the same content twice in one run is imported once
         before = ingest.stats.flows
-        counts = readers[source.kind](source, ingest)
+        counts = _READERS[source.kind](source, ingest, progress)
         report.packets += counts.packets
+        report.packets_filtered |= counts.packets_filtered
         report.no_direction += counts.no_direction
         report.imported.append(source.path)
         records.append({"content_hash": digest, "source": source.path, "kind": source.kind,
