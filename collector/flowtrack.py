@@ -19,7 +19,6 @@ memory holds only connections active within the timeouts, however long the captu
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,7 +65,8 @@ def _ntop(address: Address) -> str:
 
 
 class FlowTracker:
-    """Feed packets with :meth:`tcp`/:meth:`udp` in capture order; take finished flows from :attr:`done`.
+    """Feed packets with :meth:`tcp`/:meth:`udp` in capture order; take finished flows from :attr:`done`
+    (and clear it: it is the same list for the tracker's life, so the caller can hold on to it).
 
     ``count_tcp=False`` emits TCP flows without packet/byte counts, for when only handshake packets
     are seen (a SYN/FIN/RST capture filter): partial counts would look real and mislead.
@@ -148,15 +148,15 @@ class FlowTracker:
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self._sweep_every
-        for table, is_tcp in ((self._tcp, True), (self._udp, False)):
-            expired = [key for key, conn in table.items() if now - conn.last > self._timeout(conn, is_tcp)]
-            for key in expired:
-                self._finish(table.pop(key), is_tcp=is_tcp)
-
-    def _timeout(self, conn: _Conn, is_tcp: bool) -> float:
-        if not is_tcp:
-            return self.udp_timeout
-        return TCP_CLOSED_LINGER if conn.closed else self.tcp_timeout
+        open_before, closed_before = now - self.tcp_timeout, now - TCP_CLOSED_LINGER
+        expired = [key for key, conn in self._tcp.items()
+                   if conn.last < (closed_before if conn.closed else open_before)]
+        for key in expired:
+            self._finish(self._tcp.pop(key), is_tcp=True)
+        udp_before = now - self.udp_timeout
+        expired = [key for key, conn in self._udp.items() if conn.last < udp_before]
+        for key in expired:
+            self._finish(self._udp.pop(key), is_tcp=False)
 
     def _finish(self, conn: _Conn, *, is_tcp: bool) -> None:
         if is_tcp and conn.isn is None:
@@ -168,8 +168,3 @@ class FlowTracker:
             conn.packets if counted else None, conn.bytes if counted else None,
         ))
         self.stats.flows += 1
-
-    def drain(self) -> Iterator[Flow]:
-        """Yield and forget the flows finished so far."""
-        done, self.done = self.done, []
-        yield from done

@@ -354,7 +354,7 @@ def _process(
 ) -> Iterator[Flow | DnsAnswer]:
     """The per-packet loop: decode, track, parse DNS from port 53; yield flows as they finish."""
     decoders = DECODERS
-    tcp, udp = tracker.tcp, tracker.udp
+    tcp, udp, done = tracker.tcp, tracker.udp, tracker.done
     seen = ignored = short = 0
     try:
         for ts, linktype, frame in packets:
@@ -376,10 +376,12 @@ def _process(
                 udp(ts, src, dst, sport, dport, ip_len)
                 if sport == 53:
                     yield from _dns(frame[payload:end], ts, stats)
-            if tracker.done:
-                yield from tracker.drain()
+            if done:
+                yield from done
+                done.clear()
         tracker.flush()
-        yield from tracker.drain()
+        yield from done
+        done.clear()
     finally:
         stats.packets_filtered_in += seen
         stats.packets_ignored += ignored
