@@ -11,7 +11,7 @@ from netpol_gen.store import schema as t
 from netpol_gen.store.db import StoreError, open_store
 
 
-def _set_version(url: str, version: int) -> None:
+def set_schema_version(url: str, version: int) -> None:
     store = open_store(url)
     try:
         with store.transaction() as conn:
@@ -35,7 +35,7 @@ def test_new_store_records_the_schema_version(store_url: str) -> None:
 @pytest.mark.parametrize(("version", "hint"), [(t.SCHEMA_VERSION + 1, "upgrade netpol-gen"),
                                                (t.SCHEMA_VERSION - 1, "re-import into a new store")])
 def test_other_schema_version_is_refused_in_one_line(store_url: str, version: int, hint: str) -> None:
-    _set_version(store_url, version)
+    set_schema_version(store_url, version)
     with pytest.raises(StoreError) as caught:
         open_store(store_url)
     message = caught.value.message
