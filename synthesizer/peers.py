@@ -1,0 +1,107 @@
+"""Rule peers for edge ends: a workload by its labels (with its namespace by name when it lives
+elsewhere), a node or an external address by ipBlock. A pod is never an ipBlock: its IP is gone at
+its next restart."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL
+from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.synthesizer.model import (
+    LearnedInputs,
+    Options,
+    workload_key,
+)
+from netpol_gen.synthesizer.ports import PortRef
+from netpol_gen.synthesizer.selectors import SelectorCache
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRef:
+    """A ``from``/``to`` entry. With ``cidr`` it is an ipBlock and ``note`` says what the block stands
+    for; otherwise pods with ``labels``, in ``namespace`` (None: the policy's own namespace)."""
+
+    kind: IdentityKind
+    labels: tuple[tuple[str, str], ...] = ()
+    namespace: str | None = None
+    cidr: str | None = None
+    note: str = ""
+
+    @property
+    def sort_key(self) -> tuple[Any, ...]:
+        if self.cidr is None:
+            return (0, self.namespace or "", self.labels)
+        network = ipaddress.ip_network(self.cidr)
+        return (1, network.version, int(network.network_address), network.prefixlen)
+
+    def render(self) -> dict[str, Any]:
+        if self.cidr is not None:
+            return {"ipBlock": {"cidr": self.cidr}}
+        peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(self.labels)} if self.labels else {}}
+        if self.namespace is not None:
+            peer["namespaceSelector"] = {"matchLabels": {METADATA_NAME_LABEL: self.namespace}}
+        return peer
+
+
+def host_cidr(ip: str) -> str:
+    address = ipaddress.ip_address(ip)
+    return f"{address}/{address.max_prefixlen}"
+
+
+class PeerFactory:
+    """Turns identities into peers, collecting warnings about peers broader than the workload."""
+
+    def __init__(self, inputs: LearnedInputs, selectors: SelectorCache) -> None:
+        self._inputs = inputs
+        self._selectors = selectors
+        self.warnings: set[str] = set()
+
+    def peers(self, identity: Identity, policy_namespace: str) -> list[PeerRef]:
+        kind = identity.kind
+        if kind is IdentityKind.POD:
+            key = workload_key(identity)
+            labels = tuple(sorted(self._selectors.choice(key).match_labels.items()))
+            if not labels:
+                self.warnings.add(f"peer {'/'.join(key)} has no selectable labels: allowed as every pod of "
+                                  f"namespace {key[0]}")
+            namespace = key[0] if key[0] != policy_namespace else None
+            return [PeerRef(IdentityKind.POD, labels=labels, namespace=namespace)]
+        if kind is IdentityKind.NODE:
+            node = identity.node or ""
+            note = f"node {node}"
+            return [PeerRef(IdentityKind.NODE, cidr=host_cidr(ip), note=note) for ip in self._inputs.nodes[node]]
+        ip = identity.ip or ""
+        if kind is IdentityKind.EXTERNAL:
+            names = sorted(set(self._inputs.dns_names.get(ip, ())))
+            note = ", ".join(names) if names else "external, no DNS name seen"
+        else:
+            note = "unknown cluster IP"
+        return [PeerRef(kind, cidr=host_cidr(ip), note=note)]
+
+
+def fold_external(grants: Mapping[PeerRef, frozenset[PortRef]], options: Options) -> dict[PeerRef, frozenset[PortRef]]:
+    """Fold external addresses allowed the same ports that share a ``cidr_aggregate`` prefix into one
+    ipBlock of that prefix: fewer peers, at the price of the rest of the prefix (the user's choice)."""
+    prefixes = {4: options.cidr_aggregate, 6: options.cidr_aggregate_v6}
+    folded: dict[PeerRef, frozenset[PortRef]] = {}
+    groups: dict[tuple[str, frozenset[PortRef]], list[PeerRef]] = defaultdict(list)
+    for peer, ports in grants.items():
+        host = ipaddress.ip_network(peer.cidr) if peer.cidr and peer.kind is IdentityKind.EXTERNAL else None
+        prefix = prefixes[host.version] if host is not None else None
+        if host is None or prefix is None or prefix >= host.prefixlen:
+            folded[peer] = ports
+            continue
+        groups[(str(host.supernet(new_prefix=prefix)), ports)].append(peer)
+    for (network, ports), members in groups.items():
+        if len(members) == 1:
+            folded[members[0]] = ports
+            continue
+        members.sort(key=lambda p: p.sort_key)
+        note = "; ".join(f"{(m.cidr or '').split('/')[0]} {m.note}" for m in members)
+        folded[PeerRef(IdentityKind.EXTERNAL, cidr=network, note=note)] = ports
+    return folded
