@@ -1,0 +1,204 @@
+"""From learned workloads and edges to one NetworkPolicy per workload, verified by the evaluator.
+
+Each policy isolates its workload for the directions asked (explicit ``policyTypes``) and allows
+exactly the observed peers and ports; a direction with no observed traffic stays closed (empty
+list). A workload seen with no traffic gets no policy unless ``isolate_idle``: an accidental
+isolation is worse than a missing policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+from netpol_gen.store.identity import IdentityKind
+from netpol_gen.synthesizer.model import (
+    LearnedEdge,
+    LearnedInputs,
+    LearnedWorkload,
+    Options,
+    WorkloadKey,
+    workload_key,
+)
+from netpol_gen.synthesizer.peers import PeerFactory, PeerRef
+from netpol_gen.synthesizer.ports import PortRef, port_ref
+from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
+from netpol_gen.synthesizer.rules import build_rules
+from netpol_gen.synthesizer.scope import LeftOut, select_edges
+from netpol_gen.synthesizer.selectors import SelectorCache
+from netpol_gen.synthesizer.verify import OpenedPair, Verification, newly_opened, verify
+
+GENERATOR = f"netpol-gen {version('netpol-gen')}"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-gen"}
+NAME_SUFFIX = "-netpol-gen"
+DEFAULT_DENY_NAME = "netpol-gen-default-deny"  # cannot collide: workload policies end in NAME_SUFFIX
+MAX_NAME = 253
+PEER_FIELD = {"Ingress": "from", "Egress": "to"}
+
+Grants = dict[WorkloadKey, dict[PeerRef, set[PortRef]]]
+
+
+@dataclass
+class Report:
+    """What a reviewer needs besides the YAML: warnings, what was left out and why, and size figures."""
+
+    warnings: list[str] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
+    unknown_ips: list[str] = field(default_factory=list)
+    idle: list[str] = field(default_factory=list)
+    filtered_edges: int = 0
+    policies: int = 0
+    rules: int = 0
+    peers: int = 0
+    yaml_lines: int = 0
+    verification: Verification = field(default_factory=Verification)
+    opened: list[OpenedPair] | None = None  # None: tightness not measured
+
+
+@dataclass
+class Synthesis:
+    policies: list[dict[str, Any]]
+    report: Report
+
+    @property
+    def ok(self) -> bool:
+        """False when verification found an observed edge the policies deny (a bug)."""
+        return self.report.verification.ok
+
+
+def policy_names(workloads: Iterable[LearnedWorkload]) -> dict[WorkloadKey, str]:
+    """``<workload>-netpol-gen``; ``<workload>-<kind>-netpol-gen`` when two kinds share a name in a
+    namespace; a name past 253 characters is cut and made unique with a hash of the workload key."""
+    workloads = list(workloads)
+    shared = Counter((w.namespace, w.name) for w in workloads)
+    names = {}
+    for w in workloads:
+        base = f"{w.name}-{w.kind.lower()}" if shared[(w.namespace, w.name)] > 1 else w.name
+        if len(base) + len(NAME_SUFFIX) > MAX_NAME:
+            digest = hashlib.sha256("/".join(w.key).encode()).hexdigest()[:10]
+            base = f"{base[:MAX_NAME - len(NAME_SUFFIX) - len(digest) - 1].rstrip('-.')}-{digest}"
+        names[w.key] = base + NAME_SUFFIX
+    return names
+
+
+def _timestamp(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else "unknown"
+
+
+def _window(edges: Sequence[LearnedEdge], options: Options) -> tuple[str, str]:
+    """The learning window: the one asked for, else the span of the edges used."""
+    firsts = [e.first_seen for e in edges if e.first_seen is not None]
+    lasts = [e.last_seen for e in edges if e.last_seen is not None]
+    since = options.since if options.since is not None else min(firsts, default=None)
+    until = options.until if options.until is not None else max(lasts, default=None)
+    return _timestamp(since), _timestamp(until)
+
+
+def _policy(namespace: str, name: str, selector: dict[str, Any], rules: dict[str, list[dict[str, Any]]],
+            annotations: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podSelector": selector, "policyTypes": list(rules)}
+    for direction, direction_rules in rules.items():
+        spec[direction.lower()] = direction_rules
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY), "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorCache,
+            peers: PeerFactory) -> dict[str, Grants]:
+    """Per direction, per subject workload in scope: the peers observed and the ports each used."""
+    grants: dict[str, Grants] = {d: defaultdict(lambda: defaultdict(set)) for d in ("Ingress", "Egress")}
+
+    def pods_of(identity: Any) -> tuple:
+        return selectors.workloads[workload_key(identity)].pods if identity.kind is IdentityKind.POD else ()
+
+    for edge in edges:
+        port = port_ref(edge.port, edge.protocol, pods_of(edge.dst), options.named_ports)
+        for direction, subject, other in (("Egress", edge.src, edge.dst), ("Ingress", edge.dst, edge.src)):
+            if subject.kind is IdentityKind.POD and options.in_scope(subject.namespace or ""):
+                for peer in peers.peers(other, subject.namespace or ""):
+                    grants[direction][workload_key(subject)][peer].add(port)
+    return grants
+
+
+def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure_tightness: bool = False) -> Synthesis:
+    """Policies for every workload in scope, in (namespace, name) order, and the report; the result is
+    verified with the evaluator (``Synthesis.ok``)."""
+    options = options or Options()
+    selection = select_edges(inputs, options)
+    selectors = SelectorCache(inputs.workloads)
+    peer_factory = PeerFactory(inputs, selectors)
+    grants = _grants(selection.kept, options, selectors, peer_factory)
+    active = {workload_key(end) for e in (*selection.kept, *(lo.edge for lo in selection.left_out))
+              for end in (e.src, e.dst) if end.kind is IdentityKind.POD}
+    since, until = _window(selection.kept, options)
+    names = policy_names(inputs.workloads)
+    report = Report(left_out=list(selection.left_out), filtered_edges=selection.filtered)
+    policies: list[dict[str, Any]] = []
+    for workload in sorted(inputs.workloads, key=lambda w: w.key):
+        if not options.in_scope(workload.namespace) or not workload.pods:
+            continue
+        if workload.key not in active and not options.isolate_idle:
+            report.idle.append(str(workload))
+            continue
+        labels = selectors.choice(workload.key).match_labels
+        if not labels:
+            report.warnings.append(f"{workload}: no policy written (its pods cannot be selected apart)")
+            continue
+        annotations = {
+            "netpol-gen.io/generated-by": GENERATOR,
+            "netpol-gen.io/learned-since": since,
+            "netpol-gen.io/learned-until": until,
+            "netpol-gen.io/workload": f"{workload.kind}/{workload.name}",
+        }
+        rules: dict[str, list[dict[str, Any]]] = {}
+        for direction, notes_key in zip(("Ingress", "Egress"), IPBLOCK_NOTES, strict=True):
+            if direction not in options.directions:
+                continue
+            observed = grants[direction].get(workload.key, {})
+            built = build_rules({p: frozenset(ports) for p, ports in observed.items()}, PEER_FIELD[direction], options)
+            rules[direction] = built.rules
+            if built.ip_notes:
+                annotations[notes_key] = json.dumps(built.ip_notes, sort_keys=True)
+        policies.append(_policy(workload.namespace, names[workload.key],
+                                {"matchLabels": dict(sorted(labels.items()))}, rules, annotations))
+    if options.default_deny:
+        policies.extend(_default_deny(inputs, options))
+    policies.sort(key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
+    report.warnings = sorted({*report.warnings, *selectors.warnings(), *peer_factory.warnings})
+    ends = (end for lo in selection.left_out for end in (lo.edge.src, lo.edge.dst))
+    report.unknown_ips = sorted({end.ip for end in ends if end.kind is IdentityKind.UNKNOWN and end.ip})
+    _measure(report, policies)
+    report.verification = verify(policies, inputs, options)
+    report.warnings.extend(f"BUG: observed traffic denied by the generated policies: {d.describe()}"
+                           for d in report.verification.denied)
+    if measure_tightness:
+        report.opened = newly_opened(policies, inputs)
+    return Synthesis(policies, report)
+
+
+def _default_deny(inputs: LearnedInputs, options: Options) -> list[dict[str, Any]]:
+    """A select-all policy per namespace in scope with workloads, for the directions asked."""
+    namespaces = sorted({w.namespace for w in inputs.workloads if options.in_scope(w.namespace)})
+    annotations = {"netpol-gen.io/generated-by": GENERATOR}
+    return [_policy(ns, DEFAULT_DENY_NAME, {}, {d: [] for d in options.directions}, dict(annotations))
+            for ns in namespaces]
+
+
+def _measure(report: Report, policies: Sequence[dict[str, Any]]) -> None:
+    report.policies = len(policies)
+    for policy in policies:
+        for direction, peer_field in PEER_FIELD.items():
+            for rule in policy["spec"].get(direction.lower(), []):
+                report.rules += 1
+                report.peers += len(rule[peer_field])
+    report.yaml_lines = render_yaml(policies).count("\n")
