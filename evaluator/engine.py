@@ -99,7 +99,7 @@ class Evaluator:
     def _side(self, direction: str, subject: Endpoint, other: Endpoint, port: int, protocol: str,
               dst_pod: Pod | None) -> SideVerdict:
         pod = subject.pod
-        if pod is None:
+        if pod is None or pod.host_network:  # a host-network pod is its node to policies (e.g. a slice backend)
             return SideVerdict(direction, Basis.NOT_A_POD)
         if other.pod is pod:
             return SideVerdict(direction, Basis.SAME_POD)

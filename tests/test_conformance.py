@@ -30,7 +30,7 @@ from netpol_gen.evaluator import (
     Workload,
     parse_policy,
 )
-from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL
+from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL, EndpointSlice, SliceEndpoint, SlicePort
 
 SCENARIO_DIR = Path(__file__).parent / "conformance"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.yaml"))
@@ -234,3 +234,51 @@ def test_evaluator_agrees_with_upstream_truth_table(path: Path) -> None:
     ]
     if problems:
         pytest.fail(f"{path.name}: {scenario.doc['description']}\n" + "\n\n".join(problems), pytrace=False)
+
+
+def test_host_network_service_backend_is_not_subject_to_policies() -> None:
+    """Policies never apply to hostNetwork pods (API reference); reaching one through its Service's
+    EndpointSlice must be judged like reaching its node address directly, not by its namespace's policies."""
+    exporter = Pod(
+        "mon",
+        "exporter-1",
+        "u1",
+        {"app": "exporter"},
+        ("192.168.0.20",),
+        Workload("DaemonSet", "exporter"),
+        host_network=True,
+        node_name="node-2",
+    )
+    client = Pod("mon", "prom-0", "u2", {"app": "prom"}, ("10.244.1.5",), Workload("StatefulSet", "prom"))
+    cluster = Cluster.build(
+        pods=[exporter, client],
+        services=[
+            Service(
+                "mon",
+                "exporter",
+                {"app": "exporter"},
+                (ServicePort(9100, "TCP", "metrics"),),
+                cluster_ips=("10.96.0.50",),
+            )
+        ],
+        endpoint_slices=[
+            EndpointSlice(
+                "mon",
+                "exporter",
+                (SliceEndpoint("mon", "exporter-1", ("192.168.0.20",)),),
+                (SlicePort(9100, "TCP", "metrics"),),
+            )
+        ],
+        nodes=[Node("node-2", ("192.168.0.20",))],
+    )
+    deny_all = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all", "namespace": "mon"},
+        "spec": {"podSelector": {}},
+    }
+    evaluator = Evaluator(cluster, [parse_policy(deny_all)])
+    via_service = evaluator.judge_flow(Flow("10.244.1.5", "10.96.0.50", 9100, "TCP"))
+    direct = evaluator.judge_flow(Flow("10.244.1.5", "192.168.0.20", 9100, "TCP"))
+    assert via_service.service is not None and len(via_service.verdicts) == 1
+    assert via_service.allowed and direct.allowed
