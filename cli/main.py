@@ -13,6 +13,7 @@ import click
 
 from netpol_gen import __version__
 from netpol_gen.cli.check import check
+from netpol_gen.cli.diff_cmd import diff
 from netpol_gen.cli.flows_cmd import flows_cmd
 from netpol_gen.cli.import_cmd import import_cmd
 from netpol_gen.errors import InputError
@@ -43,6 +44,7 @@ def cli() -> None:
 cli.add_command(check)
 cli.add_command(import_cmd)
 cli.add_command(flows_cmd)
+cli.add_command(diff)
 
 
 def main() -> None:
