@@ -149,10 +149,9 @@ def _port(raw: Any, field: str) -> PortSpec:
         raise PolicyError(f"{field}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     port = raw.get("port")
     end_port = raw.get("endPort")
-    if isinstance(port, str) and port.isdigit():
-        port = int(port)  # IntOrString: a numeric string is read as a number by kubectl's decoding
     if isinstance(port, str):
         if len(port) > 15 or not _PORT_NAME.match(port) or "--" in port or not re.search("[a-z]", port):
+            # a quoted number ("80") is a string in IntOrString, so the API server rejects it as a name
             raise PolicyError(f"{field}.port: {port!r} is not a valid port name (IANA_SVC_NAME)")
         if end_port is not None:
             raise PolicyError(f"{field}.endPort may not be specified when port is a named port ({port!r})")
