@@ -107,7 +107,8 @@ def choose_selector(workload: LearnedWorkload, namespace_workloads: Iterable[Lea
         return SelectorChoice(found, warning)
     if not common:
         return SelectorChoice({}, f"{workload}: its pods share no stable label; no selector can name them")
-    overlapping = _overlapping(workload, common, namespace_workloads)
+    others = [w for w in namespace_workloads if w.key != workload.key]
+    overlapping = sorted("/".join(w.key[1:]) for w in selected_workloads(common, others))
     return SelectorChoice(
         dict(sorted(common.items())),
         f"{workload}: no label set selects only its pods (also selects {', '.join(overlapping)}); "
@@ -115,14 +116,10 @@ def choose_selector(workload: LearnedWorkload, namespace_workloads: Iterable[Lea
     )
 
 
-def _overlapping(workload: LearnedWorkload, labels: Mapping[str, str],
-                 namespace_workloads: Iterable[LearnedWorkload]) -> list[str]:
+def selected_workloads(labels: Mapping[str, str], workloads: Iterable[LearnedWorkload]) -> list[LearnedWorkload]:
+    """The workloads with a pod that ``labels`` (as matchLabels) select."""
     selector = LabelSelector.parse({"matchLabels": dict(labels)}, "podSelector")
-    return sorted(
-        "/".join(other.key[1:])
-        for other in namespace_workloads
-        if other.key != workload.key and any(selector.matches(pod.labels) for pod in other.pods)
-    )
+    return [w for w in workloads if any(selector.matches(pod.labels) for pod in w.pods)]
 
 
 class SelectorCache:

@@ -30,8 +30,8 @@ from netpol_gen.synthesizer.peers import PeerFactory, PeerRef
 from netpol_gen.synthesizer.ports import PortRef, port_ref
 from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
 from netpol_gen.synthesizer.rules import build_rules
-from netpol_gen.synthesizer.scope import LeftOut, select_edges
-from netpol_gen.synthesizer.selectors import SelectorCache
+from netpol_gen.synthesizer.scope import EdgeSelection, LeftOut, select_edges
+from netpol_gen.synthesizer.selectors import SelectorCache, selected_workloads
 from netpol_gen.synthesizer.verify import OpenedPair, Verification, newly_opened, verify
 
 GENERATOR = f"netpol-gen {version('netpol-gen')}"
@@ -138,22 +138,16 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     selectors = SelectorCache(inputs.workloads)
     peer_factory = PeerFactory(inputs, selectors)
     grants = _grants(selection.kept, options, selectors, peer_factory)
-    active = {workload_key(end) for e in (*selection.kept, *(lo.edge for lo in selection.left_out))
-              for end in (e.src, e.dst) if end.kind is IdentityKind.POD}
+    report = Report(left_out=list(selection.left_out), filtered_edges=selection.filtered)
+    writers, orphans = _plan(inputs, options, selection, selectors, report)
     since, until = _window(selection.kept, options)
     names = policy_names(inputs.workloads)
-    report = Report(left_out=list(selection.left_out), filtered_edges=selection.filtered)
     policies: list[dict[str, Any]] = []
-    for workload in sorted(inputs.workloads, key=lambda w: w.key):
-        if not options.in_scope(workload.namespace) or not workload.pods:
-            continue
-        if workload.key not in active and not options.isolate_idle:
-            report.idle.append(str(workload))
-            continue
+    for workload in writers:
         labels = selectors.choice(workload.key).match_labels
-        if not labels:
-            report.warnings.append(f"{workload}: no policy written (its pods cannot be selected apart)")
-            continue
+        carried = [o for o in selected_workloads(labels, orphans) if o.namespace == workload.namespace]
+        report.warnings.extend(f"{workload}: its policy also allows the traffic of {o}, whose pods it selects "
+                               f"and which has no policy of its own" for o in carried)
         annotations = {
             "netpol-gen.io/generated-by": GENERATOR,
             "netpol-gen.io/learned-since": since,
@@ -164,7 +158,10 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
         for direction, notes_key in zip(("Ingress", "Egress"), IPBLOCK_NOTES, strict=True):
             if direction not in options.directions:
                 continue
-            observed = grants[direction].get(workload.key, {})
+            observed: dict[PeerRef, set[PortRef]] = defaultdict(set)
+            for key in (workload.key, *(o.key for o in carried)):
+                for peer, ports in grants[direction].get(key, {}).items():
+                    observed[peer] |= ports
             built = build_rules({p: frozenset(ports) for p, ports in observed.items()}, PEER_FIELD[direction], options)
             rules[direction] = built.rules
             if built.ip_notes:
@@ -172,7 +169,7 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
         policies.append(_policy(workload.namespace, names[workload.key],
                                 {"matchLabels": dict(sorted(labels.items()))}, rules, annotations))
     if options.default_deny:
-        policies.extend(_default_deny(inputs, options))
+        policies.extend(_default_deny(inputs, options, {o.namespace for o in orphans}, report))
     policies.sort(key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
     report.warnings = sorted({*report.warnings, *selectors.warnings(), *peer_factory.warnings})
     ends = (end for lo in selection.left_out for end in (lo.edge.src, lo.edge.dst))
@@ -186,9 +183,32 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     return Synthesis(policies, report)
 
 
-def _default_deny(inputs: LearnedInputs, options: Options) -> list[dict[str, Any]]:
-    """A select-all policy per namespace in scope with workloads, for the directions asked."""
-    namespaces = sorted({w.namespace for w in inputs.workloads if options.in_scope(w.namespace)})
+def _plan(inputs: LearnedInputs, options: Options, selection: EdgeSelection, selectors: SelectorCache,
+          report: Report) -> tuple[list[LearnedWorkload], list[LearnedWorkload]]:
+    """The workloads in scope that get a policy, and the orphans: workloads with traffic whose pods no
+    selector can tell apart. An orphan's traffic rides on the policies that select its pods."""
+    active = {workload_key(end) for e in (*selection.kept, *(lo.edge for lo in selection.left_out))
+              for end in (e.src, e.dst) if end.kind is IdentityKind.POD}
+    writers, orphans = [], []
+    for workload in sorted(inputs.workloads, key=lambda w: w.key):
+        if not options.in_scope(workload.namespace) or not workload.pods:
+            continue
+        if workload.key not in active and not options.isolate_idle:
+            report.idle.append(str(workload))
+        elif selectors.choice(workload.key).match_labels:
+            writers.append(workload)
+        else:
+            report.warnings.append(f"{workload}: no policy written (its pods cannot be selected apart)")
+            orphans.append(workload)
+    return writers, orphans
+
+
+def _default_deny(inputs: LearnedInputs, options: Options, orphaned: set[str], report: Report) -> list[dict[str, Any]]:
+    """A select-all policy per namespace in scope with workloads, for the directions asked; none where
+    a workload with observed traffic has no policy of its own, as the default-deny would cut it off."""
+    report.warnings.extend(f"namespace {ns}: no default-deny policy, a workload with traffic has no policy"
+                           for ns in sorted(orphaned))
+    namespaces = sorted({w.namespace for w in inputs.workloads if options.in_scope(w.namespace)} - orphaned)
     annotations = {"netpol-gen.io/generated-by": GENERATOR}
     return [_policy(ns, DEFAULT_DENY_NAME, {}, {d: [] for d in options.directions}, dict(annotations))
             for ns in namespaces]

@@ -505,3 +505,21 @@ def test_verification_catches_a_missing_rule(shop, result):
         "shop/Deployment/cart -> kube-system/Deployment/coredns 53/UDP",
     }
     assert len(verification.denied) == 2 * 1 + 2 * 2  # cart pods x redis pod, cart pods x coredns pods
+
+
+def test_orphan_traffic_rides_on_the_policy_that_selects_its_pods():
+    """Found by the property test: ``w0`` cannot be selected apart (its pods share no label) yet one of
+    its pods carries ``app: x``, so ``w1``'s policy isolates it; that policy must allow w0's traffic,
+    and no default-deny may cut off the rest of w0."""
+    w0 = LearnedWorkload("ns", "Deployment", "w0", (PodView("w0-0", {}, ips=("10.244.0.1",)),
+                                                     PodView("w0-1", {"app": "x"}, ips=("10.244.0.2",))))
+    w1 = LearnedWorkload("ns", "Deployment", "w1", (PodView("w1-0", {"app": "x"}, ips=("10.244.0.3",)),),
+                         controller_selector={"app": "x"})
+    edge = LearnedEdge(Identity(IdentityKind.POD, "ns", "Deployment", "w0"),
+                       Identity(IdentityKind.POD, "ns", "Deployment", "w1"), 80, "TCP")
+    result = synthesize(LearnedInputs((w0, w1), (edge,)), Options(default_deny=True))
+    assert result.ok
+    assert [p["metadata"]["name"] for p in result.policies] == ["w1-netpol-gen"]
+    warnings = "\n".join(result.report.warnings)
+    assert "also allows the traffic of ns/Deployment/w0" in warnings
+    assert "namespace ns: no default-deny policy" in warnings
