@@ -14,6 +14,7 @@ import click
 from netpol_gen import __version__
 from netpol_gen.cli.check import check
 from netpol_gen.cli.diff_cmd import diff
+from netpol_gen.cli.export_cmd import export_cmd
 from netpol_gen.cli.flows_cmd import flows_cmd
 from netpol_gen.cli.import_cmd import import_cmd
 from netpol_gen.errors import InputError
@@ -45,6 +46,7 @@ cli.add_command(check)
 cli.add_command(import_cmd)
 cli.add_command(flows_cmd)
 cli.add_command(diff)
+cli.add_command(export_cmd)
 
 
 def main() -> None:

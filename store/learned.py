@@ -1,0 +1,96 @@
+"""Read what was learnt out of the store as the synthesizer's input (:class:`LearnedInputs`).
+
+The store keeps identity as it was at ingest: every pod seen for a workload with its labels,
+container ports, addresses and node, so the synthesizer chooses selectors from the pods that really
+carried the traffic, not from today's cluster. Host-network pods are not policy subjects (their
+traffic carries the node's address) and are left out of the workloads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from netpol_gen.evaluator.cluster import ContainerPort
+from netpol_gen.store import schema
+from netpol_gen.store.db import Store
+from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.synthesizer.model import LearnedEdge, LearnedInputs, LearnedWorkload, PodView
+
+
+def _identity(row: Any) -> Identity:
+    return Identity(
+        IdentityKind(row.kind),
+        namespace=row.namespace,
+        workload_kind=row.workload_kind,
+        workload_name=row.workload_name,
+        node=row.node,
+        ip=row.ip,
+    )
+
+
+def _workloads(conn: sa.Connection) -> tuple[LearnedWorkload, ...]:
+    pods: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    query = sa.select(schema.endpoints).where(schema.endpoints.c.host_network.is_(False))
+    for row in conn.execute(query.order_by(schema.endpoints.c.pod_uid, schema.endpoints.c.ip)):
+        seen = pods[(row.namespace, row.workload_kind, row.workload_name)].setdefault(
+            row.pod_uid,
+            {
+                "name": row.name,
+                "labels": dict(row.labels),
+                "ports": tuple(
+                    ContainerPort(int(p["port"]), str(p.get("protocol") or "TCP"), p.get("name"))
+                    for p in row.container_ports
+                ),
+                "ips": [],
+                "node": row.node,
+            },
+        )
+        seen["ips"].append(row.ip)
+    return tuple(
+        LearnedWorkload(
+            namespace=namespace,
+            kind=kind,
+            name=name,
+            pods=tuple(
+                PodView(p["name"], p["labels"], p["ports"], tuple(p["ips"]), p["node"])
+                for _, p in sorted(by_uid.items())
+            ),
+        )
+        for (namespace, kind, name), by_uid in sorted(pods.items())
+    )
+
+
+def load_learned(store: Store) -> LearnedInputs:
+    """Every workload, edge, namespace, node and DNS name in the store (the synthesizer applies the
+    learning window and the other options itself)."""
+    with store.reading() as conn:
+        identities = {row.id: _identity(row) for row in conn.execute(sa.select(schema.identities))}
+        edges = tuple(
+            LearnedEdge(
+                src=identities[row.src_id],
+                dst=identities[row.dst_id],
+                port=row.dst_port,
+                protocol=row.protocol,
+                connections=row.connections,
+                first_seen=row.first_seen,
+                last_seen=row.last_seen,
+            )
+            for row in conn.execute(sa.select(schema.edges).order_by(schema.edges.c.id))
+        )
+        names: dict[str, list[str]] = defaultdict(list)
+        query = sa.select(schema.identities.c.ip, schema.identity_names.c.name).join(
+            schema.identity_names, schema.identity_names.c.identity_id == schema.identities.c.id
+        )
+        for ip, name in conn.execute(query.order_by(schema.identity_names.c.name)):
+            if ip:
+                names[ip].append(name)
+        return LearnedInputs(
+            workloads=_workloads(conn),
+            edges=edges,
+            namespace_labels={r.name: dict(r.labels) for r in conn.execute(sa.select(schema.namespaces))},
+            nodes={r.name: tuple(r.addresses) for r in conn.execute(sa.select(schema.nodes))},
+            dns_names={ip: tuple(sorted(set(ns))) for ip, ns in names.items()},
+        )
