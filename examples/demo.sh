@@ -1,17 +1,44 @@
 #!/usr/bin/env bash
-# The demo behind `make demo`: netpol-gen on the bundled ticket-booking example.
-# Today: `check` replays a day of the app's recorded traffic against the hand-written policies in
-# force and shows the flows they would cut (exit code 1 = some flow denied, as in CI).
-set -uo pipefail
+# The demo behind `make demo`: the whole learn -> export -> check -> diff flow on the bundled
+# ticket-booking example (examples/make_ticket_booking.py says what the app is and does).
+#   1. learn:  import a capture of a day of the app's traffic plus the cluster snapshot into a store
+#              (embedded SQLite under out/demo/)
+#   2. export: write least-privilege policies for what was learnt (verified by the evaluator)
+#   3. check:  replay the recorded flows against the generated policies: all must be allowed
+#   4. diff:   compare with the hand-written policies in force, and show what each side would cut
+set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 EX=examples/ticket-booking
+OUT=out/demo
+rm -rf "$OUT" && mkdir -p "$OUT"
+DB="sqlite:///$OUT/netpol-gen.db"
 
-echo "== netpol-gen check: recorded traffic vs. the policies in force ($EX/policies)"
-$BIN/netpol-gen check --cluster "$EX/cluster.yaml" --policies "$EX/policies" --flows "$EX/flows.jsonl"
+echo "== 1. learn: netpol-gen import --pcap $EX/capture.pcap --cluster $EX/cluster.yaml"
+$BIN/netpol-gen import --db "$DB" --cluster "$EX/cluster.yaml" --pcap "$EX/capture.pcap"
+$BIN/netpol-gen flows --db "$DB" --namespace booking
+
+echo; echo "== 2. export: netpol-gen export --output-dir $OUT/policies"
+$BIN/netpol-gen export --db "$DB" --output-dir "$OUT/policies"
+echo "-- $OUT/policies/booking.yaml, the auth service's policy:"
+$BIN/python - "$OUT/policies/booking.yaml" <<'PY'
+import sys
+docs = open(sys.argv[1]).read().split("---\n")
+print(next(d for d in docs if "name: auth-netpol-gen" in d), end="")
+PY
+
+echo; echo "== 3. check: every recorded flow against the generated policies"
+$BIN/netpol-gen check --cluster "$EX/cluster.yaml" --policies "$OUT/policies" --flows "$EX/flows.jsonl"
+
+echo; echo "== 4. diff: generated policies vs. the hand-written ones in force ($EX/policies)"
+set +e
+$BIN/netpol-gen diff --proposed "$OUT/policies" --against "$EX/policies" \
+  --cluster "$EX/cluster.yaml" --flows "$EX/flows.jsonl"
 status=$?
-if [ "$status" -eq 1 ]; then
-  echo "== check exited 1: the policies in force would cut the denied flows above"
-elif [ "$status" -ne 0 ]; then
-  echo "== check failed (exit $status)"; exit "$status"
-fi
+set -e
+case $status in
+  0) echo "== diff: no change" ;;
+  1) echo "== diff exited 1: changes, and no recorded flow would be cut" ;;
+  3) echo "== diff exited 3: some recorded flow would be denied (see above)"; exit 1 ;;
+  *) exit "$status" ;;
+esac

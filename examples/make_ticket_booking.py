@@ -188,8 +188,10 @@ def flows(apps: dict[str, App]) -> list[dict[str, Any]]:
                             "dst_ip": dst_ip, "dst_port": port, "protocol": proto, "ts": clock[0],
                             "packets": 10 + i, "bytes": 1400 + 100 * i})
 
-    def resolve(src: dict[str, Any]) -> None:
-        connect(src, "10.96.0.10", 53, "UDP", times=2)
+    def resolve(src: dict[str, Any], *names: str) -> None:
+        for name in names or ("kubernetes.default.svc.cluster.local",):
+            connect(src, "10.96.0.10", 53, "UDP", times=1)
+            records[-1]["_qname"] = name
 
     ingress = apps["ingress-nginx-controller"].pods[0]
     connect(ingress, "10.96.10.10", 80)
@@ -206,10 +208,10 @@ def flows(apps: dict[str, App]) -> list[dict[str, Any]]:
         connect(pod, "10.96.10.13", 443)
         connect(pod, "10.96.10.21", 6379)
     payments = apps["payments"].pods[0]
-    resolve(payments)
+    resolve(payments, "api.payments.example")
     connect(payments, EXTERNAL["api.payments.example"], 443)
     auth = apps["auth"].pods[0]
-    resolve(auth)
+    resolve(auth, "graph.facebook.com", "oauth2.googleapis.com")
     connect(auth, EXTERNAL["graph.facebook.com"], 443)
     connect(auth, EXTERNAL["oauth2.googleapis.com"], 443)
     connect(auth, "10.96.10.21", 6379)
@@ -232,12 +234,44 @@ def flows(apps: dict[str, App]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["ts"])
 
 
+def capture(records: list[dict[str, Any]]) -> list[Any]:
+    """The packets a capture on every pod's host-side interface would hold: each TCP connection's
+    SYN and SYN-ACK, each UDP request and its reply, DNS answers for the names looked up (before
+    DNAT, so Service traffic still shows the ClusterIP)."""
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    packets = []
+    for r in records:
+        src, dst, sport = r["src_ip"], r["dst_ip"], r.get("src_port", 50000)
+        if r["protocol"] == "TCP":
+            packets.append(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=r["dst_port"], flags="S", seq=1000))
+            packets.append(Ether() / IP(src=dst, dst=src) / TCP(sport=r["dst_port"], dport=sport, flags="SA",
+                                                                 seq=5000, ack=1001))
+            packets[-2].time, packets[-1].time = r["ts"], r["ts"] + 0.001
+            continue
+        qname = r.get("_qname", "kubernetes.default.svc.cluster.local")
+        answer = EXTERNAL.get(qname, "10.96.0.1")
+        query = DNS(id=len(packets) % 65536, rd=1, qd=DNSQR(qname=qname))
+        reply = DNS(id=query.id, qr=1, rd=1, ra=1, qd=DNSQR(qname=qname),
+                    an=DNSRR(rrname=qname, type="A", ttl=300, rdata=answer))
+        packets.append(Ether() / IP(src=src, dst=dst) / UDP(sport=sport, dport=53) / query)
+        packets.append(Ether() / IP(src=dst, dst=src) / UDP(sport=53, dport=sport) / reply)
+        packets[-2].time, packets[-1].time = r["ts"], r["ts"] + 0.002
+    return packets
+
+
 def main(out: Path) -> None:
+    from scapy.utils import wrpcap
+
     objects, apps = build()
     snapshot = {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": objects}
     (out / "cluster.yaml").write_text(yaml.safe_dump(snapshot, sort_keys=False))
-    (out / "flows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in flows(apps)))
-    (out / "dns-names.json").write_text(json.dumps(EXTERNAL, indent=2) + "\n")
+    records = flows(apps)
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+    (out / "flows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in public))
+    wrpcap(str(out / "capture.pcap"), capture(records))
 
 
 if __name__ == "__main__":
