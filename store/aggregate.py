@@ -6,6 +6,7 @@ interfaces of one node) is one connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netpol_gen.evaluator.flows import Flow
@@ -36,25 +37,50 @@ def _add(total: int | None, value: int | None) -> int | None:
     return value if total is None else total + value
 
 
+def _bound(pick: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else pick(a, b)
+
+
 @dataclass(slots=True)
-class EdgeTotals:
+class Counters:
+    """Connections, counters and time range of a set of flows; ``untimed`` if one had no timestamp."""
+
     connections: int = 0
-    packets: int | None = None  # None: no flow of this edge carried counters
+    packets: int | None = None  # None: no flow carried counters
     bytes: int | None = None
     first_seen: float | None = None
     last_seen: float | None = None
-    samples: list[Sample] = field(default_factory=list)
+    untimed: bool = False
 
     def add(self, flow: Flow) -> None:
         self.connections += 1
-        self.packets = _add(self.packets, flow.packets)
-        self.bytes = _add(self.bytes, flow.bytes)
+        if flow.packets is not None:
+            self.packets = flow.packets if self.packets is None else self.packets + flow.packets
+        if flow.bytes is not None:
+            self.bytes = flow.bytes if self.bytes is None else self.bytes + flow.bytes
         ts = flow.ts
-        if ts is not None:
-            if self.first_seen is None or ts < self.first_seen:
-                self.first_seen = ts
-            if self.last_seen is None or ts > self.last_seen:
-                self.last_seen = ts
+        if ts is None:
+            self.untimed = True
+            return
+        if self.first_seen is None or ts < self.first_seen:
+            self.first_seen = ts
+        if self.last_seen is None or ts > self.last_seen:
+            self.last_seen = ts
+
+    def merge(self, other: Counters) -> None:
+        self.connections += other.connections
+        self.packets = _add(self.packets, other.packets)
+        self.bytes = _add(self.bytes, other.bytes)
+        self.first_seen = _bound(min, self.first_seen, other.first_seen)
+        self.last_seen = _bound(max, self.last_seen, other.last_seen)
+        self.untimed |= other.untimed
+
+
+@dataclass(slots=True)
+class EdgeTotals(Counters):
+    samples: list[Sample] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,13 @@ from netpol_gen.store.identity import Identity, IdentityKind
 _CACHE_LIMIT = 500_000  # entries per cache before it is dropped: bounded memory for the collector
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class End:
-    """One end of a flow: its identity and, when it was one pod, that pod's uid (evidence)."""
+    """One end of a flow: its identity and, when it was one pod, that pod's uid (evidence).
+
+    Compared by object identity (as :class:`Destination` is): the attributor returns one cached
+    object per address and interval, so per-flow aggregation hashes a pointer, not six fields.
+    """
 
     identity: Identity
     pod_uid: str | None = None
@@ -40,7 +44,7 @@ class Target:
     port: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Destination:
     """Where a flow went: its targets, and the Service (``namespace/name``) it went through.
 

@@ -7,7 +7,7 @@ cluster IP stays an address. ``key`` is the natural key the store deduplicates o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from netpol_gen.evaluator.cluster import Pod
@@ -20,14 +20,26 @@ class IdentityKind(Enum):
     UNKNOWN = "unknown"  # a pod-network address held by no known pod at the time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Identity:
+    """Equal and hashed by :attr:`key`, computed once: identities key every aggregation dictionary."""
+
     kind: IdentityKind
     namespace: str | None = None
     workload_kind: str | None = None
     workload_name: str | None = None
     node: str | None = None
     ip: str | None = None
+    key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self._natural_key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     @classmethod
     def of_pod(cls, pod: Pod) -> Identity:
@@ -41,8 +53,7 @@ class Identity:
     def of_address(cls, kind: IdentityKind, ip: str) -> Identity:
         return cls(kind, ip=ip)
 
-    @property
-    def key(self) -> str:
+    def _natural_key(self) -> str:
         if self.kind is IdentityKind.POD:
             return f"pod:{self.namespace}/{self.workload_kind}/{self.workload_name}"
         if self.kind is IdentityKind.NODE:

@@ -18,8 +18,8 @@ from typing import Protocol
 
 from netpol_gen.evaluator.cluster import Cluster
 from netpol_gen.evaluator.flows import Flow
-from netpol_gen.store.aggregate import Batch, Deduper, DnsSeen, EdgeTotals, Sample
-from netpol_gen.store.attribute import Attributor
+from netpol_gen.store.aggregate import Batch, Counters, Deduper, DnsSeen, EdgeTotals, Sample
+from netpol_gen.store.attribute import Attributor, Destination, End
 from netpol_gen.store.identity import Identity, IdentityKind
 
 SAMPLES_PER_EDGE = 8
@@ -44,21 +44,26 @@ class IngestStats:
     flows: int = 0
     duplicates: int = 0
     service_unresolved: int = 0  # to a Service address with no such port or no backend then
-    unknown_ips: set[str] = field(default_factory=set)
+    unknown_ips: set[str] = field(default_factory=set)  # filled in as batches are taken
     dns_answers: int = 0
 
 
 @dataclass(slots=True)
-class _Window:
-    """First and last flow time towards an external address; ``untimed`` if a flow had no time."""
+class _Route:
+    """Flows from one attributed source to one attributed destination: the per-flow aggregate."""
 
-    first: float | None = None
-    last: float | None = None
-    untimed: bool = False
+    protocol: str
+    counters: Counters = field(default_factory=Counters)
+    flows: list[Flow] = field(default_factory=list)  # the first few, as evidence
 
 
 class Ingest:
-    """Attributes, deduplicates and aggregates flows for one cluster view until the batch is taken."""
+    """Attributes, deduplicates and aggregates flows for one cluster view until the batch is taken.
+
+    Per flow, only a dictionary keyed by the attributor's cached (source, destination) objects is
+    touched; fanning out to Service backends and folding pods into workload edges happens once per
+    route when the batch is taken.
+    """
 
     def __init__(
         self, cluster: Cluster, *, dedupe_window: float = 1.0, samples_per_edge: int = SAMPLES_PER_EDGE
@@ -67,8 +72,8 @@ class Ingest:
         self._deduper = Deduper(dedupe_window)
         self._samples = samples_per_edge
         self._dns: dict[str, dict[str, list[tuple[float, float]]]] = {}  # address -> name -> windows
-        self._batch = Batch()
-        self._external: dict[Identity, _Window] = {}
+        self._dns_batch: dict[tuple[str, str], DnsSeen] = {}
+        self._routes: dict[tuple[End, Destination], _Route] = {}
         self.stats = IngestStats()
 
     def add_flows(self, flows: Iterable[Flow]) -> None:
@@ -85,43 +90,19 @@ class Ingest:
         if not destination.targets:
             stats.service_unresolved += 1
             return
-        src = self._attributor.source(flow)
-        edges = self._batch.edges
-        for target in destination.targets:
-            dst = target.end.identity
-            key = (src.identity, dst, target.port, flow.protocol)
-            totals = edges.get(key)
-            if totals is None:
-                totals = edges[key] = EdgeTotals()
-                self._note_address(dst, flow.ts)
-            elif dst.kind is IdentityKind.EXTERNAL:
-                self._note_address(dst, flow.ts)
-            totals.add(flow)
-            if len(totals.samples) < self._samples:
-                totals.samples.append(
-                    Sample(flow.ts, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, src.pod_uid,
-                           target.end.pod_uid, destination.service, flow.packets, flow.bytes)
-                )
-        if src.identity.kind is IdentityKind.UNKNOWN and src.identity.ip is not None:
-            stats.unknown_ips.add(src.identity.ip)
-
-    def _note_address(self, dst: Identity, ts: float | None) -> None:
-        if dst.kind is IdentityKind.UNKNOWN and dst.ip is not None:
-            self.stats.unknown_ips.add(dst.ip)
-        if dst.kind is not IdentityKind.EXTERNAL:
-            return
-        window = self._external.setdefault(dst, _Window())
-        if ts is None:
-            window.untimed = True
-            return
-        window.first = ts if window.first is None else min(window.first, ts)
-        window.last = ts if window.last is None else max(window.last, ts)
+        key = (self._attributor.source(flow), destination)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = _Route(flow.protocol)
+        route.counters.add(flow)
+        if len(route.flows) < self._samples:
+            route.flows.append(flow)
 
     def add_dns(self, answer: DnsRecord) -> None:
         self.stats.dns_answers += 1
         key = (answer.name, answer.address)
-        seen = self._batch.dns.get(key)
-        self._batch.dns[key] = DnsSeen(
+        seen = self._dns_batch.get(key)
+        self._dns_batch[key] = DnsSeen(
             answer.ttl,
             answer.ts if seen is None else min(seen.first_seen, answer.ts),
             answer.ts if seen is None else max(seen.last_seen, answer.ts),
@@ -134,17 +115,37 @@ class Ingest:
             windows.append((start, end))
 
     def take_batch(self) -> Batch:
-        """The batch so far, with DNS names attached to its external destinations; starts a new one."""
-        batch = self._batch
-        for identity, window in self._external.items():
-            names = {
-                name
-                for name, windows in self._dns.get(identity.ip or "", {}).items()
-                if window.untimed or any(
-                    start <= (window.last or 0.0) and (window.first or 0.0) <= end for start, end in windows
-                )
-            }
+        """The workload-level edges so far, with DNS names on external destinations; starts a new batch."""
+        batch = Batch(dns=self._dns_batch)
+        windows: dict[Identity, Counters] = {}  # when each external destination was reached
+        for (src, destination), route in self._routes.items():
+            for target in destination.targets:
+                dst = target.end.identity
+                key = (src.identity, dst, target.port, route.protocol)
+                totals = batch.edges.get(key)
+                if totals is None:
+                    totals = batch.edges[key] = EdgeTotals()
+                totals.merge(route.counters)
+                for flow in route.flows[: self._samples - len(totals.samples)]:
+                    totals.samples.append(Sample(
+                        flow.ts, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, src.pod_uid,
+                        target.end.pod_uid, destination.service, flow.packets, flow.bytes))
+                if dst.kind is IdentityKind.EXTERNAL:
+                    windows.setdefault(dst, Counters()).merge(route.counters)
+        for src_identity, dst, _, _ in batch.edges:
+            self.stats.unknown_ips.update(i.ip for i in (src_identity, dst) if i.kind is IdentityKind.UNKNOWN and i.ip)
+        for identity, reached in windows.items():
+            names = {name for name, valid in self._dns.get(identity.ip or "", {}).items()
+                     if _overlaps(reached, valid)}
             if names:
                 batch.names[identity] = names
-        self._batch, self._external = Batch(), {}
+        self._routes, self._dns_batch = {}, {}
         return batch
+
+
+def _overlaps(reached: Counters, valid: list[tuple[float, float]]) -> bool:
+    """Whether flows reached the address while one of the answers for a name was valid."""
+    if reached.untimed:
+        return True
+    first, last = reached.first_seen or 0.0, reached.last_seen or 0.0
+    return any(start <= last and first <= end for start, end in valid)

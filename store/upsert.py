@@ -14,9 +14,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 Updates = Callable[[Any], Mapping[str, Any]]  # given ``excluded``, the SET clause
+
+
+def upsert_statement(
+    conn: Connection, table: sa.Table, keys: Sequence[str], updates: Updates | None = None
+) -> Executable:
+    """``INSERT INTO table``; on a conflict on ``keys``, apply ``updates`` (or keep the stored row)."""
+    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    if updates is None:
+        return insert.on_conflict_do_nothing(index_elements=list(keys))
+    return insert.on_conflict_do_update(index_elements=list(keys), set_=dict(updates(insert.excluded)))
 
 
 def upsert(
@@ -26,15 +37,9 @@ def upsert(
     keys: Sequence[str],
     updates: Updates | None = None,
 ) -> None:
-    """Insert ``rows``; on a conflict on ``keys``, apply ``updates`` (or keep the stored row)."""
-    if not rows:
-        return
-    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-    if updates is None:
-        stmt = insert.on_conflict_do_nothing(index_elements=list(keys))
-    else:
-        stmt = insert.on_conflict_do_update(index_elements=list(keys), set_=dict(updates(insert.excluded)))
-    conn.execute(stmt, list(rows))
+    """Upsert ``rows`` as one batched statement (the driver's executemany)."""
+    if rows:
+        conn.execute(upsert_statement(conn, table, keys, updates), list(rows))
 
 
 def least(stored: Any, new: Any) -> ColumnElement[Any]:

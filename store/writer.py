@@ -99,12 +99,11 @@ def _edge_count(conn: Connection) -> int:
 
 def _edge_ids(conn: Connection, keys: dict[tuple[int, int, int, str], EdgeKey]) -> dict[EdgeKey, int]:
     found: dict[EdgeKey, int] = {}
-    sources = sorted({key[0] for key in keys})
     e = t.edges.c
-    for chunk in _chunks(sources):
-        rows = conn.execute(sa.select(e.id, e.src_id, e.dst_id, e.dst_port, e.protocol).where(e.src_id.in_(chunk)))
-        for edge_id, *key in rows:
-            edge = keys.get((key[0], key[1], key[2], key[3]))
+    for chunk in _chunks(sorted({key[0] for key in keys})):
+        query = sa.select(e.src_id, e.dst_id, e.dst_port, e.protocol, e.id).where(e.src_id.in_(chunk))
+        for src_id, dst_id, port, protocol, edge_id in conn.execute(query):
+            edge = keys.get((src_id, dst_id, port, protocol))
             if edge is not None:
                 found[edge] = edge_id
     return found
