@@ -66,7 +66,7 @@ def diff_sets(
 
 def _api_client() -> Any:
     """A client for the cluster we run in, else for the kubeconfig's current context ($KUBECONFIG or
-    ~/.kube/config), as kubectl would choose."""
+    ~/.kube/config), as kubectl would choose; refreshed credentials are not written back."""
     from kubernetes import client, config
 
     try:
@@ -74,7 +74,9 @@ def _api_client() -> Any:
             configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
             return client.ApiClient(configuration)
-        return config.new_client_from_config()
+        # $KUBECONFIG is read here, not when the client is imported (its default is fixed at import)
+        kubeconfig = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        return config.new_client_from_config(config_file=kubeconfig, persist_config=False)
     except config.ConfigException as exc:
         raise InputError(f"no access to a cluster: {exc}", where="--against-cluster") from None
 
