@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,13 +58,24 @@ class FlowReadStats:
     skipped: int = 0
 
 
-def _canonical_ip(value: Any, field: str) -> str:
+@lru_cache(maxsize=1 << 16)
+def _parse_address(value: str) -> tuple[str, int] | None:
+    """``value`` canonicalised and its IP version, or None if it is no address. Cached because a
+    flow file names the same few thousand addresses millions of times and ``ipaddress`` is slow."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return str(address), address.version
+
+
+def _canonical_ip(value: Any, field: str) -> tuple[str, int]:
     if not isinstance(value, str):
         raise FlowError(f"{field} must be an IP address string, got {value!r}")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise FlowError(f"{field} {value!r} is not an IP address") from None
+    parsed = _parse_address(value)
+    if parsed is None:
+        raise FlowError(f"{field} {value!r} is not an IP address")
+    return parsed
 
 
 def _port(value: Any, field: str, *, optional: bool) -> int | None:
@@ -95,9 +107,9 @@ def flow_from_record(record: Any) -> Flow:
     ts = record.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         raise FlowError(f"ts must be a number (seconds since the epoch), got {ts!r}")
-    src_ip = _canonical_ip(record["src_ip"], "src_ip")
-    dst_ip = _canonical_ip(record["dst_ip"], "dst_ip")
-    if ipaddress.ip_address(src_ip).version != ipaddress.ip_address(dst_ip).version:
+    src_ip, src_version = _canonical_ip(record["src_ip"], "src_ip")
+    dst_ip, dst_version = _canonical_ip(record["dst_ip"], "dst_ip")
+    if src_version != dst_version:
         raise FlowError(f"src_ip {src_ip} and dst_ip {dst_ip} are of different IP families")
     return Flow(
         src_ip=src_ip,
