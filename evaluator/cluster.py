@@ -9,12 +9,24 @@ packet was seen*, never to whoever owns it today.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
+from typing import TypeVar
 
 METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
+LOOKUP_CACHE_LIMIT = 1 << 18  # memoised lookups per cache; beyond it the cache starts over
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@lru_cache(maxsize=1 << 16)
+def ip_version(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +171,10 @@ class Endpoint:
     @classmethod
     def of_pod(cls, pod: Pod, peer_ip: str) -> Endpoint:
         """The pod as reached from ``peer_ip``: its address of the same IP family (dual-stack pods)."""
-        version = ipaddress.ip_address(peer_ip).version
-        ip = next((a for a in pod.ips if ipaddress.ip_address(a).version == version), pod.ips[0])
+        if len(pod.ips) == 1:  # the usual single-stack pod: no family to choose
+            return cls(pod.ips[0], EndpointKind.POD, pod=pod)
+        version = ip_version(peer_ip)
+        ip = next((a for a in pod.ips if ip_version(a) == version), pod.ips[0])
         return cls(ip, EndpointKind.POD, pod=pod)
 
     def describe(self) -> str:
@@ -209,6 +223,9 @@ class Cluster:
     _pod_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
         default_factory=list, repr=False
     )
+    _pod_times: list[float] = field(default_factory=list, repr=False)
+    _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict, repr=False)
+    _targets: dict[tuple[str, int, str, int], ServiceTarget | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -243,6 +260,8 @@ class Cluster:
                 pod.namespace, Namespace(pod.namespace, {METADATA_NAME_LABEL: pod.namespace})
             )
         self._pods_by_ip, self._pods_by_ns, self._pods_by_key = dict(by_ip), dict(by_ns), dict(by_key)
+        self._pod_times = sorted({t for pod in self.pods for t in (pod.created, pod.ended) if t is not None})
+        self._endpoints, self._targets = {}, {}
         self._node_by_ip = {ip: node for node in self.nodes for ip in node.addresses}
         self._pod_networks = [
             ipaddress.ip_network(cidr, strict=False) for node in self.nodes for cidr in node.pod_cidrs
@@ -283,8 +302,23 @@ class Cluster:
         address = ipaddress.ip_address(ip)
         return any(address in net for net in self._pod_networks)
 
+    def epoch(self, ts: float | None) -> int:
+        """Which stretch of time ``ts`` falls in, for memoising time-dependent lookups.
+
+        Which pods hold their IPs changes only at a pod's creation or end, so between two consecutive
+        such instants every lookup by time gives the same answer; the epoch numbers those stretches
+        (-1 for no time, i.e. the live pods)."""
+        return -1 if ts is None else bisect_right(self._pod_times, ts)
+
     def endpoint(self, ip: str, ts: float | None = None) -> Endpoint:
         """What ``ip`` was at ``ts``: a pod, a node, an unknown pod-network address, or external."""
+        key = (ip, self.epoch(ts))
+        found = self._endpoints.get(key)
+        if found is None:
+            found = remember(self._endpoints, key, self._resolve_endpoint(ip, ts))
+        return found
+
+    def _resolve_endpoint(self, ip: str, ts: float | None) -> Endpoint:
         pod = self.pod_at(ip, ts)
         if pod is not None:
             return Endpoint(ip, EndpointKind.POD, pod=pod)
@@ -300,6 +334,12 @@ class Cluster:
     ) -> ServiceTarget | None:
         """Resolve a Service address (ClusterIP, external/LB IP, or node IP + nodePort) to its
         backends, each with the targetPort resolved on that pod (named targetPorts per pod)."""
+        key = (ip, port, protocol, self.epoch(ts))
+        if key in self._targets:
+            return self._targets[key]
+        return remember(self._targets, key, self._resolve_service_target(ip, port, protocol, ts))
+
+    def _resolve_service_target(self, ip: str, port: int, protocol: str, ts: float | None) -> ServiceTarget | None:
         found = None
         for svc in self._service_by_ip.get(ip, []):
             sport = next((p for p in svc.ports if p.port == port and p.protocol == protocol), None)
@@ -348,6 +388,15 @@ def resolve_target_port(pod: Pod, sport: ServicePort) -> int | None:
     if isinstance(target, int):
         return target
     return pod.named_port(target, sport.protocol)
+
+
+def remember(cache: dict[K, V], key: K, value: V) -> V:
+    """Store ``value`` in a memo bounded by LOOKUP_CACHE_LIMIT (a scan of random addresses must not
+    grow it without end; starting over is cheap as live entries are soon recomputed)."""
+    if len(cache) >= LOOKUP_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _alive(pod: Pod, ts: float | None) -> bool:
