@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from netpol_gen.evaluator.cluster import remember
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.verdict import FlowVerdict, Verdict
+
+_Tally = tuple[tuple[Verdict, ...], frozenset[str], frozenset[str]]
 
 
 @dataclass
@@ -22,6 +25,8 @@ class ReplaySummary:
     via_service: int = 0
     admitted_by_policy: Counter[str] = field(default_factory=Counter)
     denied_by_policy: Counter[str] = field(default_factory=Counter)
+    # per verdicts tuple (by id; the tuple is kept so the id stays its own): the policies it credits
+    _tallies: dict[int, _Tally] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, result: FlowVerdict) -> None:
         self.flows += 1
@@ -31,16 +36,12 @@ class ReplaySummary:
             self.allowed += 1
         else:
             self.denied += 1
-        admitted: set[str] = set()
-        denying: set[str] = set()
-        for verdict in result.verdicts:
-            for side in (verdict.egress, verdict.ingress):
-                if side.allowed:
-                    admitted.update(ref.policy for ref in side.admitted_by)
-                else:
-                    denying.update(side.isolating)
-        self.admitted_by_policy.update(admitted)
-        self.denied_by_policy.update(denying)
+        verdicts = result.verdicts
+        tally = self._tallies.get(id(verdicts))
+        if tally is None or tally[0] is not verdicts:
+            tally = remember(self._tallies, id(verdicts), (verdicts, *_policies_credited(verdicts)))
+        self.admitted_by_policy.update(tally[1])
+        self.denied_by_policy.update(tally[2])
 
     def to_dict(self) -> dict[str, Any]:
         policies = sorted(set(self.admitted_by_policy) | set(self.denied_by_policy))
@@ -56,6 +57,19 @@ class ReplaySummary:
         }
 
 
+def _policies_credited(verdicts: tuple[Verdict, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The policies that admitted some side of these verdicts, and those isolating a denied side."""
+    admitted: set[str] = set()
+    denying: set[str] = set()
+    for verdict in verdicts:
+        for side in (verdict.egress, verdict.ingress):
+            if side.allowed:
+                admitted.update(ref.policy for ref in side.admitted_by)
+            else:
+                denying.update(side.isolating)
+    return frozenset(admitted), frozenset(denying)
+
+
 def replay(
     evaluator: Evaluator, flows: Iterable[Any], on_result: Callable[[FlowVerdict], None] | None = None
 ) -> ReplaySummary:
@@ -69,9 +83,21 @@ def replay(
 
 
 def iter_verdicts(evaluator: Evaluator, flows: Iterable[Any]) -> Iterator[FlowVerdict]:
+    """Judge each flow. A flow's verdicts depend only on its addresses, port and protocol and on
+    which pods held their IPs at its time (the cluster's epoch); a capture repeats the same
+    connections over and over, so a repeat reuses the first flow's verdicts and Service target
+    (the very objects ``judge_flow`` would return, as the evaluator caches them) instead of
+    resolving addresses and judging again."""
     judge = evaluator.judge_flow
+    epoch = evaluator.cluster.epoch
+    seen: dict[tuple[str, str, int, str, int], FlowVerdict] = {}
     for flow in flows:
-        yield judge(flow)
+        key = (flow.src_ip, flow.dst_ip, flow.dst_port, flow.protocol, epoch(flow.ts))
+        first = seen.get(key)
+        if first is None:
+            yield remember(seen, key, judge(flow))
+        else:
+            yield FlowVerdict(flow, first.verdicts, first.service)
 
 
 def verdict_to_dict(verdict: Verdict, *, explain: bool) -> dict[str, Any]:
