@@ -46,7 +46,7 @@ _WORDS = (  # noqa: SIM905 - a word list reads better as text
     "video upload storage ledger fraud risk pricing promo loyalty gift wishlist returns support "
     "tickets crm partners vendors supply warehouse fleet routing geo maps tax audit compliance"
 ).split()
-_ROLES = ("api", "web", "worker", "gateway", "grpc", "cron", "sync", "indexer", "router", "svc", "admin", "events",
+_ROLES = ("web", "api", "worker", "gateway", "grpc", "cron", "sync", "indexer", "router", "svc", "admin", "events",
           "consumer", "scheduler")
 _TEAMS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 _PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")
@@ -253,8 +253,9 @@ class Cluster:
             env = "prod" if n % 3 else "staging"
             self.namespaces[ns] = {"kubernetes.io/metadata.name": ns, "team": team, "env": env}
             budget = per_ns
-            roles = list(_ROLES)
+            roles = list(_ROLES[1:])
             rng.shuffle(roles)
+            roles.insert(0, _ROLES[0])  # every namespace serves something to the ingress controller
             for role in roles:
                 if budget <= 0:
                     break
