@@ -13,6 +13,8 @@ import yaml
 
 IPBLOCK_NOTES = ("netpol-gen.io/ingress-ipblocks", "netpol-gen.io/egress-ipblocks")
 
+# libyaml's emitter when present: the same bytes, several times faster on large policy sets
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _CIDR_LINE = re.compile(r"^(\s*cidr: )(\S+)$")
 
 
@@ -36,7 +38,8 @@ def _commented(document: str, notes: Mapping[str, str]) -> str:
 def render_yaml(policies: Iterable[Mapping[str, Any]]) -> str:
     """One YAML document per policy, in the given order, separated by ``---``."""
     documents = [
-        _commented(yaml.safe_dump(dict(p), sort_keys=True, default_flow_style=False, width=1 << 16), _notes(p))
+        _commented(yaml.dump(dict(p), Dumper=_DUMPER, sort_keys=True, default_flow_style=False, width=1 << 16),
+                   _notes(p))
         for p in policies
     ]
     return "---\n".join(documents)

@@ -73,6 +73,9 @@ class Verification:
         return not self.denied
 
 
+Addressed = tuple[int, Endpoint]  # (IP version, endpoint)
+
+
 class LearnedCluster:
     """The learned pods, namespaces and nodes as an evaluator :class:`Cluster`, with each identity's
     endpoints (a workload's pods, a node's addresses, an address)."""
@@ -102,8 +105,17 @@ class LearnedCluster:
             pods=[pod for pods in self.pods.values() for pod in pods],
             nodes=self.nodes.values(),
         )
+        self._endpoints: dict[Identity, list[Addressed]] = {}
 
-    def endpoints(self, identity: Identity) -> list[Endpoint]:
+    def endpoints(self, identity: Identity) -> list[Addressed]:
+        """The identity's endpoints with their IP version, built once."""
+        found = self._endpoints.get(identity)
+        if found is None:
+            found = [(ipaddress.ip_address(e.ip).version, e) for e in self._build_endpoints(identity)]
+            self._endpoints[identity] = found
+        return found
+
+    def _build_endpoints(self, identity: Identity) -> list[Endpoint]:
         kind = identity.kind
         if kind is IdentityKind.POD:
             return [Endpoint(ip, EndpointKind.POD, pod=pod)
@@ -115,12 +127,11 @@ class LearnedCluster:
         return [Endpoint(identity.ip, endpoint_kind)] if identity.ip else []
 
 
-def _pairs(sources: Iterable[Endpoint], destinations: Sequence[Endpoint]) -> Iterable[tuple[Endpoint, Endpoint]]:
+def _pairs(sources: Iterable[Addressed], destinations: Sequence[Addressed]) -> Iterable[tuple[Endpoint, Endpoint]]:
     """Every source x destination of the same IP family, except a pod with itself."""
-    for src in sources:
-        version = ipaddress.ip_address(src.ip).version
-        for dst in destinations:
-            if ipaddress.ip_address(dst.ip).version == version and not (src.pod is not None and src.pod is dst.pod):
+    for version, src in sources:
+        for dst_version, dst in destinations:
+            if dst_version == version and not (src.pod is not None and src.pod is dst.pod):
                 yield src, dst
 
 
@@ -162,11 +173,10 @@ def newly_opened(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs) -
     for _, dst_key, port, protocol in observed:
         ports[dst_key].add((port, protocol))
     opened: list[OpenedPair] = []
-    for src_key, src_pods in learned.pods.items():
-        sources = [Endpoint(ip, EndpointKind.POD, pod=pod) for pod in src_pods for ip in pod.ips]
-        for dst_key, dst_pods in learned.pods.items():
-            destinations = [Endpoint(ip, EndpointKind.POD, pod=pod) for pod in dst_pods for ip in pod.ips]
-            pairs = list(_pairs(sources, destinations))
+    for src_key in learned.pods:
+        sources = learned.endpoints(Identity(IdentityKind.POD, *src_key))
+        for dst_key in learned.pods:
+            pairs = list(_pairs(sources, learned.endpoints(Identity(IdentityKind.POD, *dst_key))))
             for port, protocol in sorted(ports.get(dst_key, ())):
                 if (src_key, dst_key, port, protocol) in observed:
                     continue

@@ -523,3 +523,12 @@ def test_orphan_traffic_rides_on_the_policy_that_selects_its_pods():
     warnings = "\n".join(result.report.warnings)
     assert "also allows the traffic of ns/Deployment/w0" in warnings
     assert "namespace ns: no default-deny policy" in warnings
+
+
+def test_job_selector_on_controller_uid_falls_back_to_the_labels_its_runs_share():
+    runs = tuple(PodView(f"backup-2913{i}-x", {"app": "backup", "job-name": f"backup-2913{i}",
+                                               "batch.kubernetes.io/controller-uid": f"u{i}"}) for i in range(3))
+    job = LearnedWorkload("ns", "CronJob", "backup", runs,
+                          controller_selector={"batch.kubernetes.io/controller-uid": "u2"})
+    other = LearnedWorkload("ns", "Deployment", "api", (PodView("api-0", {"app": "api"}),))
+    assert choose_selector(job, [job, other]).match_labels == {"app": "backup"}
