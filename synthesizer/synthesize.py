@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from netpol_gen.store.identity import IdentityKind
+from netpol_gen.store.identity import Identity, IdentityKind
 from netpol_gen.synthesizer.model import (
     LearnedEdge,
     LearnedInputs,
     LearnedWorkload,
     Options,
+    PodView,
     WorkloadKey,
     workload_key,
 )
@@ -118,7 +119,7 @@ def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorC
     """Per direction, per subject workload in scope: the peers observed and the ports each used."""
     grants: dict[str, Grants] = {d: defaultdict(lambda: defaultdict(set)) for d in ("Ingress", "Egress")}
 
-    def pods_of(identity: Any) -> tuple:
+    def pods_of(identity: Identity) -> tuple[PodView, ...]:
         return selectors.workloads[workload_key(identity)].pods if identity.kind is IdentityKind.POD else ()
 
     for edge in edges:
