@@ -32,7 +32,7 @@ def _identity(row: sa.Row[tuple[object, ...]], prefix: str) -> Identity:
                     m[f"{prefix}workload_name"], m[f"{prefix}node"], m[f"{prefix}ip"])
 
 
-def _identity_columns(alias: sa.Alias, prefix: str) -> list[sa.Label[object]]:
+def _identity_columns(alias: sa.FromClause, prefix: str) -> list[sa.Label[object]]:
     return [alias.c[name].label(f"{prefix}{name}")
             for name in ("kind", "namespace", "workload_kind", "workload_name", "node", "ip")]
 
