@@ -64,6 +64,13 @@ def _ntop(address: Address) -> str:
     return socket.inet_ntop(socket.AF_INET6, address)
 
 
+def _both_ways(src: Address, sport: int, dst: Address, dport: int) -> _Key:
+    """One key for both directions of a conversation (both addresses are of one family)."""
+    if (src, sport) < (dst, dport):  # int with int, bytes with bytes
+        return (src, sport, dst, dport)
+    return (dst, dport, src, sport)
+
+
 class FlowTracker:
     """Feed packets with :meth:`tcp`/:meth:`udp` in capture order; take finished flows from :attr:`done`
     (and clear it: it is the same list for the tracker's life, so the caller can hold on to it).
@@ -86,7 +93,7 @@ class FlowTracker:
     def tcp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, flags: int, seq: int,
             ack: int, length: int) -> None:
         """Account one TCP segment of ``length`` IP bytes."""
-        key = (src, sport, dst, dport) if src < dst or (src == dst and sport < dport) else (dst, dport, src, sport)
+        key = _both_ways(src, sport, dst, dport)
         conn = self._tcp.get(key)
         if conn is not None and not flags & (TCP_SYN | TCP_FIN | TCP_RST):  # mid-connection: most packets
             conn.packets += 1
@@ -96,7 +103,7 @@ class FlowTracker:
         if flags & TCP_SYN:
             if flags & TCP_ACK:  # SYN-ACK: the sender is the responder; the ack names the SYN's ISN
                 isn = (ack - 1) & 0xFFFFFFFF
-                initiator: tuple[bytes, int, bytes, int] = (dst, dport, src, sport)
+                initiator: tuple[Address, int, Address, int] = (dst, dport, src, sport)
             else:
                 isn = seq
                 initiator = (src, sport, dst, dport)
@@ -122,7 +129,7 @@ class FlowTracker:
 
     def udp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, length: int) -> None:
         """Account one UDP datagram of ``length`` IP bytes."""
-        key = (src, sport, dst, dport) if src < dst or (src == dst and sport < dport) else (dst, dport, src, sport)
+        key = _both_ways(src, sport, dst, dport)
         conn = self._udp.get(key)
         if conn is not None and ts - conn.last > self.udp_timeout:
             self._finish(self._udp.pop(key), is_tcp=False)
