@@ -26,14 +26,24 @@ class PortRef:
 
 
 def common_port_name(pods: Sequence[PodView], port: int, protocol: str) -> str | None:
-    """The name every pod gives container port ``port``/``protocol``, or None if any pod differs."""
+    """The name every pod gives container port ``port``/``protocol``, or None if any pod differs.
+
+    A name is only usable if it resolves back to ``port`` on every pod: the evaluator (like the
+    CNI) resolves a named port to the first container port of that name and protocol."""
     names = {
         next((c.name for c in pod.container_ports if c.port == port and c.protocol == protocol), None)
         for pod in pods
     }
     if len(names) != 1:
         return None
-    return names.pop()
+    name = names.pop()
+    if name is None:
+        return None
+    for pod in pods:
+        first = next(c.port for c in pod.container_ports if c.name == name and c.protocol == protocol)
+        if first != port:
+            return None
+    return name
 
 
 def port_ref(port: int, protocol: str, destination_pods: Sequence[PodView], named: bool) -> PortRef:
