@@ -15,13 +15,28 @@ from netpol_gen.evaluator.replay import ReplaySummary, flow_verdict_to_dict, rep
 
 
 class _Connections:
-    """Distinct connections (verdicts are cached, so one object per connection) with flow counts."""
+    """Distinct connections (verdicts are cached, so one object per connection) with flow counts.
+
+    Flows are counted per verdict tuple, by id (the tuple is kept, so its id stays its own): a
+    repeated connection shares its tuple (see ``iter_verdicts``), and hashing each Verdict of every
+    flow would cost more than judging it. Tuples expand to connections once, for the report."""
 
     def __init__(self) -> None:
-        self.counts: Counter[Verdict] = Counter()
+        self._kept: dict[int, tuple[Verdict, ...]] = {}
+        self._flows: Counter[int] = Counter()
 
     def add(self, result: FlowVerdict) -> None:
-        self.counts.update(result.verdicts)
+        key = id(result.verdicts)
+        self._kept.setdefault(key, result.verdicts)
+        self._flows[key] += 1
+
+    @property
+    def counts(self) -> Counter[Verdict]:
+        counts: Counter[Verdict] = Counter()
+        for key, flows in self._flows.items():
+            for verdict in self._kept[key]:
+                counts[verdict] += flows
+        return counts
 
     def sorted(self, *, allowed: bool) -> list[tuple[Verdict, int]]:
         chosen = [(v, n) for v, n in self.counts.items() if v.allowed == allowed]
