@@ -11,7 +11,7 @@ from netpol_gen.evaluator.cluster import remember
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.verdict import FlowVerdict, Verdict
 
-_Tally = tuple[tuple[Verdict, ...], frozenset[str], frozenset[str]]
+_Tally = tuple[tuple[Verdict, ...], bool, frozenset[str], frozenset[str]]
 
 
 @dataclass
@@ -25,23 +25,30 @@ class ReplaySummary:
     via_service: int = 0
     admitted_by_policy: Counter[str] = field(default_factory=Counter)
     denied_by_policy: Counter[str] = field(default_factory=Counter)
-    # per verdicts tuple (by id; the tuple is kept so the id stays its own): the policies it credits
+    # per verdicts tuple (by id; the tuple is kept so the id stays its own): whether the flow is
+    # allowed and the policies it credits, worked out once per connection rather than once per flow
     _tallies: dict[int, _Tally] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, result: FlowVerdict) -> None:
         self.flows += 1
         if result.service is not None:
             self.via_service += 1
-        if result.allowed:
-            self.allowed += 1
-        else:
-            self.denied += 1
         verdicts = result.verdicts
         tally = self._tallies.get(id(verdicts))
         if tally is None or tally[0] is not verdicts:
-            tally = remember(self._tallies, id(verdicts), (verdicts, *_policies_credited(verdicts)))
-        self.admitted_by_policy.update(tally[1])
-        self.denied_by_policy.update(tally[2])
+            tally = remember(
+                self._tallies, id(verdicts), (verdicts, result.allowed, *_policies_credited(verdicts))
+            )
+        if tally[1]:
+            self.allowed += 1
+        else:
+            self.denied += 1
+        # plain increments: Counter.update's Mapping check costs more than the counting itself
+        admitted, denied = self.admitted_by_policy, self.denied_by_policy
+        for name in tally[2]:
+            admitted[name] += 1
+        for name in tally[3]:
+            denied[name] += 1
 
     def to_dict(self) -> dict[str, Any]:
         policies = sorted(set(self.admitted_by_policy) | set(self.denied_by_policy))
