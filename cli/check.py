@@ -87,6 +87,18 @@ def _json_report(summary: ReplaySummary, connections: _Connections, explain: boo
     return report
 
 
+def _write_json(report: dict[str, Any]) -> None:
+    """Write the report as ``json.dumps(report, indent=2)`` would, in pieces: at a million flows it
+    is a large string, which whole (and again encoded) would more than double peak memory."""
+    pending: list[str] = []
+    for chunk in json.JSONEncoder(indent=2).iterencode(report):
+        pending.append(chunk)
+        if len(pending) >= 65536:
+            click.echo("".join(pending), nl=False)
+            pending.clear()
+    click.echo("".join(pending))
+
+
 @click.command()
 @click.option("--cluster", "clusters", multiple=True, required=True, type=str,
               help="Cluster snapshot (kubectl get ... -o yaml|json) file or directory; repeatable.")
@@ -115,7 +127,7 @@ def check(clusters: tuple[str, ...], policies: tuple[str, ...], flows_path: str,
         if fmt == "json":
             report = _json_report(summary, connections, explain)
             report["summary"]["bad_lines_skipped"] = read.skipped
-            click.echo(json.dumps(report, indent=2))
+            _write_json(report)
         else:
             _print_text(summary, connections, explain, read)
     raise SystemExit(1 if summary.denied else 0)
