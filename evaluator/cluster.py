@@ -20,8 +20,8 @@ from typing import TypeVar
 METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
 LOOKUP_CACHE_LIMIT = 1 << 18  # memoised lookups per cache; beyond it the cache starts over
 
-K = TypeVar("K")
-V = TypeVar("V")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @lru_cache(maxsize=1 << 16)
@@ -390,7 +390,7 @@ def resolve_target_port(pod: Pod, sport: ServicePort) -> int | None:
     return pod.named_port(target, sport.protocol)
 
 
-def remember(cache: dict[K, V], key: K, value: V) -> V:
+def remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     """Store ``value`` in a memo bounded by LOOKUP_CACHE_LIMIT (a scan of random addresses must not
     grow it without end; starting over is cheap as live entries are soon recomputed)."""
     if len(cache) >= LOOKUP_CACHE_LIMIT:
