@@ -13,6 +13,7 @@ import click
 
 from netpol_gen import __version__
 from netpol_gen.cli.check import check
+from netpol_gen.cli.collect_cmd import collect_cmd
 from netpol_gen.cli.diff_cmd import diff
 from netpol_gen.cli.export_cmd import export_cmd
 from netpol_gen.cli.flows_cmd import flows_cmd
@@ -47,6 +48,7 @@ cli.add_command(import_cmd)
 cli.add_command(flows_cmd)
 cli.add_command(diff)
 cli.add_command(export_cmd)
+cli.add_command(collect_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,208 @@
+"""The live collector: a capture loop that never waits for anyone, and a delivery thread behind it.
+
+The capture thread (the caller's) polls every tap, feeds frames to the tracker and, every interval,
+cuts what was seen into an :class:`Interval` and queues it. The delivery thread hands each interval
+to the sinks (the store through Ingest, a JSONL file); a slow or unreachable store therefore only
+grows the queue and the spool, never the kernel's drop counters. Frames for a pcap file are written
+by the capture thread itself, in capture order.
+
+On stop (SIGTERM/SIGINT set the event) the sockets are drained once more, the last interval is cut
+and every queued interval delivered before :meth:`Agent.run` returns; a crash loses the interval in
+progress and whatever was queued behind a slow store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netpol_gen.collector.capture import RCVBUF, Capture, CaptureSetupError, compile_bpf
+from netpol_gen.collector.capture_track import FrameTracker
+from netpol_gen.collector.decode import Address
+from netpol_gen.collector.dns import DnsAnswer
+from netpol_gen.collector.interfaces import pod_interfaces
+from netpol_gen.collector.metrics import Health, Metrics
+from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.evaluator.flows import Flow
+
+log = logging.getLogger("netpol_gen.collect")
+
+
+class ClusterSource(Protocol):
+    """The cluster as currently known (a static snapshot, or the live API's view with its IP history)."""
+
+    def current(self) -> Cluster: ...
+
+
+@dataclass(frozen=True)
+class Interval:
+    """What one interval saw; ``batch_id`` makes its delivery to the store idempotent."""
+
+    batch_id: str
+    start: float
+    end: float
+    flows: list[Flow]
+    dns: list[DnsAnswer]
+
+
+class Sink(Protocol):
+    """Where intervals go; called on the delivery thread only."""
+
+    def deliver(self, interval: Interval) -> None: ...
+    def close(self) -> None: ...
+
+
+class FrameSink(Protocol):
+    """Raw frames as captured (a pcap file); called on the capture thread."""
+
+    def frame(self, ts: float, frame: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class AgentConfig:
+    interval: float = 10.0
+    interfaces: tuple[str, ...] = ()  # empty: every pod interface, re-detected
+    rediscover_every: float = 2.0
+    max_tracked: int = 1_000_000
+    rcvbuf: int = RCVBUF
+
+
+def pod_addresses(cluster: Cluster) -> frozenset[Address]:
+    """Every pod (not host-network) address the cluster knows, in the decoder's form."""
+    found: set[Address] = set()
+    for pod in cluster.pods:
+        if pod.host_network:
+            continue
+        for ip in pod.ips:
+            address = ipaddress.ip_address(ip)
+            found.add(int(address) if address.version == 4 else address.packed)
+    return frozenset(found)
+
+
+@dataclass
+class Agent:
+    config: AgentConfig
+    source: ClusterSource | None
+    sinks: Sequence[Sink]
+    metrics: Metrics
+    health: Health
+    frame_sinks: Sequence[FrameSink] = ()
+    clock: Callable[[], float] = time.time
+    _queue: queue.Queue[Interval | None] = field(default_factory=queue.Queue)
+
+    def run(self, stop: threading.Event) -> None:
+        """Capture until ``stop`` is set, then deliver everything; returns when all is delivered."""
+        delivery = threading.Thread(target=self._deliver_all, name="delivery")
+        delivery.start()
+        capture = Capture(compile_bpf(), self.config.rcvbuf)
+        tracker = FrameTracker(self.config.max_tracked)
+        try:
+            self._capture(stop, capture, tracker)
+        finally:
+            capture.close()
+            for sink in self.frame_sinks:
+                sink.close()
+            self._queue.put(None)
+            delivery.join()
+
+    def _capture(self, stop: threading.Event, capture: Capture, tracker: FrameTracker) -> None:
+        config, clock = self.config, self.clock
+        cluster = self._refresh(tracker, None)
+        self._set_interfaces(capture)
+        frame_sinks = self.frame_sinks
+        track = tracker.frame
+
+        def handle(ts: float, iface: str, outgoing: bool, frame: bytes) -> None:
+            track(ts, outgoing, frame)
+            for sink in frame_sinks:
+                sink.frame(ts, frame)
+
+        start = clock()
+        next_cut, next_scan = start + config.interval, start + config.rediscover_every
+        while True:
+            stopping = stop.is_set()
+            now = clock()
+            capture.poll(0 if stopping else min(next_cut, next_scan) - now, handle, clock)
+            self.health.beat = time.monotonic()
+            now = clock()
+            if now >= next_scan and not config.interfaces:
+                self._set_interfaces(capture)
+                next_scan = now + config.rediscover_every
+            if now >= next_cut or stopping:
+                self._cut(capture, tracker, start, now)
+                cluster = self._refresh(tracker, cluster)
+                start, next_cut = now, now + config.interval
+            if stopping:
+                return
+
+    def _refresh(self, tracker: FrameTracker, cluster: Cluster | None) -> Cluster | None:
+        """Take the source's current cluster; rebuild the pod address set when it changed."""
+        if self.source is None:
+            return None
+        current = self.source.current()
+        if current is not cluster:
+            tracker.pod_addresses = pod_addresses(current)
+        restarts = getattr(self.source, "watch_restarts", None)
+        if isinstance(restarts, int):
+            self.metrics.watch_restarts.set(restarts)
+        return current
+
+    def _set_interfaces(self, capture: Capture) -> None:
+        before = set(capture.interfaces)
+        wanted = self.config.interfaces or pod_interfaces()
+        capture.set_interfaces(wanted, _warn_setup)
+        after = set(capture.interfaces)
+        if after != before:
+            log.info("interfaces changed", extra={"fields": {
+                "added": sorted(after - before), "removed": sorted(before - after), "interfaces": sorted(after)}})
+        self.metrics.interfaces.set(len(after))
+        self.health.ready = bool(after)
+
+    def _cut(self, capture: Capture, tracker: FrameTracker, start: float, end: float) -> None:
+        before = tracker.stats.packets_filtered_in, tracker.other_end, tracker.stats.dns_answers
+        flows, dns = tracker.take()
+        stats, metrics = tracker.stats, self.metrics
+        drops = capture.drops()
+        metrics.packets.inc(stats.packets_filtered_in - before[0])
+        metrics.other_end.inc(tracker.other_end - before[1])
+        metrics.dns_answers.inc(stats.dns_answers - before[2])
+        metrics.flows.inc(len(flows))
+        metrics.kernel_drops.inc(drops.drops)
+        for sink in self.frame_sinks:
+            sink.flush()
+        if drops.drops:
+            log.warning("kernel dropped frames: the socket buffer overflowed", extra={"fields": {
+                "drops": drops.drops, "by_interface": drops.by_iface}})
+        self._queue.put(Interval(uuid.uuid4().hex, start, end, flows, dns))
+        metrics.backlog.set(self._queue.qsize())
+        log.info("interval", extra={"fields": {
+            "flows": len(flows), "dns_answers": len(dns), "packets_total": stats.packets_filtered_in,
+            "flows_total": stats.flows, "kernel_drops": drops.drops, "interfaces": len(capture.interfaces)}})
+
+    def _deliver_all(self) -> None:
+        while True:
+            interval = self._queue.get()
+            if interval is None:
+                break
+            for sink in self.sinks:
+                try:
+                    sink.deliver(interval)
+                except Exception:  # one sink's bug must not stop the others or the capture
+                    log.exception("sink failed", extra={"fields": {"sink": type(sink).__name__}})
+            self.metrics.backlog.set(self._queue.qsize())
+        for sink in self.sinks:
+            sink.close()
+        log.info("delivered everything")
+
+
+def _warn_setup(error: CaptureSetupError) -> None:
+    log.warning("cannot capture on an interface", extra={"fields": {"error": error.message}})

@@ -1,0 +1,148 @@
+"""Where the collector's intervals go: the store (through Ingest, spooled when unreachable), JSONL, pcap."""
+
+from __future__ import annotations
+
+import logging
+from typing import IO
+
+import sqlalchemy as sa
+from scapy.utils import RawPcapWriter
+
+from netpol_gen.collector.agent import ClusterSource, Interval
+from netpol_gen.collector.decode import LINKTYPE_ETHERNET
+from netpol_gen.collector.metrics import Metrics
+from netpol_gen.collector.spool import Spool
+from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.store.aggregate import Batch
+from netpol_gen.store.batches import deliver_batch
+from netpol_gen.store.db import Store, StoreError, open_store
+from netpol_gen.store.ingest import Ingest
+
+log = logging.getLogger("netpol_gen.collect")
+
+
+class StoreSink:
+    """Attributes each interval with the source's current cluster and writes one batch per interval.
+
+    One Ingest lives as long as the cluster view it attributes against, so DNS answers name the
+    connections that follow them and duplicate sightings across intervals are dropped; a new cluster
+    view (the live source's, after a change) starts a new one. The cluster view is written with the
+    first batch after it changed. Any store failure spools the batch; spooled batches go first, in
+    order, once the store answers again.
+    """
+
+    def __init__(self, url: str, source: ClusterSource, spool: Spool, metrics: Metrics, name: str) -> None:
+        self._url, self._source, self._spool, self._metrics, self._name = url, source, spool, metrics, name
+        self._store: Store | None = None
+        self._cluster: Cluster | None = None
+        self._ingest: Ingest | None = None
+        self._cluster_written = False
+        self._gauge_spool()
+
+    def deliver(self, interval: Interval) -> None:
+        cluster = self._source.current()
+        if cluster is not self._cluster or self._ingest is None:
+            self._cluster, self._ingest, self._cluster_written = cluster, Ingest(cluster), False
+        ingest = self._ingest
+        for flow in interval.flows:
+            ingest.add_flow(flow)
+        for answer in interval.dns:
+            ingest.add_dns(answer)
+        batch = ingest.take_batch()
+        if not self._drain() or (not batch.edges and not batch.dns and self._cluster_written):
+            if batch.edges or batch.dns:
+                self._park(interval.batch_id, len(interval.flows), batch)
+            return
+        try:
+            self._write(interval.batch_id, len(interval.flows), batch)
+        except (sa.exc.SQLAlchemyError, StoreError, OSError) as exc:
+            self._failed(exc)
+            self._park(interval.batch_id, len(interval.flows), batch)
+            return
+        log.info("batch written", extra={"fields": {"batch": interval.batch_id, "flows": len(interval.flows),
+                                                    "edges": len(batch.edges), "dns": len(batch.dns)}})
+
+    def close(self) -> None:
+        if self._spool.count():
+            log.warning("batches left in the spool", extra={"fields": {
+                "batches": self._spool.count(), "bytes": self._spool.size()}})
+        self._spool.close()
+        if self._store is not None:
+            self._store.close()
+
+    def _write(self, batch_id: str, flows: int, batch: Batch) -> None:
+        if self._store is None:
+            self._store = open_store(self._url)
+        cluster = None if self._cluster_written else self._cluster
+        deliver_batch(self._store, batch_id, batch, flows, self._name, cluster)
+        self._cluster_written = True
+        self._metrics.batches_written.inc()
+
+    def _drain(self) -> bool:
+        """Deliver spooled batches, oldest first; False when the store failed (the rest stays spooled)."""
+        if not self._spool.count():
+            return True
+        for spooled in self._spool.oldest():
+            try:
+                self._write(spooled.batch_id, spooled.flows, spooled.batch)
+            except (sa.exc.SQLAlchemyError, StoreError, OSError) as exc:
+                self._failed(exc)
+                return False
+            self._spool.remove(spooled.batch_id)
+            self._gauge_spool()
+        log.info("spool delivered", extra={"fields": {"url": self._url}})
+        return True
+
+    def _park(self, batch_id: str, flows: int, batch: Batch) -> None:
+        dropped = self._spool.dropped
+        self._spool.put(batch_id, flows, batch)
+        self._metrics.batches_spooled.inc()
+        self._metrics.batches_dropped.inc(self._spool.dropped - dropped)
+        self._gauge_spool()
+        log.warning("store unreachable: batch spooled", extra={"fields": {
+            "batch": batch_id, "spooled_batches": self._spool.count(), "spooled_bytes": self._spool.size(),
+            "dropped_batches": self._spool.dropped}})
+
+    def _failed(self, exc: BaseException) -> None:
+        self._metrics.store_errors.inc()
+        if self._store is not None:  # reconnect next time: the server may have restarted
+            self._store.close()
+            self._store = None
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        log.warning("store write failed", extra={"fields": {"error": first}})
+
+    def _gauge_spool(self) -> None:
+        self._metrics.spool_batches.set(self._spool.count())
+        self._metrics.spool_bytes.set(self._spool.size())
+
+
+class JsonlSink:
+    """Flows as JSONL (the format ``import --flows`` and ``check --flows`` read), flushed each interval."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def deliver(self, interval: Interval) -> None:
+        self._stream.writelines(flow.to_json() + "\n" for flow in interval.flows)
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class PcapSink:
+    """The frames that passed the kernel filter, as captured (Ethernet), for ``import --pcap``."""
+
+    def __init__(self, path: str) -> None:
+        self._writer = RawPcapWriter(path, linktype=LINKTYPE_ETHERNET, sync=False)
+
+    def frame(self, ts: float, frame: bytes) -> None:
+        sec = int(ts)
+        self._writer.write_packet(frame, sec=sec, usec=int((ts - sec) * 1_000_000))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

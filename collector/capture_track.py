@@ -1,0 +1,90 @@
+"""Captured frames to flows and DNS answers: decode, keep one sighting per connection, track.
+
+On a pod's host-side interface a frame received from the pod is that pod's egress, a frame the host
+sends out of it (``PACKET_OUTGOING``) is its ingress. A connection between two pods crosses two such
+interfaces (and through a Service, with two different destination addresses: the ClusterIP before
+DNAT, the backend after), so it is counted where its initiator sent it: a frame is kept when it was
+seen at the initiator's egress, or when the initiator is no pod (a node, a host-network process, an
+external client: only the receiving pod's interface sees those). The initiator is the SYN's sender,
+the SYN-ACK's receiver, a UDP datagram's sender. Trade-off: a pod's connections are learnt only on a
+node where the collector runs, which is every node for a DaemonSet.
+
+Flows are taken every interval with :meth:`FrameTracker.take`: only handshakes are captured, so a
+connection is complete as soon as its SYN is seen; a SYN-ACK arriving after the cut starts a second
+sighting of the same connection (deduplicated downstream when within the deduplication window).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Set
+
+from netpol_gen.collector.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP, TCP_ACK, TCP_SYN, Address
+from netpol_gen.collector.dns import DnsAnswer
+from netpol_gen.collector.flowtrack import FlowTracker
+from netpol_gen.collector.pcap import CaptureStats, _dns, _dns_over_tcp
+from netpol_gen.evaluator.flows import Flow
+
+DNS_PORT = 53
+
+
+class FrameTracker:
+    """Feeds Ethernet frames to a :class:`FlowTracker` that holds at most ``max_tracked`` connections.
+
+    When full, everything tracked is taken early into the pending flows: memory stays bounded under
+    a SYN flood or a port scan, at worst a few more sightings of one connection.
+    """
+
+    def __init__(self, max_tracked: int = 1_000_000) -> None:
+        self.stats = CaptureStats()
+        self.other_end = 0  # frames skipped: a sighting at the receiving pod of a pod's connection
+        self.pod_addresses: Set[Address] = frozenset()
+        self._max = max_tracked
+        # Timeouts never expire anything between two takes: take() flushes.
+        self._tracker = FlowTracker(udp_timeout=float("inf"), tcp_timeout=float("inf"), count_tcp=False)
+        self._dns: list[DnsAnswer] = []
+        self._decode = DECODERS[LINKTYPE_ETHERNET]
+
+    def frame(self, ts: float, outgoing: bool, frame: bytes) -> None:
+        """One frame captured on a pod's host-side interface; ``outgoing``: sent by the host to the pod."""
+        stats = self.stats
+        stats.packets_filtered_in += 1
+        try:
+            decoded = self._decode(frame)
+        except (struct.error, IndexError):
+            stats.packets_short += 1
+            return
+        if decoded is None:
+            stats.packets_ignored += 1
+            return
+        proto, src, dst, sport, dport, flags, seq, ack, payload, end, ip_len = decoded
+        if sport == DNS_PORT:  # an answer names peers and starts nothing (a resolver querying from port 53 is missed)
+            if proto == PROTO_TCP:
+                self._dns.extend(_dns_over_tcp(frame[payload:end], ts, stats))
+            else:
+                self._dns.extend(_dns(frame[payload:end], ts, stats))
+            if not flags & TCP_SYN:  # a DNS server's SYN-ACK still names a TCP connection
+                return
+        responder_sent = proto == PROTO_TCP and flags & TCP_ACK
+        initiator, at_initiator = (dst, outgoing) if responder_sent else (src, not outgoing)
+        if not at_initiator and initiator in self.pod_addresses:
+            self.other_end += 1
+            return
+        tracker = self._tracker
+        if proto == PROTO_TCP:
+            tracker.tcp(ts, src, dst, sport, dport, flags, seq, ack, ip_len)
+        else:
+            tracker.udp(ts, src, dst, sport, dport, ip_len)
+        if tracker.tracked() >= self._max:
+            tracker.flush()
+
+    def take(self) -> tuple[list[Flow], list[DnsAnswer]]:
+        """The flows and DNS answers since the last take."""
+        tracker = self._tracker
+        tracker.flush()
+        flows, answers = list(tracker.done), self._dns
+        tracker.done.clear()
+        self._dns = []
+        self.stats.flows = tracker.stats.flows
+        self.stats.direction_unknown = tracker.stats.direction_unknown
+        return flows, answers
