@@ -517,12 +517,15 @@ def policy_objects(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
 
 
 def flow_lines(cluster: Cluster, count: int) -> Iterator[str]:
-    """Flows in time order. Most follow the app graph (allowed); ~3% are unlisted connections."""
+    """Flows in time order. Most follow the app graph (allowed); ~3% are connections no rule lists:
+    mostly a few hundred misconfigured callers retrying the same Service (as denied traffic in a real
+    cluster does), and a tenth of them random pod-to-Service probes that never repeat."""
     rng = cluster.rng
     apps = [a for a in cluster.apps if a.tier not in ("platform", "edge")]
     callers = [a for a in apps if a.deps]
     talkers = [a for a in apps if a.tier != "data"]  # data stores resolve and reach nothing outside
     servers = [a for a in apps if a.service_port]
+    misconfigured = [(app, rng.choice(servers)) for app in rng.choices(apps, k=300)]
     scraped = [a for a in apps if a.metrics]
     nodes = [cluster.node_ip(n) for n in range(cluster.node_count)]
     dns = cluster.dns
@@ -556,8 +559,8 @@ def flow_lines(cluster: Cluster, count: int) -> Iterator[str]:
             src, dst, port = choice(CLIENT_IPS), choice(cluster.ingress.pods).ip, 443
         elif r < 0.97:  # node-exporter and other host traffic
             src, dst, port = choice(nodes), choice(cluster.node_exporter.pods).ip, 9100
-        else:  # unlisted: some pod calls a Service it has no rule for
-            app, dep = choice(apps), choice(servers)
+        else:  # unlisted: a pod calls a Service it has no rule for
+            app, dep = choice(misconfigured) if random_() < 0.9 else (choice(apps), choice(servers))
             src, dst, port = choice(app.live_pods(ts)).ip, dep.cluster_ip, dep.service_port
         sport = randrange(32768, 61000)
         packets = randrange(2, 400)
