@@ -5,6 +5,9 @@ Several snapshots taken over time may be given: a pod seen in several is kept on
 view wins), and every pod keeps its creation and end time so attribution can ask who held an IP when.
 ReplicaSets, Jobs and the workload controllers are used when present to name a pod's workload;
 without them the workload is derived from the owner reference as Kubernetes names it.
+
+The per-object converters (``parse_pod``, ``parse_service``, ...) are public: the live collector turns
+the objects it lists and watches from the API into the same model objects with them.
 """
 
 from __future__ import annotations
@@ -103,8 +106,11 @@ def _int(value: Any, where: str, obj: str, field: str) -> int:
     return value
 
 
-class _Owners:
-    """Owner chains (ReplicaSet -> Deployment, Job -> CronJob) from the objects in the snapshot."""
+class Owners:
+    """Owner chains (ReplicaSet -> Deployment, Job -> CronJob) from the objects in the snapshot.
+
+    Empty, it names workloads from owner references alone (the live collector, which does not
+    watch controllers, uses it so)."""
 
     def __init__(self) -> None:
         self.parent: dict[tuple[str, str, str], Workload | None] = {}
@@ -141,7 +147,7 @@ def _controller_ref(meta: Mapping[str, Any]) -> Workload | None:
     return Workload(str(chosen["kind"]), str(chosen["name"]))
 
 
-def _pod(doc: Document, owners: _Owners) -> Pod:
+def parse_pod(doc: Document, owners: Owners) -> Pod:
     meta, label = _meta(doc)
     where = doc.where
     spec = _mapping(doc.obj.get("spec"), where, label, "spec")
@@ -199,7 +205,7 @@ def _finished_at(status: Mapping[str, Any], where: str, label: str) -> float | N
     return max(known) if known else None
 
 
-def _service(doc: Document) -> Service:
+def parse_service(doc: Document) -> Service:
     meta, label = _meta(doc)
     spec = _mapping(doc.obj.get("spec"), doc.where, label, "spec")
     status = _mapping(doc.obj.get("status"), doc.where, label, "status")
@@ -235,7 +241,7 @@ def _service(doc: Document) -> Service:
     )
 
 
-def _endpoint_slice(doc: Document) -> EndpointSlice | None:
+def parse_endpoint_slice(doc: Document) -> EndpointSlice | None:
     meta, label = _meta(doc)
     service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
     if not service:
@@ -267,7 +273,7 @@ def _endpoint_slice(doc: Document) -> EndpointSlice | None:
     return EndpointSlice(meta.get("namespace") or "default", str(service), tuple(endpoints), ports)
 
 
-def _node(doc: Document) -> Node:
+def parse_node(doc: Document) -> Node:
     meta, label = _meta(doc)
     spec = _mapping(doc.obj.get("spec"), doc.where, label, "spec")
     status = _mapping(doc.obj.get("status"), doc.where, label, "status")
@@ -285,7 +291,7 @@ def _node(doc: Document) -> Node:
     return Node(name=str(meta["name"]), addresses=tuple(addresses), pod_cidrs=tuple(cidrs))
 
 
-def _namespace(doc: Document) -> Namespace:
+def parse_namespace(doc: Document) -> Namespace:
     meta, label = _meta(doc)
     labels = _labels(meta.get("labels"), doc.where, label)
     labels.setdefault(METADATA_NAME_LABEL, str(meta["name"]))  # the API server always sets it
@@ -304,7 +310,7 @@ def load_cluster(paths: Iterable[str], *, require_pods: bool = False) -> Cluster
     """Load and index one or more snapshot files or directories."""
     paths = list(paths)
     docs = list(load_documents(paths, SnapshotError))
-    owners = _Owners()
+    owners = Owners()
     for doc in docs:
         kind = doc.obj.get("kind")
         if kind in ("ReplicaSet", "Job"):
@@ -320,20 +326,20 @@ def load_cluster(paths: Iterable[str], *, require_pods: bool = False) -> Cluster
         if not kind:
             raise SnapshotError("object has no kind", where=doc.where)
         if kind == "Namespace":
-            ns = _namespace(doc)
+            ns = parse_namespace(doc)
             namespaces[ns.name] = ns
         elif kind == "Pod":
-            pod = _pod(doc, owners)
+            pod = parse_pod(doc, owners)
             pods[pod.uid] = _newer_view(pods.get(pod.uid), pod)
         elif kind == "Service":
-            svc = _service(doc)
+            svc = parse_service(doc)
             services[svc.key] = svc
         elif kind == "EndpointSlice":
-            eps = _endpoint_slice(doc)
+            eps = parse_endpoint_slice(doc)
             if eps is not None:
                 slices[f"{doc.obj['metadata'].get('namespace')}/{doc.obj['metadata']['name']}"] = eps
         elif kind == "Node":
-            node = _node(doc)
+            node = parse_node(doc)
             nodes[node.name] = node
     if require_pods and not pods:
         raise SnapshotError("snapshot has no pods", where=", ".join(paths))
