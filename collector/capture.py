@@ -91,7 +91,7 @@ def open_socket(iface: str, program: bpf_program, rcvbuf: int = RCVBUF) -> socke
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((iface, socket.htons(ETH_P_ALL)))
+        sock.bind((iface, ETH_P_ALL))  # CPython converts the protocol to network order itself
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

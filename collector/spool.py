@@ -34,12 +34,13 @@ class Spooled:
 
 
 class Spool:
-    """Batches in a SQLite file of at most ``max_bytes`` of payload; used by one thread."""
+    """Batches in a SQLite file of at most ``max_bytes`` of payload; used by one thread at a time."""
 
     def __init__(self, path: str, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.dropped = 0  # batches dropped to stay within max_bytes, since opening
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # opened on one thread, then used by the delivery thread only: one user at a time
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA auto_vacuum=FULL")  # give deleted batches' pages back to the disk
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)

@@ -1,0 +1,172 @@
+"""A tiny cluster of network namespaces for the collector's end-to-end test and benchmark.
+
+One "host" namespace holds a bridge per node (routed to each other, as two nodes would be) and runs
+the collector; each pod is a namespace with a veth whose host side is on its node's bridge. All
+addresses are 10.199.x.y inside these namespaces: nothing is sent anywhere else, and names carry a
+per-run tag so parallel runs on one machine do not meet. :meth:`Bed.close` removes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def unavailable() -> str | None:
+    """Why the bed cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, AF_PACKET sockets)"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    probe = f"npgprobe{uuid.uuid4().hex[:6]}"
+    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode:
+        return "cannot create network namespaces (ip netns add failed)"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True)
+    if check and result.returncode:
+        raise RuntimeError(f"{' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+# Serves TCP (accept, close) and UDP (echo) on the given ports, and DNS answers from a table on 53/udp.
+SERVER = r"""
+import json, selectors, socket, struct, sys
+spec = json.loads(sys.argv[1])
+sel = selectors.DefaultSelector()
+for port in spec.get("tcp", []):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(4096); s.setblocking(False); sel.register(s, selectors.EVENT_READ, "tcp")
+for port in spec.get("udp", []):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    sel.register(s, selectors.EVENT_READ, "udp")
+records = spec.get("dns", {})
+def answer(q):
+    qid, flags, qd = struct.unpack_from("!HHH", q)
+    off, labels = 12, []
+    while q[off]:
+        labels.append(q[off + 1:off + 1 + q[off]].decode()); off += 1 + q[off]
+    question = q[12:off + 5]
+    ip = records.get(".".join(labels).lower())
+    head = struct.pack("!HHHHHH", qid, 0x8180 if ip else 0x8183, 1, 1 if ip else 0, 0, 0)
+    rr = struct.pack("!HHHIH4s", 0xC00C, 1, 1, 30, 4, socket.inet_aton(ip)) if ip else b""
+    return head + question + rr
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if key.data == "tcp":
+            try:
+                while True:
+                    c, _ = s.accept(); c.close()
+            except BlockingIOError:
+                pass
+        else:
+            data, peer = s.recvfrom(2048)
+            s.sendto(answer(data) if s.getsockname()[1] == 53 else data, peer)
+"""
+
+# Runs a list of actions; prints the DNS answers it got as JSON.
+CLIENT = r"""
+import json, socket, struct, sys
+got = {}
+for action in json.loads(sys.argv[1]):
+    kind = action[0]
+    if kind == "tcp":
+        s = socket.create_connection((action[1], action[2]), timeout=5); s.close()
+    elif kind == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+        s.sendto(b"ping", (action[1], action[2])); s.recvfrom(2048); s.close()
+    elif kind == "dns":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+        name = b"".join(bytes([len(p)]) + p.encode() for p in action[2].split(".")) + b"\0"
+        s.sendto(struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1), (action[1], 53))
+        reply = s.recvfrom(2048)[0]; s.close()
+        got[action[2]] = socket.inet_ntoa(reply[-4:])
+print(json.dumps(got))
+"""
+
+
+@dataclass
+class Bed:
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:5])
+    namespaces: list[str] = field(default_factory=list)
+    servers: list[subprocess.Popen[str]] = field(default_factory=list)
+    _veths: int = 0
+
+    @property
+    def host(self) -> str:
+        return f"npg{self.tag}-host"
+
+    def open(self) -> Bed:
+        self._netns(self.host)
+        run("ip", "netns", "exec", self.host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        return self
+
+    def _netns(self, name: str) -> None:
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+
+    def bridge(self, name: str, gateway: str) -> None:
+        """A node: a bridge in the host namespace with the pods' gateway address (``A.B.C.1/24``)."""
+        run("ip", "-n", self.host, "link", "add", name, "type", "bridge")
+        run("ip", "-n", self.host, "addr", "add", gateway, "dev", name)
+        run("ip", "-n", self.host, "link", "set", name, "up")
+
+    def pod(self, name: str, bridge: str, address: str, prefix: str = "veth") -> str:
+        """A pod namespace with ``address``/24 on eth0, its host side on ``bridge``; returns the host side."""
+        ns = f"npg{self.tag}-{name}"
+        self._netns(ns)
+        self._veths += 1
+        host_side = f"{prefix}{self.tag}{self._veths:02d}"
+        run("ip", "-n", self.host, "link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "-n", self.host, "link", "set", host_side, "master", bridge, "up")
+        run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "route", "add", "default", "via", address.rsplit(".", 1)[0] + ".1")
+        return host_side
+
+    def remove_pod(self, name: str) -> None:
+        ns = f"npg{self.tag}-{name}"
+        run("ip", "netns", "del", ns)
+        self.namespaces.remove(ns)
+
+    def exec_args(self, name: str) -> list[str]:
+        ns = self.host if name == "host" else f"npg{self.tag}-{name}"
+        return ["ip", "netns", "exec", ns]
+
+    def serve(self, name: str, spec: dict[str, Any]) -> None:
+        """Start the server in pod ``name``; returns once it listens."""
+        proc = subprocess.Popen([*self.exec_args(name), sys.executable, "-c", SERVER, json.dumps(spec)],
+                                stdout=subprocess.PIPE, text=True)
+        self.servers.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"server in {name} did not start")
+
+    def client(self, name: str, actions: list[list[Any]]) -> dict[str, str]:
+        out = run(*self.exec_args(name), sys.executable, "-c", CLIENT, json.dumps(actions))
+        result: dict[str, str] = json.loads(out.stdout)
+        return result
+
+    def nft(self, script: str) -> None:
+        subprocess.run([*self.exec_args("host"), "nft", "-f", "-"], input=script, text=True, check=True,
+                       capture_output=True)
+
+    def close(self) -> None:
+        for proc in self.servers:
+            proc.kill()
+            proc.wait()
+        for ns in reversed(self.namespaces):  # the host namespace last: bridges, veths and nft go with it
+            run("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
