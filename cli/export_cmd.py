@@ -48,11 +48,14 @@ def _files(policies: list[dict[str, Any]], layout: str, fmt: str) -> dict[str, s
 def _print_report(report: Report) -> None:
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr
     echo(f"policies: {report.policies}, rules: {report.rules}, peers: {report.peers}, "
-         f"YAML lines: {report.yaml_lines}; verified {report.verification.judged} observed connections")
+         f"YAML lines: {report.yaml_lines}; verified {report.verification.judged} observed connections "
+         f"({report.verification.evaluated} judgements)")
     if report.filtered_edges:
         echo(f"edges outside the window or below --min-connections: {report.filtered_edges}")
     for ip in report.unknown_ips:
         echo(f"left out: unknown cluster IP {ip} (held by no known pod at the time; --include-unknown to allow)")
+    for edge in report.own_node:
+        echo(f"allowed by the own-node rule: not written: {edge.describe()} (only seen between pods and their node)")
     for workload in report.idle:
         echo(f"no traffic seen, no policy (--isolate-idle to isolate): {workload}")
     for warning in report.warnings:

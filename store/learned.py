@@ -4,6 +4,10 @@ The store keeps identity as it was at ingest: every pod seen for a workload with
 container ports, addresses and node, so the synthesizer chooses selectors from the pods that really
 carried the traffic, not from today's cluster. Host-network pods are not policy subjects (their
 traffic carries the node's address) and are left out of the workloads.
+
+For an edge between a node and a workload, the flows kept as evidence (``edge_samples``) say which
+pods it reached, hence on which nodes they ran: the synthesizer leaves out node peers only ever seen
+talking to pods on that same node (the own-node rule allows them anyway).
 """
 
 from __future__ import annotations
@@ -31,6 +35,26 @@ def _identity(row: Any) -> Identity:
     )
 
 
+def _pod_nodes(conn: sa.Connection) -> dict[int, frozenset[str | None]]:
+    """Per edge between a node and a workload: the nodes of the pods in its samples (None: pod unknown)."""
+    src, dst = schema.identities.alias("src"), schema.identities.alias("dst")
+    samples, edges, endpoints = schema.edge_samples, schema.edges, schema.endpoints
+    pod_uid = sa.case((src.c.kind == IdentityKind.NODE.value, samples.c.dst_pod_uid), else_=samples.c.src_pod_uid)
+    node_of_pod = sa.select(endpoints.c.node).where(endpoints.c.pod_uid == pod_uid).limit(1).scalar_subquery()
+    query = (
+        sa.select(samples.c.edge_id, node_of_pod)
+        .join(edges, edges.c.id == samples.c.edge_id)
+        .join(src, src.c.id == edges.c.src_id)
+        .join(dst, dst.c.id == edges.c.dst_id)
+        .where(sa.or_(sa.and_(src.c.kind == IdentityKind.NODE.value, dst.c.kind == IdentityKind.POD.value),
+                      sa.and_(src.c.kind == IdentityKind.POD.value, dst.c.kind == IdentityKind.NODE.value)))
+    )
+    nodes: dict[int, set[str | None]] = defaultdict(set)
+    for edge_id, node in conn.execute(query):
+        nodes[edge_id].add(node)
+    return {edge_id: frozenset(found) for edge_id, found in nodes.items()}
+
+
 def _workloads(conn: sa.Connection) -> tuple[LearnedWorkload, ...]:
     pods: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     query = sa.select(schema.endpoints).where(schema.endpoints.c.host_network.is_(False))
@@ -46,16 +70,20 @@ def _workloads(conn: sa.Connection) -> tuple[LearnedWorkload, ...]:
                 ),
                 "ips": [],
                 "node": row.node,
+                "created": row.valid_from,
+                "ended": row.valid_to,
             },
         )
         seen["ips"].append(row.ip)
+        seen["created"] = _earliest(seen["created"], row.valid_from)
+        seen["ended"] = None if seen["ended"] is None or row.valid_to is None else max(seen["ended"], row.valid_to)
     return tuple(
         LearnedWorkload(
             namespace=namespace,
             kind=kind,
             name=name,
             pods=tuple(
-                PodView(p["name"], p["labels"], p["ports"], tuple(p["ips"]), p["node"])
+                PodView(p["name"], p["labels"], p["ports"], tuple(p["ips"]), p["node"], p["created"], p["ended"])
                 for _, p in sorted(by_uid.items())
             ),
         )
@@ -63,11 +91,17 @@ def _workloads(conn: sa.Connection) -> tuple[LearnedWorkload, ...]:
     )
 
 
+def _earliest(a: float | None, b: float | None) -> float | None:
+    """The earlier of two creation times; unknown (None) is earliest, as the pod may be older."""
+    return None if a is None or b is None else min(a, b)
+
+
 def load_learned(store: Store) -> LearnedInputs:
     """Every workload, edge, namespace, node and DNS name in the store (the synthesizer applies the
     learning window and the other options itself)."""
     with store.reading() as conn:
         identities = {row.id: _identity(row) for row in conn.execute(sa.select(schema.identities))}
+        pod_nodes = _pod_nodes(conn)
         edges = tuple(
             LearnedEdge(
                 src=identities[row.src_id],
@@ -77,6 +111,7 @@ def load_learned(store: Store) -> LearnedInputs:
                 connections=row.connections,
                 first_seen=row.first_seen,
                 last_seen=row.last_seen,
+                pod_nodes=pod_nodes.get(row.id, frozenset()),
             )
             for row in conn.execute(sa.select(schema.edges).order_by(schema.edges.c.id))
         )

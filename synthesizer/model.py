@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from netpol_gen.evaluator.cluster import ContainerPort
-from netpol_gen.store.identity import Identity
+from netpol_gen.store.identity import Identity, IdentityKind
 
 WorkloadKey = tuple[str, str, str]  # (namespace, kind, name)
 
@@ -24,13 +24,17 @@ def workload_key(identity: Identity) -> WorkloadKey:
 
 @dataclass(frozen=True, slots=True)
 class PodView:
-    """A pod as the store saw it; ``name`` only tells pods apart (verification builds them)."""
+    """A pod as the store saw it; ``name`` only tells pods apart (verification builds them).
+    ``created``/``ended`` bound when it held its addresses, so recorded flows replayed on the learned
+    pods (``diff --db``) are attributed to the pod of their time."""
 
     name: str
     labels: Mapping[str, str]
     container_ports: tuple[ContainerPort, ...] = ()
     ips: tuple[str, ...] = ()
     node: str | None = None
+    created: float | None = None
+    ended: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,11 @@ class LearnedWorkload:
 
 @dataclass(frozen=True, slots=True)
 class LearnedEdge:
-    """Connections from ``src`` to ``dst`` on ``port`` of the destination pod (a Service's targetPort)."""
+    """Connections from ``src`` to ``dst`` on ``port`` of the destination pod (a Service's targetPort).
+
+    ``pod_nodes``, for an edge between a node and a workload: the nodes its pods ran on in the flows
+    kept as per-pod evidence (None for a flow whose pod is unknown); empty when there is no evidence.
+    """
 
     src: Identity
     dst: Identity
@@ -64,9 +72,27 @@ class LearnedEdge:
     connections: int = 1
     first_seen: float | None = None
     last_seen: float | None = None
+    pod_nodes: frozenset[str | None] = frozenset()
 
     def describe(self) -> str:
         return f"{self.src.describe()} -> {self.dst.describe()} {self.port}/{self.protocol}"
+
+    @property
+    def node_end(self) -> str | None:
+        """The node of an edge between a node and a workload's pods, else None."""
+        kinds = (self.src.kind, self.dst.kind)
+        if kinds == (IdentityKind.NODE, IdentityKind.POD):
+            return self.src.node
+        if kinds == (IdentityKind.POD, IdentityKind.NODE):
+            return self.dst.node
+        return None
+
+    @property
+    def own_node_only(self) -> bool:
+        """Whether every flow kept as evidence ran between a pod and the node it runs on: traffic the
+        evaluator (and every CNI) allows whatever the policies say, e.g. kubelet probes."""
+        node = self.node_end
+        return node is not None and self.pod_nodes == {node}
 
 
 @dataclass(frozen=True)

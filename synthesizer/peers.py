@@ -13,6 +13,7 @@ from typing import Any
 from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL
 from netpol_gen.store.identity import Identity, IdentityKind
 from netpol_gen.synthesizer.model import (
+    LearnedEdge,
     LearnedInputs,
     Options,
     workload_key,
@@ -46,6 +47,14 @@ class PeerRef:
         if self.namespace is not None:
             peer["namespaceSelector"] = {"matchLabels": {METADATA_NAME_LABEL: self.namespace}}
         return peer
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a peer is allowed (``ports``) and the observed edges that justify it (``--explain``)."""
+
+    ports: frozenset[PortRef]
+    edges: tuple[LearnedEdge, ...]
 
 
 def host_cidr(ip: str) -> str:
@@ -84,24 +93,25 @@ class PeerFactory:
         return [PeerRef(kind, cidr=host_cidr(ip), note=note)]
 
 
-def fold_external(grants: Mapping[PeerRef, frozenset[PortRef]], options: Options) -> dict[PeerRef, frozenset[PortRef]]:
+def fold_external(grants: Mapping[PeerRef, Grant], options: Options) -> dict[PeerRef, Grant]:
     """Fold external addresses allowed the same ports that share a ``cidr_aggregate`` prefix into one
     ipBlock of that prefix: fewer peers, at the price of the rest of the prefix (the user's choice)."""
     prefixes = {4: options.cidr_aggregate, 6: options.cidr_aggregate_v6}
-    folded: dict[PeerRef, frozenset[PortRef]] = {}
+    folded: dict[PeerRef, Grant] = {}
     groups: dict[tuple[str, frozenset[PortRef]], list[PeerRef]] = defaultdict(list)
-    for peer, ports in grants.items():
+    for peer, grant in grants.items():
         host = ipaddress.ip_network(peer.cidr) if peer.cidr and peer.kind is IdentityKind.EXTERNAL else None
         prefix = prefixes[host.version] if host is not None else None
         if host is None or prefix is None or prefix >= host.prefixlen:
-            folded[peer] = ports
+            folded[peer] = grant
             continue
-        groups[(str(host.supernet(new_prefix=prefix)), ports)].append(peer)
+        groups[(str(host.supernet(new_prefix=prefix)), grant.ports)].append(peer)
     for (network, ports), members in groups.items():
         if len(members) == 1:
-            folded[members[0]] = ports
+            folded[members[0]] = grants[members[0]]
             continue
         members.sort(key=lambda p: p.sort_key)
         note = "; ".join(f"{(m.cidr or '').split('/')[0]} {m.note}" for m in members)
-        folded[PeerRef(IdentityKind.EXTERNAL, cidr=network, note=note)] = ports
+        edges = tuple(edge for m in members for edge in grants[m].edges)
+        folded[PeerRef(IdentityKind.EXTERNAL, cidr=network, note=note)] = Grant(ports, edges)
     return folded

@@ -1,5 +1,10 @@
 """Which learned edges the policies must allow: the one filter both synthesis and verification use,
-so that "what we meant to allow" and "what we check is allowed" cannot drift apart."""
+so that "what we meant to allow" and "what we check is allowed" cannot drift apart.
+
+An edge between a node and pods that ran on that very node (kubelet probes, node-local agents) is
+allowed by the own-node rule of NetworkPolicy semantics whatever the policies say; writing the node's
+addresses as an ipBlock would allow nothing more for it and pin the node addresses into the policy.
+Such edges are set apart (``own_node``): not written, still verified."""
 
 from __future__ import annotations
 
@@ -28,12 +33,14 @@ class LeftOut:
 
 @dataclass(frozen=True)
 class EdgeSelection:
-    """``kept``: edges the policies must allow. ``filtered``: how many fell outside the learning window
-    or under ``min_connections`` (left out on purpose, not listed)."""
+    """``kept``: edges the policies must allow. ``own_node``: edges only ever seen between a pod and its
+    own node, which need no rule. ``filtered``: how many fell outside the learning window or under
+    ``min_connections`` (left out on purpose, not listed)."""
 
     kept: tuple[LearnedEdge, ...]
     left_out: tuple[LeftOut, ...]
     filtered: int
+    own_node: tuple[LearnedEdge, ...] = ()
 
 
 def _in_window(edge: LearnedEdge, options: Options) -> bool:
@@ -67,6 +74,7 @@ def select_edges(inputs: LearnedInputs, options: Options) -> EdgeSelection:
     those whose other end no policy can name."""
     with_pods = {w.key for w in inputs.workloads if w.pods}
     kept: list[LearnedEdge] = []
+    own_node: list[LearnedEdge] = []
     left_out: list[LeftOut] = []
     filtered = 0
     for edge in inputs.edges:
@@ -75,6 +83,9 @@ def select_edges(inputs: LearnedInputs, options: Options) -> EdgeSelection:
         if edge.connections < options.min_connections or not _in_window(edge, options):
             filtered += 1
             continue
+        if edge.own_node_only:  # needs no rule, so neither the node's addresses
+            own_node.append(edge)
+            continue
         reason = _unrepresentable(edge.src, inputs, options, with_pods) or _unrepresentable(
             edge.dst, inputs, options, with_pods
         )
@@ -82,4 +93,4 @@ def select_edges(inputs: LearnedInputs, options: Options) -> EdgeSelection:
             kept.append(edge)
         else:
             left_out.append(LeftOut(edge, reason))
-    return EdgeSelection(tuple(kept), tuple(left_out), filtered)
+    return EdgeSelection(tuple(kept), tuple(left_out), filtered, tuple(own_node))

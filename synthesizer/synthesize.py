@@ -27,7 +27,7 @@ from netpol_gen.synthesizer.model import (
     WorkloadKey,
     workload_key,
 )
-from netpol_gen.synthesizer.peers import PeerFactory, PeerRef
+from netpol_gen.synthesizer.peers import Grant, PeerFactory, PeerRef
 from netpol_gen.synthesizer.ports import PortRef, port_ref
 from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
 from netpol_gen.synthesizer.rules import build_rules
@@ -42,7 +42,17 @@ DEFAULT_DENY_NAME = "netpol-gen-default-deny"  # cannot collide: workload polici
 MAX_NAME = 253
 PEER_FIELD = {"Ingress": "from", "Egress": "to"}
 
-Grants = dict[WorkloadKey, dict[PeerRef, set[PortRef]]]
+PolicyKey = tuple[str, str]  # (namespace, name)
+RuleEvidence = dict[str, list[tuple[LearnedEdge, ...]]]  # spec field (ingress/egress) -> per rule index
+
+
+@dataclass
+class _Observed:
+    ports: set[PortRef] = field(default_factory=set)
+    edges: list[LearnedEdge] = field(default_factory=list)
+
+
+Grants = dict[WorkloadKey, dict[PeerRef, _Observed]]
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
     unknown_ips: list[str] = field(default_factory=list)
+    own_node: list[LearnedEdge] = field(default_factory=list)  # allowed by the own-node rule: not written
     idle: list[str] = field(default_factory=list)
     filtered_edges: int = 0
     policies: int = 0
@@ -64,8 +75,11 @@ class Report:
 
 @dataclass
 class Synthesis:
+    """The policies, the report, and per policy the edges behind each rule (``evidence``)."""
+
     policies: list[dict[str, Any]]
     report: Report
+    evidence: dict[PolicyKey, RuleEvidence] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -116,8 +130,9 @@ def _policy(namespace: str, name: str, selector: dict[str, Any], rules: dict[str
 
 def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorCache,
             peers: PeerFactory) -> dict[str, Grants]:
-    """Per direction, per subject workload in scope: the peers observed and the ports each used."""
-    grants: dict[str, Grants] = {d: defaultdict(lambda: defaultdict(set)) for d in ("Ingress", "Egress")}
+    """Per direction, per subject workload in scope: the peers observed, the ports each used and the
+    edges that showed it."""
+    grants: dict[str, Grants] = {d: defaultdict(lambda: defaultdict(_Observed)) for d in ("Ingress", "Egress")}
 
     def pods_of(identity: Identity) -> tuple[PodView, ...]:
         return selectors.workloads[workload_key(identity)].pods if identity.kind is IdentityKind.POD else ()
@@ -127,7 +142,9 @@ def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorC
         for direction, subject, other in (("Egress", edge.src, edge.dst), ("Ingress", edge.dst, edge.src)):
             if subject.kind is IdentityKind.POD and options.in_scope(subject.namespace or ""):
                 for peer in peers.peers(other, subject.namespace or ""):
-                    grants[direction][workload_key(subject)][peer].add(port)
+                    observed = grants[direction][workload_key(subject)][peer]
+                    observed.ports.add(port)
+                    observed.edges.append(edge)
     return grants
 
 
@@ -139,11 +156,13 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     selectors = SelectorCache(inputs.workloads)
     peer_factory = PeerFactory(inputs, selectors)
     grants = _grants(selection.kept, options, selectors, peer_factory)
-    report = Report(left_out=list(selection.left_out), filtered_edges=selection.filtered)
+    report = Report(left_out=list(selection.left_out), filtered_edges=selection.filtered,
+                    own_node=sorted(selection.own_node, key=lambda e: (e.src.key, e.dst.key, e.port, e.protocol)))
     writers, orphans = _plan(inputs, options, selection, selectors, report)
     since, until = _window(selection.kept, options)
     names = policy_names(inputs.workloads)
     policies: list[dict[str, Any]] = []
+    evidence: dict[PolicyKey, RuleEvidence] = {}
     for workload in writers:
         labels = selectors.choice(workload.key).match_labels
         carried = [o for o in selected_workloads(labels, orphans) if o.namespace == workload.namespace]
@@ -156,15 +175,19 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
             "netpol-gen.io/workload": f"{workload.kind}/{workload.name}",
         }
         rules: dict[str, list[dict[str, Any]]] = {}
+        rule_evidence: RuleEvidence = evidence.setdefault((workload.namespace, names[workload.key]), {})
         for direction, notes_key in zip(("Ingress", "Egress"), IPBLOCK_NOTES, strict=True):
             if direction not in options.directions:
                 continue
-            observed: dict[PeerRef, set[PortRef]] = defaultdict(set)
+            observed: dict[PeerRef, _Observed] = defaultdict(_Observed)
             for key in (workload.key, *(o.key for o in carried)):
-                for peer, ports in grants[direction].get(key, {}).items():
-                    observed[peer] |= ports
-            built = build_rules({p: frozenset(ports) for p, ports in observed.items()}, PEER_FIELD[direction], options)
+                for peer, seen in grants[direction].get(key, {}).items():
+                    observed[peer].ports |= seen.ports
+                    observed[peer].edges += seen.edges
+            built = build_rules({p: Grant(frozenset(o.ports), tuple(o.edges)) for p, o in observed.items()},
+                                PEER_FIELD[direction], options)
             rules[direction] = built.rules
+            rule_evidence[direction.lower()] = built.evidence
             if built.ip_notes:
                 annotations[notes_key] = json.dumps(built.ip_notes, sort_keys=True)
         policies.append(_policy(workload.namespace, names[workload.key],
@@ -181,14 +204,14 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
                            for d in report.verification.denied)
     if measure_tightness:
         report.opened = newly_opened(policies, inputs)
-    return Synthesis(policies, report)
+    return Synthesis(policies, report, evidence)
 
 
 def _plan(inputs: LearnedInputs, options: Options, selection: EdgeSelection, selectors: SelectorCache,
           report: Report) -> tuple[list[LearnedWorkload], list[LearnedWorkload]]:
     """The workloads in scope that get a policy, and the orphans: workloads with traffic whose pods no
     selector can tell apart. An orphan's traffic rides on the policies that select its pods."""
-    active = {workload_key(end) for e in (*selection.kept, *(lo.edge for lo in selection.left_out))
+    active = {workload_key(end) for e in (*selection.kept, *selection.own_node, *(lo.edge for lo in selection.left_out))
               for end in (e.src, e.dst) if end.kind is IdentityKind.POD}
     writers, orphans = [], []
     for workload in sorted(inputs.workloads, key=lambda w: w.key):
