@@ -169,6 +169,7 @@ class Agent:
 
     def _cut(self, capture: Capture, tracker: FrameTracker, start: float, end: float) -> None:
         before = tracker.stats.packets_filtered_in, tracker.other_end, tracker.stats.dns_answers
+        self.metrics.tracked.set(tracker.tracked())
         flows, dns = tracker.take()
         stats, metrics = tracker.stats, self.metrics
         drops = capture.drops()

@@ -78,6 +78,10 @@ class FrameTracker:
         if tracker.tracked() >= self._max:
             tracker.flush()
 
+    def tracked(self) -> int:
+        """Connections held now (reported before each take: how close the interval came to the bound)."""
+        return self._tracker.tracked()
+
     def take(self) -> tuple[list[Flow], list[DnsAnswer]]:
         """The flows and DNS answers since the last take."""
         tracker = self._tracker

@@ -1,0 +1,79 @@
+"""Frames to flows on pod interfaces: one sighting per connection, at its initiator, and DNS answers."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from netpol_gen.collector.capture import compile_bpf
+from netpol_gen.collector.capture_track import FrameTracker
+
+POD_A, POD_B, OUTSIDE = "10.0.0.1", "10.0.1.1", "192.0.2.7"
+
+
+def _tracker(max_tracked: int = 1000) -> FrameTracker:
+    tracker = FrameTracker(max_tracked)
+    tracker.pod_addresses = frozenset(int(ipaddress.ip_address(ip)) for ip in (POD_A, POD_B))
+    return tracker
+
+
+def _tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int = 100, ack: int = 0) -> bytes:
+    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack))
+
+
+def _key(tracker: FrameTracker) -> list[tuple[str, str, int, str]]:
+    flows, _ = tracker.take()
+    return [(f.src_ip, f.dst_ip, f.dst_port, f.protocol) for f in flows]
+
+
+def test_pod_to_pod_is_counted_at_the_initiators_egress_only() -> None:
+    tracker = _tracker()
+    syn = _tcp(POD_A, POD_B, 40000, 8080, "S")
+    synack = _tcp(POD_B, POD_A, 8080, 40000, "SA", seq=900, ack=101)
+    tracker.frame(1.0, False, syn)  # leaves A: A's egress
+    tracker.frame(1.0, True, syn)  # enters B: the same connection at the other end
+    tracker.frame(1.0, False, synack)  # leaves B: the responder's egress
+    tracker.frame(1.0, True, synack)  # enters A
+    assert _key(tracker) == [(POD_A, POD_B, 8080, "TCP")]
+    assert tracker.other_end == 2
+
+
+def test_a_connection_from_outside_is_counted_where_it_enters() -> None:
+    tracker = _tracker()
+    tracker.frame(1.0, True, _tcp(OUTSIDE, POD_B, 50000, 443, "S"))
+    assert _key(tracker) == [(OUTSIDE, POD_B, 443, "TCP")]
+
+
+def test_a_syn_ack_entering_the_initiator_gives_the_direction_when_the_syn_was_missed() -> None:
+    tracker = _tracker()
+    tracker.frame(1.0, True, _tcp(POD_B, POD_A, 8080, 40000, "SA", seq=900, ack=101))
+    assert _key(tracker) == [(POD_A, POD_B, 8080, "TCP")]
+
+
+def test_dns_answers_name_addresses_and_start_no_flow() -> None:
+    tracker = _tracker()
+    query = bytes(Ether() / IP(src=POD_A, dst=POD_B) / UDP(sport=40001, dport=53)
+                  / DNS(rd=1, qd=DNSQR(qname="x.test")))
+    answer = bytes(Ether() / IP(src=POD_B, dst=POD_A) / UDP(sport=53, dport=40001)
+                   / DNS(id=0, qr=1, qd=DNSQR(qname="x.test"), an=DNSRR(rrname="x.test", rdata=OUTSIDE, ttl=30)))
+    tracker.frame(1.0, False, query)
+    tracker.frame(1.0, False, answer)
+    tracker.frame(1.0, True, answer)
+    flows, answers = tracker.take()
+    assert [(f.src_ip, f.dst_ip, f.dst_port, f.protocol) for f in flows] == [(POD_A, POD_B, 53, "UDP")]
+    assert {(a.name, a.address) for a in answers} == {("x.test", OUTSIDE)}
+
+
+def test_the_tracker_is_bounded_and_loses_nothing_when_full() -> None:
+    tracker = _tracker(max_tracked=1000)
+    for port in range(2500):
+        tracker.frame(1.0, False, _tcp(POD_A, POD_B, 10000 + port, 8080, "S"))
+        assert tracker.tracked() < 1000
+    assert len(_key(tracker)) == 2500
+
+
+def test_the_kernel_filter_compiles_without_privileges() -> None:
+    assert compile_bpf().bf_len > 10
