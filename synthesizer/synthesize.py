@@ -13,11 +13,11 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
 from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.synthesizer.explain import RuleEvidence, timestamp
 from netpol_gen.synthesizer.model import (
     LearnedEdge,
     LearnedInputs,
@@ -43,7 +43,6 @@ MAX_NAME = 253
 PEER_FIELD = {"Ingress": "from", "Egress": "to"}
 
 PolicyKey = tuple[str, str]  # (namespace, name)
-RuleEvidence = dict[str, list[tuple[LearnedEdge, ...]]]  # spec field (ingress/egress) -> per rule index
 
 
 @dataclass
@@ -102,17 +101,13 @@ def policy_names(workloads: Iterable[LearnedWorkload]) -> dict[WorkloadKey, str]
     return names
 
 
-def _timestamp(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else "unknown"
-
-
 def _window(edges: Sequence[LearnedEdge], options: Options) -> tuple[str, str]:
     """The learning window: the one asked for, else the span of the edges used."""
     firsts = [e.first_seen for e in edges if e.first_seen is not None]
     lasts = [e.last_seen for e in edges if e.last_seen is not None]
     since = options.since if options.since is not None else min(firsts, default=None)
     until = options.until if options.until is not None else max(lasts, default=None)
-    return _timestamp(since), _timestamp(until)
+    return timestamp(since), timestamp(until)
 
 
 def _policy(namespace: str, name: str, selector: dict[str, Any], rules: dict[str, list[dict[str, Any]]],

@@ -1,0 +1,51 @@
+"""``--explain``: the observed edges behind each rule, as YAML comments above the rule.
+
+Comments keep the output a valid, applyable policy set, sit next to the rule a reviewer is reading,
+and come from the synthesizer's own provenance (the edges each rule was built from), so they cannot
+disagree with what was generated. Edges are listed in a stable order: same store, same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from netpol_gen.synthesizer.model import LearnedEdge
+
+RULE_FIELDS = ("egress", "ingress")  # the spec keys holding rules, as a key-sorted dump writes them
+RuleEvidence = dict[str, list[tuple[LearnedEdge, ...]]]  # spec field (ingress/egress) -> per rule index -> edges
+
+
+def timestamp(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else "unknown"
+
+
+def edge_line(edge: LearnedEdge) -> str:
+    """One edge: ends, port, how often and when it was seen."""
+    count = f"{edge.connections} connection{'s' if edge.connections != 1 else ''}"
+    return f"{edge.describe()}: {count}, {timestamp(edge.first_seen)} .. {timestamp(edge.last_seen)}"
+
+
+def rule_comment(rule_field: str, index: int, edges: Sequence[LearnedEdge], indent: str) -> list[str]:
+    heading = f"{indent}# {rule_field}[{index}] allows {len(edges)} observed edge{'s' if len(edges) != 1 else ''}:"
+    return [heading, *(f"{indent}#   {edge_line(edge)}" for edge in edges)]
+
+
+def annotate_rules(lines: Sequence[str], evidence: RuleEvidence) -> list[str]:
+    """``lines`` of one policy dumped with sorted keys and block style: a comment block goes above each
+    rule, i.e. above each ``  - `` item directly under ``  ingress:``/``  egress:``."""
+    out: list[str] = []
+    rule_field: str | None = None
+    index = 0
+    for line in lines:
+        if line.rstrip(":").strip() in RULE_FIELDS and line.startswith("  ") and not line.startswith("   "):
+            rule_field, index = line.strip().rstrip(":"), 0
+        elif rule_field is not None and line.startswith("  - "):
+            rules = evidence.get(rule_field, ())
+            if index < len(rules):
+                out.extend(rule_comment(rule_field, index, rules[index], "  "))
+            index += 1
+        elif rule_field is not None and not line.startswith("    "):
+            rule_field = None
+        out.append(line)
+    return out
