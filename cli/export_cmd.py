@@ -14,8 +14,7 @@ import click
 
 from netpol_gen.cli.atomic import write_files
 from netpol_gen.cli.options import db_option, synthesis_options
-from netpol_gen.store.db import open_store
-from netpol_gen.store.learned import load_learned
+from netpol_gen.cli.source import open_learned, server_options
 from netpol_gen.synthesizer import Options, Report, render_yaml, synthesize
 from netpol_gen.synthesizer.explain import RuleEvidence
 
@@ -57,6 +56,7 @@ def _print_report(report: Report) -> None:
 
 @click.command("export")
 @db_option
+@server_options
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write files here instead of YAML to stdout.")
 @click.option("--layout", type=click.Choice(["namespace", "policy"]), default="namespace", show_default=True,
@@ -65,16 +65,12 @@ def _print_report(report: Report) -> None:
 @click.option("--explain", is_flag=True,
               help="Above each rule, a YAML comment listing the observed edges it allows (counts, first/last seen).")
 @synthesis_options
-def export_cmd(db_url: str | None, output_dir: Path | None, layout: str, fmt: str, explain: bool,
-               options: Options) -> None:
+def export_cmd(db_url: str | None, server_url: str | None, token: str | None, output_dir: Path | None, layout: str,
+               fmt: str, explain: bool, options: Options) -> None:
     """Write minimal NetworkPolicies that allow exactly the traffic learnt."""
     if explain and fmt != "yaml":
         raise click.UsageError("--explain writes YAML comments: use it with --format yaml")
-    store = open_store(db_url, create=False)
-    try:
-        synthesis = synthesize(load_learned(store), options)
-    finally:
-        store.close()
+    synthesis = synthesize(open_learned(db_url, server_url, token), options)
     _print_report(synthesis.report)
     if not synthesis.ok:
         for denied in synthesis.report.verification.denied:

@@ -12,9 +12,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netpol_gen.store.db import ENV_URL, default_url, open_store
+from netpol_gen.cli.source import learning_source, server_options
+from netpol_gen.store.db import ENV_URL
 from netpol_gen.store.identity import Identity
-from netpol_gen.store.query import EdgeRow, list_edges
+from netpol_gen.store.query import EdgeRow
 
 _COLUMNS = ("source", "destination", "port", "protocol", "connections", "packets", "bytes", "first_seen",
             "last_seen", "names")
@@ -46,16 +47,13 @@ def _print_table(edges: list[EdgeRow]) -> None:
 @click.command("flows")
 @click.option("--db", "db_url", default=None, metavar="URL",
               help=f"Store URL [default: ${ENV_URL} or sqlite:///netpol-gen.db]")
+@server_options
 @click.option("--namespace", default=None, help="Only edges with an end in this namespace.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def flows_cmd(db_url: str | None, namespace: str | None, fmt: str) -> None:
+def flows_cmd(db_url: str | None, server_url: str | None, token: str | None, namespace: str | None, fmt: str) -> None:
     """List learnt connections: who talked to whom on which port, how often, first and last seen."""
-    store = open_store(db_url or default_url(), create=False)
-    try:
-        with store.reading() as conn:
-            edges = list_edges(conn, namespace)
-    finally:
-        store.close()
+    with learning_source(db_url, server_url, token) as source:
+        edges = source.edges(namespace)
     if fmt == "json":
         click.echo(json.dumps([
             {"source": _identity_dict(e.src), "destination": _identity_dict(e.dst), "port": e.dst_port,

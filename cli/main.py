@@ -18,6 +18,8 @@ from netpol_gen.cli.diff_cmd import diff
 from netpol_gen.cli.export_cmd import export_cmd
 from netpol_gen.cli.flows_cmd import flows_cmd
 from netpol_gen.cli.import_cmd import import_cmd
+from netpol_gen.cli.serve_cmd import serve_cmd
+from netpol_gen.cli.status_cmd import status_cmd
 from netpol_gen.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -49,6 +51,8 @@ cli.add_command(flows_cmd)
 cli.add_command(diff)
 cli.add_command(export_cmd)
 cli.add_command(collect_cmd)
+cli.add_command(serve_cmd)
+cli.add_command(status_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,200 @@
+"""``netpol-gen serve``: the central store as a small ASGI app (Starlette, run by uvicorn).
+
+Collectors POST batches to ``/v1/batches``; the CLI reads what ``load_learned``, ``list_edges`` and
+``read_deliveries`` return, serialised by :mod:`netpol_gen.store.wire`, and synthesises locally, so
+remote and local runs share every line of policy logic. No endpoint writes anything but batches.
+
+Every request but the probes needs a bearer token (401 without a valid one, 403 when it may not do
+this). Bodies are bounded twice: on the wire (413 once the limit is passed, whatever Content-Length
+claims) and after gunzip (a gzip bomb stops at the limit, it is never inflated whole).
+
+Writes are idempotent (the batch id is recorded in the same transaction as the edges) and go through
+a few writer slots: one for SQLite, which has a single writer anyway, a few for PostgreSQL. A
+transient database failure (lock, deadlock, a concurrent delivery of the same batch) is retried
+here; what remains becomes 503 and the collector retries the same batch id later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from netpol_gen.store.auth import Access, Authenticator, Principal
+from netpol_gen.store.batches import deliver_batch
+from netpol_gen.store.db import Store
+from netpol_gen.store.learned import load_learned
+from netpol_gen.store.progress import read_deliveries
+from netpol_gen.store.query import list_edges
+from netpol_gen.store.wire import BatchMessage, WireError, encode, read_batch
+
+log = logging.getLogger("netpol_gen.serve")
+
+WRITE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int = 16 << 20  # bytes as sent (compressed)
+    max_decoded: int = 128 << 20  # bytes after gunzip
+
+
+class Ingestor:
+    """Writes batches through a bounded number of concurrent transactions, retrying transient failures."""
+
+    def __init__(self, store: Store, writers: int) -> None:
+        self.store = store
+        self._slots = threading.BoundedSemaphore(writers)
+
+    def deliver(self, message: BatchMessage, principal: Principal) -> bool:
+        """True when written, False when this batch id was delivered before."""
+        cluster = message.cluster.cluster() if message.cluster is not None else None
+        source = f"{message.source or 'collector'} as {principal.user}"
+        attempt = 1
+        while True:
+            try:
+                with self._slots:
+                    return deliver_batch(self.store, message.batch_id, message.batch, message.flows, source, cluster)
+            except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
+                # a lock or deadlock, or the same batch id committed meanwhile (found on the next try)
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                log.info("retrying a batch write: %s", str(getattr(exc, "orig", exc)).splitlines()[0])
+                time.sleep(0.05 * 2**attempt)
+                attempt += 1
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(400, f"bad gzip body: {exc}") from None
+    if len(data) > limit:
+        raise HTTPException(413, f"body larger than {limit} bytes once decompressed")
+    if not inflater.eof or inflater.unused_data:
+        raise HTTPException(400, "bad gzip body: truncated or trailing data")
+    return data
+
+
+async def _body(request: Request, limits: Limits) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body:
+        raise HTTPException(413, f"body larger than {limits.max_body} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body:
+            raise HTTPException(413, f"body larger than {limits.max_body} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        return await run_in_threadpool(_gunzip, body, limits.max_decoded)
+    if encoding != "identity":
+        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
+    return body
+
+
+def _parse(body: bytes) -> BatchMessage:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(400, f"not JSON: {exc}") from None
+    try:
+        return read_batch(data)
+    except WireError as exc:
+        raise HTTPException(400, exc.message) from None
+
+
+def _json(value: Any) -> Response:
+    return Response(json.dumps(encode(value), separators=(",", ":")), media_type="application/json")
+
+
+def create_app(store: Store, authenticator: Authenticator, *, limits: Limits | None = None,
+               writers: int | None = None) -> Starlette:
+    """The app serving ``store``; ``writers`` defaults to 1 on SQLite and 4 on PostgreSQL."""
+    limits = limits or Limits()
+    is_sqlite = store.engine.dialect.name == "sqlite"
+    ingestor = Ingestor(store, writers or (1 if is_sqlite else 4))
+
+    async def principal(request: Request, access: Access) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+        found = await run_in_threadpool(authenticator.authenticate, token.strip())
+        if found is None:
+            raise HTTPException(401, "token refused", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if access not in found.may:
+            raise HTTPException(403, f"{found.user} may not {access.value}")
+        return found
+
+    def reading(access: Access, read: Callable[[Request], Any]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            await principal(request, access)
+            return await run_in_threadpool(lambda: _json(read(request)))
+        return endpoint
+
+    async def post_batch(request: Request) -> Response:
+        who = await principal(request, Access.WRITE)
+        message = await run_in_threadpool(_parse, await _body(request, limits))
+        try:
+            written = await run_in_threadpool(ingestor.deliver, message, who)
+        except sa.exc.OperationalError as exc:
+            log.warning("batch %s not written: %s", message.batch_id, exc)
+            raise HTTPException(503, "store busy or unreachable; retry", {"Retry-After": "1"}) from None
+        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+            log.warning("batch %s refused by the database: %s", message.batch_id, exc)
+            raise HTTPException(422, "the store cannot hold this batch") from None
+        return JSONResponse({"batch_id": message.batch_id, "written": written})
+
+    def learned(_request: Request) -> Any:
+        return load_learned(store)
+
+    def edges(request: Request) -> Any:
+        with store.reading() as conn:
+            return list_edges(conn, request.query_params.get("namespace"))
+
+    def deliveries(_request: Request) -> Any:
+        with store.reading() as conn:
+            return read_deliveries(conn)
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_request: Request) -> Response:
+        def ping() -> None:
+            with store.reading() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        try:
+            await run_in_threadpool(ping)
+        except sa.exc.SQLAlchemyError:
+            return PlainTextResponse("store unreachable\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    return Starlette(
+        routes=[
+            Route("/v1/batches", post_batch, methods=["POST"]),
+            Route("/v1/learned", reading(Access.READ, learned), methods=["GET"]),
+            Route("/v1/edges", reading(Access.READ, edges), methods=["GET"]),
+            Route("/v1/deliveries", reading(Access.READ, deliveries), methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),  # probes: anonymous, and they reveal nothing
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        middleware=[Middleware(GZipMiddleware, minimum_size=4096)],
+    )
