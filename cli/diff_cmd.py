@@ -3,8 +3,9 @@ policy (unified YAML diffs) and on the recorded traffic (flows cut, flows newly 
 newly opened that was never observed).
 
 Exit 0 when nothing changes, 1 when something does, 3 when some recorded flow would be denied, 2 on bad
-input. :func:`diff_sets` is the whole comparison given the two sets, the cluster and the flows, so
-another source of the proposed set (synthesis from the store) only has to produce a policy list.
+input. :func:`diff_sets` is the whole comparison given the two sets, the cluster and the flows; with
+``--db`` the store supplies whichever of them is not given: the proposed set synthesized with
+``export``'s options, the learned pods and Services as the cluster, the flows kept as evidence.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import click
 
+from netpol_gen.cli.options import db_option, synthesis_options
 from netpol_gen.errors import InputError
 from netpol_gen.evaluator import Cluster, Flow, iter_flows, load_cluster
 from netpol_gen.evaluator.documents import Document
@@ -30,6 +32,10 @@ from netpol_gen.evaluator.policy_diff import (
     load_policy_documents,
     policy_documents,
 )
+from netpol_gen.store.db import open_store
+from netpol_gen.store.learned import load_evidence, load_learned, load_services
+from netpol_gen.synthesizer import Options, synthesize
+from netpol_gen.synthesizer.verify import LearnedCluster
 
 EXIT_NO_CHANGE, EXIT_CHANGES, EXIT_FLOWS_CUT = 0, 1, 3
 
@@ -247,27 +253,65 @@ def _emit(report: DiffReport, fmt: str, color: bool | None) -> None:
 
 
 @click.command("diff")
-@click.option("--proposed", multiple=True, required=True, type=str,
-              help="Proposed NetworkPolicy YAML/JSON file or directory; repeatable.")
+@click.option("--proposed", multiple=True, type=str,
+              help="Proposed NetworkPolicy YAML/JSON file or directory; repeatable [default with --db: synthesized "
+                   "from the store with the options below].")
 @click.option("--against", multiple=True, type=str,
               help="The policies in force, as a file or directory; repeatable.")
 @click.option("--against-cluster", is_flag=True,
               help="Read the policies in force from the cluster (kubeconfig or in-cluster; read-only).")
-@click.option("--cluster", "clusters", multiple=True, required=True, type=str,
-              help="Cluster snapshot (kubectl get ... -o yaml|json) file or directory; repeatable.")
-@click.option("--flows", "flows_path", required=True, type=str, help="Recorded flows as JSONL ('-' for stdin).")
+@click.option("--cluster", "clusters", multiple=True, type=str,
+              help="Cluster snapshot (kubectl get ... -o yaml|json) file or directory; repeatable "
+                   "[default with --db: the pods and Services the store learnt].")
+@click.option("--flows", "flows_path", type=str,
+              help="Recorded flows as JSONL ('-' for stdin) [default with --db: the store's sample flows].")
+@db_option
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: on a terminal).")
+@synthesis_options
 def diff(proposed: tuple[str, ...], against: tuple[str, ...], against_cluster: bool, clusters: tuple[str, ...],
-         flows_path: str, fmt: str, color: bool | None) -> None:
+         flows_path: str | None, db_url: str | None, fmt: str, color: bool | None, options: Options) -> None:
     """Show what replacing the policies in force by the proposed ones would change."""
     if bool(against) == against_cluster:
         raise InputError("give the policies in force with --against FILE|DIR or --against-cluster (one of them)")
+    if db_url is None and not (proposed and clusters and flows_path):
+        raise InputError("give --proposed, --cluster and --flows, or --db to take what is missing from the store")
     current = fetch_policies_in_force() if against_cluster else load_policy_documents(against)
-    proposed_set = load_policy_documents(proposed)
-    cluster = load_cluster(clusters)
-    stream, name = open_flows(flows_path)
-    with stream:
-        report = diff_sets(current, proposed_set, cluster, iter_flows(stream, name))
+    learned = _Learned(db_url) if db_url is not None else None
+    proposed_set = load_policy_documents(proposed) if proposed or learned is None else learned.proposed(options)
+    cluster = load_cluster(clusters) if clusters or learned is None else learned.cluster()
+    if flows_path is None and learned is not None:
+        report = diff_sets(current, proposed_set, cluster, learned.flows())
+    else:
+        stream, name = open_flows(flows_path or "-")
+        with stream:
+            report = diff_sets(current, proposed_set, cluster, iter_flows(stream, name))
     _emit(report, fmt, color)
     raise SystemExit(report.exit_code)
+
+
+class _Learned:
+    """What ``--db`` supplies: the proposed set synthesized from the store, the learned pods and
+    Services as the cluster, the sample flows as the recorded traffic. Read once, on first use."""
+
+    def __init__(self, db_url: str) -> None:
+        store = open_store(db_url, create=False)
+        try:
+            self.inputs = load_learned(store)
+            self.services = load_services(store)
+            self.evidence = load_evidence(store)
+        finally:
+            store.close()
+
+    def proposed(self, options: Options) -> list[PolicyDocument]:
+        synthesis = synthesize(self.inputs, options)
+        for denied in synthesis.report.verification.denied:
+            click.echo(f"netpol-gen: BUG: generated policies deny observed traffic: {denied.describe()}", err=True)
+        return policy_documents(Document(f"synthesized:{p['metadata']['namespace']}/{p['metadata']['name']}", p)
+                                for p in synthesis.policies)
+
+    def cluster(self) -> Cluster:
+        return LearnedCluster(self.inputs, self.services).cluster
+
+    def flows(self) -> list[Flow]:
+        return self.evidence

@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from netpol_gen.evaluator.cluster import ContainerPort
+from netpol_gen.evaluator.cluster import ContainerPort, Service, ServicePort
+from netpol_gen.evaluator.flows import Flow
 from netpol_gen.store import schema
 from netpol_gen.store.db import Store
 from netpol_gen.store.identity import Identity, IdentityKind
@@ -129,3 +130,34 @@ def load_learned(store: Store) -> LearnedInputs:
             nodes={r.name: tuple(r.addresses) for r in conn.execute(sa.select(schema.nodes))},
             dns_names={ip: tuple(sorted(set(ns))) for ip, ns in names.items()},
         )
+
+
+
+def load_evidence(store: Store) -> list[Flow]:
+    """The flows kept as evidence (``edge_samples``), as seen on the wire, in a stable order: the
+    recorded traffic of ``diff --db``."""
+    samples, edges = schema.edge_samples, schema.edges
+    query = (sa.select(samples, edges.c.protocol).join(edges, edges.c.id == samples.c.edge_id)
+             .order_by(samples.c.edge_id, samples.c.slot))
+    with store.reading() as conn:
+        return [Flow(row.src_ip, row.dst_ip, row.dst_port, row.protocol, row.src_port, row.ts, row.packets, row.bytes)
+                for row in conn.execute(query)]
+
+
+def _target_port(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def load_services(store: Store) -> list[Service]:
+    """The Services seen, so that flows to a Service address replay to its backends among the learned
+    pods (selected by the Service's selector, at the flow's time)."""
+    ports: dict[tuple[str, str], list[ServicePort]] = defaultdict(list)
+    with store.reading() as conn:
+        table = schema.service_ports
+        for row in conn.execute(sa.select(table).order_by(table.c.namespace, table.c.service, table.c.port)):
+            ports[(row.namespace, row.service)].append(
+                ServicePort(row.port, row.protocol, row.name, _target_port(row.target_port), row.node_port))
+        return [Service(row.namespace, row.name, row.selector, tuple(ports[(row.namespace, row.name)]),
+                        tuple(row.cluster_ips), tuple(row.external_ips), row.type)
+                for row in conn.execute(sa.select(schema.services).order_by(schema.services.c.namespace,
+                                                                            schema.services.c.name))]
