@@ -56,6 +56,8 @@ class Evaluator:
         for policy in self.policies:
             self._by_namespace[policy.namespace].append(policy)
         self._isolating: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
+        self._label_keys: dict[int, tuple[str, frozenset[tuple[str, str]]]] = {}
+        self._sides: dict[tuple[object, ...], SideVerdict] = {}
         self._verdicts: dict[tuple[Endpoint, Endpoint, int, str], Verdict] = {}
 
     # --- isolation ------------------------------------------------------------------------------
@@ -96,6 +98,13 @@ class Evaluator:
             return False
         return not rule.peers or any(self.peer_matches(p, policy_namespace, other) for p in rule.peers)
 
+    def _pod_class(self, pod: Pod) -> tuple[str, frozenset[tuple[str, str]]]:
+        """What selectors can see of a pod: its namespace and labels."""
+        key = self._label_keys.get(id(pod))
+        if key is None:
+            key = self._label_keys[id(pod)] = (pod.namespace, frozenset(pod.labels.items()))
+        return key
+
     def _side(self, direction: str, subject: Endpoint, other: Endpoint, port: int, protocol: str,
               dst_pod: Pod | None) -> SideVerdict:
         pod = subject.pod
@@ -108,14 +117,28 @@ class Evaluator:
         policies = self.isolating(pod, direction)
         if not policies:
             return SideVerdict(direction, Basis.NOT_ISOLATED)
-        admitted = tuple(
-            RuleRef(policy.key, index)
-            for policy in policies
-            for index, rule in enumerate(policy.rules(direction))
-            if self.rule_matches(rule, policy.namespace, other, port, protocol, dst_pod)
-        )
-        names = tuple(policy.key for policy in policies)
-        return SideVerdict(direction, Basis.RULE if admitted else Basis.NO_RULE, names, admitted)
+        # Past the identity checks above, the decision depends only on what selectors, ipBlocks and
+        # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
+        # end's namespace and labels (or that it is no pod), its address when some rule has an
+        # ipBlock, the destination pod's container ports, and port/protocol. Pods alike in those
+        # share one decision, so a new pod of a known workload costs a dictionary lookup.
+        uses_ip = any(peer.ip_block is not None for policy in policies for rule in policy.rules(direction)
+                      for peer in rule.peers)
+        key = (direction, self._pod_class(pod), self._pod_class(other.pod) if other.pod is not None else None,
+               other.ip if uses_ip else None, dst_pod.container_ports if dst_pod is not None else None,
+               port, protocol)
+        verdict = self._sides.get(key)
+        if verdict is None:
+            admitted = tuple(
+                RuleRef(policy.key, index)
+                for policy in policies
+                for index, rule in enumerate(policy.rules(direction))
+                if self.rule_matches(rule, policy.namespace, other, port, protocol, dst_pod)
+            )
+            names = tuple(policy.key for policy in policies)
+            verdict = self._sides[key] = SideVerdict(
+                direction, Basis.RULE if admitted else Basis.NO_RULE, names, admitted)
+        return verdict
 
     # --- public API -----------------------------------------------------------------------------
 
