@@ -1,6 +1,6 @@
 """The live collector: a capture loop that never waits for anyone, and a delivery thread behind it.
 
-The capture thread (the caller's) polls every tap, feeds frames to the tracker and, every interval,
+The capture thread (the caller's) drains every tap each poll period, feeds frames to the tracker and, every interval,
 cuts what was seen into an :class:`Interval` and queues it. The delivery thread hands each interval
 to the sinks (the store through Ingest, a JSONL file); a slow or unreachable store therefore only
 grows the queue and the spool, never the kernel's drop counters. Frames for a pcap file are written
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netpol_gen.collector.capture import RCVBUF, Capture, CaptureSetupError, compile_bpf
+from netpol_gen.collector.capture import RCVBUF, Capture, CaptureSetupError, bpf_filter, compile_bpf
 from netpol_gen.collector.capture_track import FrameTracker
 from netpol_gen.collector.decode import Address
 from netpol_gen.collector.dns import DnsAnswer
@@ -72,6 +72,7 @@ class AgentConfig:
     interval: float = 10.0
     interfaces: tuple[str, ...] = ()  # empty: every pod interface, re-detected
     rediscover_every: float = 2.0
+    poll_period: float = 0.01
     max_tracked: int = 1_000_000
     rcvbuf: int = RCVBUF
 
@@ -116,7 +117,7 @@ class Agent:
 
     def _capture(self, stop: threading.Event, capture: Capture, tracker: FrameTracker) -> None:
         config, clock = self.config, self.clock
-        cluster = self._refresh(tracker, None)
+        cluster = self._refresh(capture, tracker, None)
         self._set_interfaces(capture)
         frame_sinks = self.frame_sinks
         track = tracker.frame
@@ -130,27 +131,33 @@ class Agent:
         next_cut, next_scan = start + config.interval, start + config.rediscover_every
         while True:
             stopping = stop.is_set()
-            now = clock()
-            capture.poll(0 if stopping else min(next_cut, next_scan) - now, handle, clock)
+            capture.poll(0, handle, clock)
             self.health.beat = time.monotonic()
             now = clock()
-            if now >= next_scan and not config.interfaces:
-                self._set_interfaces(capture)
+            if now >= next_scan:
+                if not config.interfaces:
+                    self._set_interfaces(capture)
                 next_scan = now + config.rediscover_every
             if now >= next_cut or stopping:
                 self._cut(capture, tracker, start, now)
-                cluster = self._refresh(tracker, cluster)
+                cluster = self._refresh(capture, tracker, cluster)
                 start, next_cut = now, now + config.interval
             if stopping:
                 return
+            # Drain every poll period rather than wake per frame: at low rates one wake per frame cost
+            # more than the frames; the socket buffers hold far more than a period's frames.
+            stop.wait(min(config.poll_period, max(next_cut - clock(), 0.0)))
 
-    def _refresh(self, tracker: FrameTracker, cluster: Cluster | None) -> Cluster | None:
-        """Take the source's current cluster; rebuild the pod address set when it changed."""
+    def _refresh(self, capture: Capture, tracker: FrameTracker, cluster: Cluster | None) -> Cluster | None:
+        """Take the source's current cluster; rebuild the pod address set and the kernel filter when it changed."""
         if self.source is None:
             return None
         current = self.source.current()
         if current is not cluster:
             tracker.pod_addresses = pod_addresses(current)
+            cidrs = sorted({cidr for node in current.nodes for cidr in node.pod_cidrs})
+            if cluster is None or cidrs != sorted({c for node in cluster.nodes for c in node.pod_cidrs}):
+                capture.set_program(compile_bpf(bpf_filter(cidrs)))
         restarts = getattr(self.source, "watch_restarts", None)
         if isinstance(restarts, int):
             self.metrics.watch_restarts.set(restarts)

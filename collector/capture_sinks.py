@@ -10,25 +10,29 @@ from scapy.utils import RawPcapWriter
 
 from netpol_gen.collector.agent import ClusterSource, Interval
 from netpol_gen.collector.decode import LINKTYPE_ETHERNET
+from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
 from netpol_gen.evaluator.cluster import Cluster
 from netpol_gen.store.aggregate import Batch
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import Store, StoreError, open_store
-from netpol_gen.store.ingest import Ingest
+from netpol_gen.store.ingest import DNS_GRACE, Ingest
 
 log = logging.getLogger("netpol_gen.collect")
+
+# Flows one Ingest sees before a new one takes over: its deduplicator keeps a hash per flow (~70 bytes).
+INGEST_FLOWS = 500_000
 
 
 class StoreSink:
     """Attributes each interval with the source's current cluster and writes one batch per interval.
 
-    One Ingest lives as long as the cluster view it attributes against, so DNS answers name the
-    connections that follow them and duplicate sightings across intervals are dropped; a new cluster
-    view (the live source's, after a change) starts a new one. The cluster view is written with the
-    first batch after it changed. Any store failure spools the batch; spooled batches go first, in
-    order, once the store answers again.
+    One Ingest lives as long as the cluster view it attributes against (and at most
+    :data:`INGEST_FLOWS` flows), so duplicate sightings across intervals are dropped; a new cluster
+    view (the live source's, after a change) starts a new one, given the DNS answers still valid.
+    The cluster view is written with the first batch after it changed. Any store failure spools the
+    batch; spooled batches go first, in order, once the store answers again.
     """
 
     def __init__(self, url: str, source: ClusterSource, spool: Spool, metrics: Metrics, name: str) -> None:
@@ -36,18 +40,21 @@ class StoreSink:
         self._store: Store | None = None
         self._cluster: Cluster | None = None
         self._ingest: Ingest | None = None
+        self._ingest_cluster: Cluster | None = None  # the view the Ingest attributes against
+        self._recent_dns: dict[tuple[str, str], DnsAnswer] = {}  # (name, address): the latest answer
         self._cluster_written = False
         self._gauge_spool()
 
     def deliver(self, interval: Interval) -> None:
         cluster = self._source.current()
-        if cluster is not self._cluster or self._ingest is None:
-            self._cluster, self._ingest, self._cluster_written = cluster, Ingest(cluster), False
-        ingest = self._ingest
+        if cluster is not self._cluster:
+            self._cluster, self._cluster_written = cluster, False
+        ingest = self._current_ingest(cluster, interval.end)
         for flow in interval.flows:
             ingest.add_flow(flow)
         for answer in interval.dns:
             ingest.add_dns(answer)
+            self._recent_dns[(answer.name, answer.address)] = answer
         batch = ingest.take_batch()
         if not self._drain() or (not batch.edges and not batch.dns and self._cluster_written):
             if batch.edges or batch.dns:
@@ -61,6 +68,21 @@ class StoreSink:
             return
         log.info("batch written", extra={"fields": {"batch": interval.batch_id, "flows": len(interval.flows),
                                                     "edges": len(batch.edges), "dns": len(batch.dns)}})
+
+    def _current_ingest(self, cluster: Cluster, now: float) -> Ingest:
+        """The Ingest for ``cluster``; a new one when the cluster changed or this one saw
+        :data:`INGEST_FLOWS` flows (its deduplicator remembers every flow), primed with the DNS answers
+        still valid so that names keep attaching to the connections that follow them."""
+        ingest = self._ingest
+        if ingest is not None and self._ingest_cluster is cluster and ingest.stats.flows < INGEST_FLOWS:
+            return ingest
+        ingest = self._ingest = Ingest(cluster)
+        self._ingest_cluster = cluster
+        self._recent_dns = {key: answer for key, answer in self._recent_dns.items()
+                            if answer.ts + answer.ttl + DNS_GRACE >= now}
+        for answer in self._recent_dns.values():
+            ingest.add_dns(answer)
+        return ingest
 
     def close(self) -> None:
         if self._spool.count():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
+from netpol_gen.collector import capture_sinks
 from netpol_gen.collector.agent import Interval
 from netpol_gen.collector.capture_sinks import StoreSink
+from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
 from netpol_gen.evaluator.cluster import Cluster, Namespace, Pod, Workload
@@ -106,3 +109,19 @@ def test_store_away_then_back_spools_then_delivers_in_order(tmp_path: Path) -> N
         store.close()
     assert order == ["i1", "i2", "i3"]
     assert endpoints == 2  # the cluster view went in with the first delivered batch
+
+
+def test_dns_names_still_attach_after_the_ingest_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture_sinks, "INGEST_FLOWS", 1)  # a new Ingest for every interval
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    sink = StoreSink(url, _Static(_cluster()), Spool(":memory:", 1 << 20), Metrics(), "test")
+    sink.deliver(Interval("i1", 0, 1, [_flow(1)], [DnsAnswer(1000.0, "x.test", "192.0.2.7", 30)]))
+    sink.deliver(Interval("i2", 1, 2, [Flow("10.0.0.1", "192.0.2.7", 443, "TCP", 40009, 1001.0)], []))
+    sink.close()
+    store = open_store(url)
+    try:
+        with store.reading() as conn:
+            names = [r[0] for r in conn.execute(sa.select(t.identity_names.c.name))]
+    finally:
+        store.close()
+    assert names == ["x.test"]
