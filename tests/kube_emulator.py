@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ class KubeEmulator:
         self._bookmarks = 0  # generations: watchers compare them with what they saw
         self._drops = 0
         self._closing = False
+        self._streaming: dict[str, int] = dict.fromkeys(RESOURCES, 0)  # open watch streams
 
     # --- what controllers and kubelets do ----------------------------------------------------------
 
@@ -143,6 +145,10 @@ class KubeEmulator:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
+    def streaming(self) -> bool:
+        """Whether every resource has a watch stream open (that a drop or a bookmark would reach)."""
+        return all(self._streaming.values())
+
     def watches(self, resource: str) -> list[Request]:
         with self._cond:
             return [r for r in self.requests if r.resource == resource and r.watch]
@@ -175,7 +181,7 @@ class KubeEmulator:
         """Serve on a free port, write a kubeconfig for it to ``kubeconfig``; yields the server URL."""
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, name="kube-emulator", daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="kube-emulator", daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{server.server_port}"
         kubeconfig.write_text(yaml.safe_dump({
@@ -217,7 +223,6 @@ class KubeEmulator:
                send: Callable[[dict[str, Any]], None]) -> bool:
         """Send the watch events of ``resource`` after version ``since`` until the timeout (True: end
         cleanly) or a drop or shutdown (False: cut the connection)."""
-        _, kind, api_version = RESOURCES[resource]
         with self._cond:
             if since and int(since) < self.oldest:
                 send({"type": "ERROR", "object": _status(
@@ -231,10 +236,20 @@ class KubeEmulator:
                 position = self.version
             drops, marks = self._drops, self._bookmarks
             deadline = time.monotonic() + timeout
+            self._streaming[resource] += 1
+            self._cond.notify_all()
+        try:
+            return self._follow(resource, position, drops, marks, bookmarks, deadline, send)
+        finally:
+            with self._cond:
+                self._streaming[resource] -= 1
+
+    def _follow(self, resource: str, position: int, drops: int, marks: int, bookmarks: bool, deadline: float,
+                send: Callable[[dict[str, Any]], None]) -> bool:
+        _, kind, api_version = RESOURCES[resource]
         while True:
             with self._cond:
-                self._cond.wait_for(lambda p=position, m=marks: self._drops != drops or self._closing
-                                    or self.version > p or self._bookmarks != m or time.monotonic() >= deadline,
+                self._cond.wait_for(partial(self._news, position, drops, marks, deadline),
                                     timeout=max(0.0, deadline - time.monotonic()))
                 if self._drops != drops or self._closing:
                     return False
@@ -250,6 +265,11 @@ class KubeEmulator:
                 send(event)
             if timed_out:
                 return True
+
+    def _news(self, position: int, drops: int, marks: int, deadline: float) -> bool:
+        """Whether a watch at ``position`` has something to do (lock held)."""
+        return (self._drops != drops or self._closing or self.version > position or self._bookmarks != marks
+                or time.monotonic() >= deadline)
 
 
 def _handler(emulator: KubeEmulator) -> type[BaseHTTPRequestHandler]:

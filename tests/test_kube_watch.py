@@ -14,6 +14,7 @@ tests set, so times are exact; the tests wait on the source's condition (``wait_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -91,8 +92,8 @@ def api(tmp_path: Path, clock: Clock) -> Iterator[KubeEmulator]:
         yield emulator
 
 
-def started(tmp_path: Path, clock: Clock) -> LiveClusterSource:
-    source = LiveClusterSource(api_client(str(tmp_path / "kubeconfig")), SETTINGS, clock=clock)
+def started(tmp_path: Path, clock: Clock, settings: WatchSettings = SETTINGS) -> LiveClusterSource:
+    source = LiveClusterSource(api_client(str(tmp_path / "kubeconfig")), settings, clock=clock)
     source.start()
     return source
 
@@ -108,6 +109,10 @@ def source(api: KubeEmulator, tmp_path: Path, clock: Clock) -> Iterator[LiveClus
     assert live.wait_synced(WAIT)
     yield live
     stopped(live)
+
+
+def all_watching(api: KubeEmulator) -> None:
+    assert api.wait_for(api.streaming, WAIT), "not every resource is being watched"
 
 
 def wait_until(source: LiveClusterSource, predicate: Callable[[], bool]) -> None:
@@ -214,6 +219,7 @@ def test_a_dropped_watch_resumes_from_the_last_version_without_repeating_events(
     api.create("pods", pod("cart-1", "10.244.0.20", {"app": "cart"}))
     counted(source, lambda s: s.events == 1)
     last = str(api.version)
+    all_watching(api)
     api.drop_watches()
     api.create("pods", pod("cart-2", "10.244.0.21", {"app": "cart"}))
     counted(source, lambda s: s.watch_restarts == 5 and s.events == 2)
@@ -226,6 +232,7 @@ def test_a_dropped_watch_resumes_from_the_last_version_without_repeating_events(
 def test_bookmarks_let_an_idle_watch_resume_after_a_compaction(api: KubeEmulator, source: LiveClusterSource) -> None:
     api.create("pods", pod("cart-1", "10.244.0.20", {"app": "cart"}))  # the namespace watch sees nothing
     counted(source, lambda s: s.events == 1)
+    all_watching(api)
     api.bookmark()
     counted(source, lambda s: s.bookmarks == 5)
     bookmarked = str(api.version)
@@ -274,6 +281,28 @@ def test_without_an_api_server_the_source_is_not_synced_until_it_comes(
         assert {p.name for p in live.current().pods} == {"web-1", "api-1"}
     finally:
         stopped(live)
+
+
+def test_a_watch_the_server_ends_is_renewed_from_its_version(api: KubeEmulator, tmp_path: Path, clock: Clock) -> None:
+    live = started(tmp_path, clock, dataclasses.replace(SETTINGS, watch_timeout=1))
+    try:
+        assert live.wait_synced(WAIT)
+        api.create("pods", pod("cart-1", "10.244.0.20", {"app": "cart"}))
+        last = str(api.version)
+        assert live.wait_for(lambda: live.stats.watch_restarts >= 5, WAIT)  # each ended after timeoutSeconds
+        assert api.wait_for(lambda: len(api.watches("pods")) >= 2 and api.watches("pods")[-1].resource_version == last,
+                            WAIT)
+        assert live.stats.errors == 0 and live.stats.relists == 0 and live.stats.events == 1
+    finally:
+        stopped(live)
+
+
+def test_backoff_grows_to_its_bound_with_jitter() -> None:
+    backoff = Backoff(initial=0.5, maximum=30.0, jitter=0.5)
+    delays = [backoff.delay(n) for n in range(12)]
+    assert 0.25 <= delays[0] <= 0.5 and 2.0 <= delays[3] <= 4.0
+    assert all(15.0 <= d <= 30.0 for d in delays[6:])
+    assert len({backoff.delay(20) for _ in range(20)}) > 1  # not in step with every other collector
 
 
 def test_a_static_source_is_its_snapshot() -> None:
