@@ -3,35 +3,68 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
 from types import FrameType
 
 import click
 
-from netpol_gen.collector.agent import Agent, AgentConfig, ClusterSource, FrameSink, Sink
-from netpol_gen.collector.capture_sinks import JsonlSink, PcapSink, StoreSink
+from netpol_gen.collector.agent import Agent, AgentConfig, FrameSink, Sink
+from netpol_gen.collector.capture_sinks import BatchTarget, JsonlSink, PcapSink, StoreSink
+from netpol_gen.collector.capture_targets import DbTarget, DeliveryError, ServerTarget
+from netpol_gen.collector.kube import ClusterSource, LiveClusterSource, StaticClusterSource
 from netpol_gen.collector.logs import configure
 from netpol_gen.collector.metrics import Health, Metrics, serve
 from netpol_gen.collector.spool import Spool
 from netpol_gen.errors import InputError
 from netpol_gen.evaluator import load_cluster
-from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.store.client import ENV_TOKEN
 from netpol_gen.store.db import default_url
 
 log = logging.getLogger("netpol_gen.collect")
+SYNC_WARN_AFTER = 30  # seconds between warnings while the live API's first lists are missing
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """A cluster snapshot read once (``--cluster``): for tests and air-gapped nodes."""
+def _source(clusters: tuple[str, ...], kubeconfig: str | None, needed: bool, stack: ExitStack,
+            stop: threading.Event) -> ClusterSource | None:
+    """``--cluster`` files, else the live API (in a cluster, with --kubeconfig, or when a store needs
+    attribution); None when only files are written and no cluster was named."""
+    if clusters:
+        return StaticClusterSource(load_cluster(clusters, require_pods=True))
+    if not (needed or kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST")):
+        return None
+    live = LiveClusterSource.connect(kubeconfig)
+    live.start()
+    stack.callback(live.stop)
+    log.info("waiting for the cluster view from the API")
+    waited = 0
+    while not stop.is_set() and not live.wait_synced(1.0):  # stop: SIGTERM before the API answered
+        waited += 1
+        if waited % SYNC_WARN_AFTER == 0:
+            log.warning("the API has not listed every resource yet; still waiting", extra={"fields": {
+                "seconds": waited, "errors": live.stats.errors}})
+    return live
 
-    cluster: Cluster
 
-    def current(self) -> Cluster:
-        return self.cluster
+def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
+    if token_file is None:
+        if not token:
+            raise click.UsageError(f"--server needs --token, --token-file or ${ENV_TOKEN}")
+        return lambda: token
+
+    def read() -> str:  # each delivery: a projected service-account token is rotated in place
+        try:
+            with open(token_file, encoding="utf-8") as stream:
+                return stream.read().strip()
+        except OSError as exc:
+            raise DeliveryError(f"cannot read the token: {exc.strerror}") from None
+
+    read()  # a bad path is a mistake to report now, not a delivery to spool
+    return read
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -64,8 +97,14 @@ def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
                    "$NETPOL_GEN_DB or sqlite:///netpol-gen.db]")
 @click.option("--output", "outputs", multiple=True, metavar="jsonl:FILE|pcap:FILE",
               help="Also (or, without --db, only) write flows as JSONL or the captured frames as pcap; repeatable.")
+@click.option("--server", "server_url", default=None, metavar="URL",
+              help="Deliver batches to `netpol-gen serve` at this URL instead of a local --db.")
+@click.option("--token", default=None, envvar=ENV_TOKEN, show_envvar=True, help="Bearer token for --server.")
+@click.option("--token-file", default=None, help="File holding the token for --server, read at each delivery.")
 @click.option("--cluster", "clusters", multiple=True,
-              help="Cluster snapshot file or directory (static); needed to write to a store.")
+              help="Cluster snapshot file or directory (static) [default: the live API].")
+@click.option("--kubeconfig", default=None,
+              help="Kubeconfig for the live API [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
 @click.option("--iface", "interfaces", multiple=True,
               help="Capture on these interfaces only (repeatable) [default: every pod interface, re-detected].")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
@@ -78,7 +117,8 @@ def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--max-tracked", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
               help="Connections held in memory before an early cut.")
-def collect_cmd(db_url: str | None, outputs: tuple[str, ...], clusters: tuple[str, ...], interfaces: tuple[str, ...],
+def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | None, token: str | None,
+                token_file: str | None, clusters: tuple[str, ...], kubeconfig: str | None, interfaces: tuple[str, ...],
                 interval: float, spool_path: str, spool_max_mb: float, listen: str | None, log_format: str,
                 max_tracked: int) -> None:
     """Capture TCP handshakes, UDP requests and DNS answers on this node and learn who talks to whom.
@@ -87,18 +127,18 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], clusters: tuple[st
     With a store that is unreachable, capture goes on and batches wait in the spool.
     """
     configure(log_format)
-    source: ClusterSource | None = _Snapshot(load_cluster(clusters, require_pods=True)) if clusters else None
+    if db_url and server_url:
+        raise click.UsageError("--db and --server exclude each other")
+    name = f"collect:{os.environ.get('NODE_NAME') or socket.gethostname()}"
+    target: BatchTarget | None = None
+    if server_url:
+        target = ServerTarget(server_url, _token(token, token_file), name)
+    elif db_url or not outputs:
+        target = DbTarget(db_url or default_url(), name)
     sinks, frame_sinks = _outputs(outputs)
     metrics = Metrics()
-    if db_url or not outputs:
-        if source is None:
-            raise click.UsageError("writing to a store needs the cluster: --cluster FILE")
-        spool = Spool(spool_path, int(spool_max_mb * (1 << 20)))
-        sinks.append(StoreSink(db_url or default_url(), source, spool, metrics, f"collect:{socket.gethostname()}"))
-    config = AgentConfig(interval=interval, interfaces=interfaces, rediscover_every=min(interval, 2.0),
-                         max_tracked=max_tracked)
     health = Health(stale_after=3 * max(interval, 2.0) + 5)
-    if listen is not None:
+    if listen is not None:  # first: the liveness probe must answer while the API is being listed
         server = serve(*_listen(listen), metrics, health)
         host, port = server.server_address[:2]
         log.info("serving metrics and probes", extra={"fields": {"url": f"http://{host!s}:{port}"}})
@@ -110,6 +150,14 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], clusters: tuple[st
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("collecting", extra={"fields": {"interval": interval, "interfaces": list(interfaces) or "pod interfaces"}})
-    Agent(config, source, sinks, metrics, health, frame_sinks).run(stop)
+    with ExitStack() as stack:
+        source = _source(clusters, kubeconfig, target is not None, stack, stop)
+        if target is not None:
+            assert source is not None
+            sinks.append(StoreSink(target, source, Spool(spool_path, int(spool_max_mb * (1 << 20))), metrics))
+        config = AgentConfig(interval=interval, interfaces=interfaces, rediscover_every=min(interval, 2.0),
+                             max_tracked=max_tracked)
+        log.info("collecting", extra={"fields": {"interval": interval,
+                                                 "interfaces": list(interfaces) or "pod interfaces"}})
+        Agent(config, source, sinks, metrics, health, frame_sinks).run(stop)
     log.info("stopped")

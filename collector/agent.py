@@ -28,17 +28,12 @@ from netpol_gen.collector.capture_track import FrameTracker
 from netpol_gen.collector.decode import Address
 from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.collector.interfaces import pod_interfaces
+from netpol_gen.collector.kube import ClusterSource
 from netpol_gen.collector.metrics import Health, Metrics
 from netpol_gen.evaluator.cluster import Cluster
 from netpol_gen.evaluator.flows import Flow
 
 log = logging.getLogger("netpol_gen.collect")
-
-
-class ClusterSource(Protocol):
-    """The cluster as currently known (a static snapshot, or the live API's view with its IP history)."""
-
-    def current(self) -> Cluster: ...
 
 
 @dataclass(frozen=True)

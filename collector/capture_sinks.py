@@ -1,22 +1,22 @@
-"""Where the collector's intervals go: the store (through Ingest, spooled when unreachable), JSONL, pcap."""
+"""Where the collector's intervals go: the store or a store server (through Ingest, spooled when
+unreachable), JSONL, pcap."""
 
 from __future__ import annotations
 
 import logging
-from typing import IO
+from typing import IO, Protocol
 
-import sqlalchemy as sa
 from scapy.utils import RawPcapWriter
 
-from netpol_gen.collector.agent import ClusterSource, Interval
+from netpol_gen.collector.agent import Interval
+from netpol_gen.collector.capture_targets import DeliveryError
 from netpol_gen.collector.decode import LINKTYPE_ETHERNET
 from netpol_gen.collector.dns import DnsAnswer
+from netpol_gen.collector.kube import ClusterSource
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
 from netpol_gen.evaluator.cluster import Cluster
 from netpol_gen.store.aggregate import Batch
-from netpol_gen.store.batches import deliver_batch
-from netpol_gen.store.db import Store, StoreError, open_store
 from netpol_gen.store.ingest import DNS_GRACE, Ingest
 
 log = logging.getLogger("netpol_gen.collect")
@@ -25,19 +25,27 @@ log = logging.getLogger("netpol_gen.collect")
 INGEST_FLOWS = 500_000
 
 
+class BatchTarget(Protocol):
+    """Writes one batch, idempotently by id; raises DeliveryError when it could not."""
+
+    url: str
+
+    def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool: ...
+    def close(self) -> None: ...
+
+
 class StoreSink:
     """Attributes each interval with the source's current cluster and writes one batch per interval.
 
     One Ingest lives as long as the cluster view it attributes against (and at most
     :data:`INGEST_FLOWS` flows), so duplicate sightings across intervals are dropped; a new cluster
     view (the live source's, after a change) starts a new one, given the DNS answers still valid.
-    The cluster view is written with the first batch after it changed. Any store failure spools the
-    batch; spooled batches go first, in order, once the store answers again.
+    The cluster view is written with the first batch after it changed. Any delivery failure spools
+    the batch; spooled batches go first, in order, once the target answers again.
     """
 
-    def __init__(self, url: str, source: ClusterSource, spool: Spool, metrics: Metrics, name: str) -> None:
-        self._url, self._source, self._spool, self._metrics, self._name = url, source, spool, metrics, name
-        self._store: Store | None = None
+    def __init__(self, target: BatchTarget, source: ClusterSource, spool: Spool, metrics: Metrics) -> None:
+        self._target, self._source, self._spool, self._metrics = target, source, spool, metrics
         self._cluster: Cluster | None = None
         self._ingest: Ingest | None = None
         self._ingest_cluster: Cluster | None = None  # the view the Ingest attributes against
@@ -62,7 +70,7 @@ class StoreSink:
             return
         try:
             self._write(interval.batch_id, len(interval.flows), batch)
-        except (sa.exc.SQLAlchemyError, StoreError, OSError) as exc:
+        except DeliveryError as exc:
             self._failed(exc)
             self._park(interval.batch_id, len(interval.flows), batch)
             return
@@ -89,30 +97,26 @@ class StoreSink:
             log.warning("batches left in the spool", extra={"fields": {
                 "batches": self._spool.count(), "bytes": self._spool.size()}})
         self._spool.close()
-        if self._store is not None:
-            self._store.close()
+        self._target.close()
 
     def _write(self, batch_id: str, flows: int, batch: Batch) -> None:
-        if self._store is None:
-            self._store = open_store(self._url)
-        cluster = None if self._cluster_written else self._cluster
-        deliver_batch(self._store, batch_id, batch, flows, self._name, cluster)
+        self._target.write(batch_id, batch, flows, None if self._cluster_written else self._cluster)
         self._cluster_written = True
         self._metrics.batches_written.inc()
 
     def _drain(self) -> bool:
-        """Deliver spooled batches, oldest first; False when the store failed (the rest stays spooled)."""
+        """Deliver spooled batches, oldest first; False when the target failed (the rest stays spooled)."""
         if not self._spool.count():
             return True
         for spooled in self._spool.oldest():
             try:
                 self._write(spooled.batch_id, spooled.flows, spooled.batch)
-            except (sa.exc.SQLAlchemyError, StoreError, OSError) as exc:
+            except DeliveryError as exc:
                 self._failed(exc)
                 return False
             self._spool.remove(spooled.batch_id)
             self._gauge_spool()
-        log.info("spool delivered", extra={"fields": {"url": self._url}})
+        log.info("spool delivered", extra={"fields": {"url": self._target.url}})
         return True
 
     def _park(self, batch_id: str, flows: int, batch: Batch) -> None:
@@ -125,14 +129,9 @@ class StoreSink:
             "batch": batch_id, "spooled_batches": self._spool.count(), "spooled_bytes": self._spool.size(),
             "dropped_batches": self._spool.dropped}})
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: DeliveryError) -> None:
         self._metrics.store_errors.inc()
-        if self._store is not None:  # reconnect next time: the server may have restarted
-            self._store.close()
-            self._store = None
-        text = str(getattr(exc, "orig", None) or exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        log.warning("store write failed", extra={"fields": {"error": first}})
+        log.warning("store write failed", extra={"fields": {"url": self._target.url, "error": str(exc)}})
 
     def _gauge_spool(self) -> None:
         self._metrics.spool_batches.set(self._spool.count())

@@ -6,27 +6,25 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from serving import TOKEN, ThreadServer
 
 from netpol_gen.collector import capture_sinks
 from netpol_gen.collector.agent import Interval
 from netpol_gen.collector.capture_sinks import StoreSink
+from netpol_gen.collector.capture_targets import DbTarget, ServerTarget
 from netpol_gen.collector.dns import DnsAnswer
+from netpol_gen.collector.kube import StaticClusterSource
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
 from netpol_gen.evaluator.cluster import Cluster, Namespace, Pod, Workload
 from netpol_gen.evaluator.flows import Flow
 from netpol_gen.store import schema as t
+from netpol_gen.store.auth import SharedSecret
 from netpol_gen.store.batches import deliver_batch
+from netpol_gen.store.client import Retry
 from netpol_gen.store.db import open_store
 from netpol_gen.store.ingest import Ingest
-
-
-class _Static:
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-
-    def current(self) -> Cluster:
-        return self.cluster
+from netpol_gen.store.server import create_app
 
 
 def _cluster() -> Cluster:
@@ -88,7 +86,8 @@ def test_store_away_then_back_spools_then_delivers_in_order(tmp_path: Path) -> N
     store_dir = tmp_path / "not-yet"  # SQLite cannot create a file in a missing directory: unreachable
     url = f"sqlite:///{store_dir / 'store.db'}"
     metrics = Metrics()
-    sink = StoreSink(url, _Static(_cluster()), Spool(str(tmp_path / "spool.db"), 1 << 20), metrics, "test")
+    sink = StoreSink(DbTarget(url, "test"), StaticClusterSource(_cluster()), Spool(str(tmp_path / "spool.db"), 1 << 20),
+                     metrics)
     sink.deliver(Interval("i1", 0, 1, [_flow(1), _flow(2)], []))
     sink.deliver(Interval("i2", 1, 2, [_flow(3)], []))
     assert _metric(metrics, "spool_batches") == 2
@@ -114,7 +113,7 @@ def test_store_away_then_back_spools_then_delivers_in_order(tmp_path: Path) -> N
 def test_dns_names_still_attach_after_the_ingest_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(capture_sinks, "INGEST_FLOWS", 1)  # a new Ingest for every interval
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    sink = StoreSink(url, _Static(_cluster()), Spool(":memory:", 1 << 20), Metrics(), "test")
+    sink = StoreSink(DbTarget(url, "test"), StaticClusterSource(_cluster()), Spool(":memory:", 1 << 20), Metrics())
     sink.deliver(Interval("i1", 0, 1, [_flow(1)], [DnsAnswer(1000.0, "x.test", "192.0.2.7", 30)]))
     sink.deliver(Interval("i2", 1, 2, [Flow("10.0.0.1", "192.0.2.7", 443, "TCP", 40009, 1001.0)], []))
     sink.close()
@@ -125,3 +124,25 @@ def test_dns_names_still_attach_after_the_ingest_is_renewed(tmp_path: Path, monk
     finally:
         store.close()
     assert names == ["x.test"]
+
+
+def test_a_store_server_away_then_back_gets_every_batch_once(store_url: str) -> None:
+    store = open_store(store_url)
+    server = ThreadServer(create_app(store, SharedSecret(TOKEN))).start()
+    metrics = Metrics()
+    target = ServerTarget(server.url, lambda: TOKEN, "test", retry=Retry(deadline=0.3, base=0.01, cap=0.05))
+    sink = StoreSink(target, StaticClusterSource(_cluster()), Spool(":memory:", 1 << 20), metrics)
+    try:
+        sink.deliver(Interval("s1", 0, 1, [_flow(1)], []))
+        server.stop()  # a restarted store pod
+        sink.deliver(Interval("s2", 1, 2, [_flow(2)], []))
+        sink.deliver(Interval("s3", 2, 3, [_flow(3), _flow(4)], []))
+        assert _metric(metrics, "spool_batches") == 2
+        server = ThreadServer(server.app, port=server.port).start()
+        sink.deliver(Interval("s4", 3, 4, [_flow(5)], []))
+        assert _metric(metrics, "spool_batches") == 0
+        sink.close()
+        assert _connections(store_url) == 5
+    finally:
+        server.stop()
+        store.close()

@@ -1,0 +1,72 @@
+"""Where the store sink writes a batch: a store opened here (``--db``) or a ``netpol-gen serve`` (``--server``).
+
+Both are idempotent by batch id (recorded in the store in the batch's own transaction), so the
+sink may retry a batch whose first delivery's outcome it never learnt. Every failure is turned into
+:class:`DeliveryError`: the sink spools on it, whatever the transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import sqlalchemy as sa
+
+from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.store.aggregate import Batch
+from netpol_gen.store.batches import deliver_batch
+from netpol_gen.store.client import Retry, ServerError, StoreClient
+from netpol_gen.store.db import Store, StoreError, open_store
+from netpol_gen.store.wire import BatchMessage, ClusterView
+
+# How long one delivery may retry a server before the batch is spooled (the capture goes on meanwhile).
+SERVER_RETRY = Retry(deadline=10.0)
+
+
+class DeliveryError(Exception):
+    """The batch was not written (the target is unreachable, or refused it); spool and retry later."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class DbTarget:
+    """A store opened on first use, and again after a failure (the server may have restarted)."""
+
+    def __init__(self, url: str, source: str) -> None:
+        self.url, self._source = url, source
+        self._store: Store | None = None
+
+    def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool:
+        try:
+            if self._store is None:
+                self._store = open_store(self.url)
+            return deliver_batch(self._store, batch_id, batch, flows, self._source, cluster)
+        except (sa.exc.SQLAlchemyError, StoreError, OSError) as exc:
+            self.close()
+            raise DeliveryError(_first_line(exc)) from exc
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class ServerTarget:
+    """POSTs to a store server; the token is read for every delivery (projected tokens rotate)."""
+
+    def __init__(self, url: str, token: Callable[[], str], source: str, retry: Retry = SERVER_RETRY) -> None:
+        self.url, self._token, self._source, self._retry = url, token, source, retry
+
+    def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool:
+        message = BatchMessage(batch_id, batch, flows, self._source, ClusterView.of(cluster) if cluster else None)
+        try:
+            with StoreClient(self.url, self._token(), retry=self._retry) as client:
+                return client.post(message)
+        except (ServerError, httpx.HTTPError, OSError) as exc:
+            raise DeliveryError(_first_line(exc)) from exc
+
+    def close(self) -> None:
+        return
