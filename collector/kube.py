@@ -95,8 +95,11 @@ class LiveClusterSource:
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, settings: WatchSettings | None = None) -> LiveClusterSource:
-        return cls(api_client(kubeconfig), settings)
+    def connect(cls, kubeconfig: str | None = None, settings: WatchSettings | None = None,
+                clock: Callable[[], float] = time.time) -> LiveClusterSource:
+        """A source for the cluster :func:`api_client` finds; call :meth:`start`, then :meth:`wait_synced`
+        before trusting :meth:`current` (until then it is the part listed so far)."""
+        return cls(api_client(kubeconfig), settings, clock)
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -111,7 +114,9 @@ class LiveClusterSource:
         self._stopping.set()
         deadline = time.monotonic() + timeout
         while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
-            for watcher in self._watchers:  # again each round: a watch may have been starting
+            # again each round: a watch that was starting has no socket to shut yet, and the client's
+            # stream() clears its stop flag when it begins, so one interrupt can miss it
+            for watcher in self._watchers:
                 watcher.interrupt()
             for thread in self._threads:
                 thread.join(0.05)

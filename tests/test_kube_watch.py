@@ -27,6 +27,7 @@ from kube_emulator import KubeEmulator
 
 from netpol_gen.collector.kube import KubeStats, LiveClusterSource, StaticClusterSource, api_client
 from netpol_gen.collector.kube_watch import Backoff, WatchSettings
+from netpol_gen.errors import InputError
 from netpol_gen.evaluator.cluster import Cluster, EndpointKind, Pod
 
 T0 = 1_700_000_000.0
@@ -93,7 +94,7 @@ def api(tmp_path: Path, clock: Clock) -> Iterator[KubeEmulator]:
 
 
 def started(tmp_path: Path, clock: Clock, settings: WatchSettings = SETTINGS) -> LiveClusterSource:
-    source = LiveClusterSource(api_client(str(tmp_path / "kubeconfig")), settings, clock=clock)
+    source = LiveClusterSource.connect(str(tmp_path / "kubeconfig"), settings, clock)
     source.start()
     return source
 
@@ -193,6 +194,23 @@ def test_a_pod_whose_address_changes_keeps_the_old_one_until_then(
     then, now = pod_at(source, API_IP, T0 + 30), pod_at(source, "10.244.0.9", T0 + 90)
     assert then is not None and now is not None and then.uid == now.uid and then is not now
     assert pod_at(source, API_IP, T0 + 90) is None and pod_at(source, "10.244.0.9", T0 + 30) is None
+
+
+def test_a_finished_pod_holds_its_address_until_it_finished(
+    api: KubeEmulator, source: LiveClusterSource, clock: Clock
+) -> None:
+    clock.now = T0 + 40  # a Job's pod completes; it stays in the API, its address is free for reuse
+    finished_at = {"state": {"terminated": {"exitCode": 0, "finishedAt": "2023-11-14T22:13:50Z"}}}  # T0 + 30
+    api.update("pods", "api-1", lambda p: p["status"].update(phase="Succeeded", containerStatuses=[finished_at]),
+               "shop")
+    seen(source, lambda c: c.pod_at(API_IP) is None)
+    clock.now = T0 + 60
+    api.create("pods", pod("cart-1", API_IP, {"app": "cart"}))
+    seen(source, lambda c: c.pod_at(API_IP) is not None)
+    done = pod_at(source, API_IP, T0 + 29)
+    assert done is not None and done.name == "api-1" and done.ended == T0 + 30
+    assert pod_at(source, API_IP, T0 + 45) is None
+    assert (pod_at(source, API_IP, T0 + 61) or pytest.fail()).name == "cart-1"
 
 
 def test_service_and_endpointslice_changes_move_the_backends(api: KubeEmulator, source: LiveClusterSource) -> None:
@@ -303,6 +321,12 @@ def test_backoff_grows_to_its_bound_with_jitter() -> None:
     assert 0.25 <= delays[0] <= 0.5 and 2.0 <= delays[3] <= 4.0
     assert all(15.0 <= d <= 30.0 for d in delays[6:])
     assert len({backoff.delay(20) for _ in range(20)}) > 1  # not in step with every other collector
+
+
+def test_no_kubeconfig_is_a_one_line_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(InputError, match=r"^kubernetes API: no access to a cluster: .*kube-config"):
+        api_client(str(tmp_path / "missing"))
 
 
 def test_a_static_source_is_its_snapshot() -> None:
