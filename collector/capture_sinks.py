@@ -157,6 +157,7 @@ class PcapSink:
 
     def __init__(self, path: str) -> None:
         self._writer = RawPcapWriter(path, linktype=LINKTYPE_ETHERNET, sync=False)
+        self._writer.write_header(None)  # write_packet() does not; a capture without frames is still a file
 
     def frame(self, ts: float, frame: bytes) -> None:
         sec = int(ts)

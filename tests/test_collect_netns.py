@@ -7,7 +7,8 @@ by a pod of another workload, with snapshot times matching the switch. The colle
 synchronised on through its log (interfaces seen, batches written); it is stopped with SIGTERM.
 Then the store must hold exactly the connections made, attributed to the right workloads, ports
 (the targetPort behind the Service) and direction, and the exported policies must allow exactly
-that traffic (``check`` on the JSONL the collector wrote, and on traffic that was never made).
+that traffic (``check`` on the JSONL the collector wrote, and on traffic that was never made); the
+pcap it wrote reads back into the same connections.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import sqlalchemy as sa
 import yaml
 from collect_netns import Bed, unavailable
 
+from netpol_gen.collector.pcap import read_capture
+from netpol_gen.evaluator.flows import Flow
 from netpol_gen.store import schema as t
 
 NETPOL = [str(Path(sys.executable).parent / "netpol-gen")]
@@ -171,9 +174,10 @@ def test_collect_real_traffic(bed: Bed, tmp_path: Path) -> None:
     snapshot = tmp_path / "cluster.yaml"
     snapshot.write_text(yaml.safe_dump_all(_snapshot(t0, switch)))
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    jsonl = tmp_path / "flows.jsonl"
+    jsonl, pcap = tmp_path / "flows.jsonl", tmp_path / "frames.pcap"
     proc = subprocess.Popen([*bed.exec_args("host"), *NETPOL, "collect", "--cluster", str(snapshot), "--db", url,
-                             "--output", f"jsonl:{jsonl}", "--interval", "1", "--log-format", "json"],
+                             "--output", f"jsonl:{jsonl}", "--output", f"pcap:{pcap}", "--interval", "1",
+                             "--log-format", "json"],
                             stderr=subprocess.PIPE, text=True)
     try:
         log = _Log(proc)
@@ -226,6 +230,9 @@ def test_collect_real_traffic(bed: Bed, tmp_path: Path) -> None:
         ("10.199.1.60", "10.199.2.20", 5432, "TCP"), ("10.199.1.50", "10.199.2.20", 5432, "TCP"),
         ("10.199.1.61", "10.199.2.20", 5432, "TCP"), *[("10.199.1.50", CLUSTER_IP, 80, "TCP")] * 2,
     ])  # each connection once, from its initiator, as the client addressed it
+    replayed = read_capture(str(pcap))  # the frames as captured, for `import --pcap` elsewhere
+    assert sorted((f.src_ip, f.dst_ip, f.dst_port, f.protocol) for f in replayed.records
+                  if isinstance(f, Flow)) == flows
     allowed = subprocess.run([*NETPOL, "check", "--cluster", str(snapshot), "--policies", str(policies),
                               "--flows", str(jsonl)], capture_output=True, text=True)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
