@@ -116,7 +116,8 @@ def test_explain_comments_each_rule_with_the_edges_behind_it(learned: str) -> No
     auth = next(d for d in explained.split("---\n") if "name: auth-netpol-gen" in d)
     lines = auth.splitlines()
     comment = next(i for i, line in enumerate(lines) if "-> external/157.240.221.16 443/TCP" in line)
-    assert lines[comment].startswith("  #   booking/Deployment/auth -> external/157.240.221.16 443/TCP: 3 connections, ")
+    expected = "  #   booking/Deployment/auth -> external/157.240.221.16 443/TCP: 3 connections, "
+    assert lines[comment].startswith(expected)
     heading = next(line for line in reversed(lines[:comment]) if not line.startswith("  #   "))
     assert heading.startswith("  # egress[") and heading.endswith("allows 2 observed edges:")  # Google's too
     assert lines[comment + 1] == "  - ports:"
