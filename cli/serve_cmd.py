@@ -49,7 +49,7 @@ def _authenticator(token_file: str | None, tokenreview: bool, writers: tuple[str
 @click.option("--max-body-mb", type=click.FloatRange(min=0.01), default=16.0, show_default=True,
               help="Largest request body as sent; 8 times this once decompressed.")
 @click.option("--writers", "write_slots", type=click.IntRange(min=1), default=None,
-              help="Concurrent write transactions [default: 1 on SQLite, 4 on PostgreSQL].")
+              help="Concurrent write transactions [default: 1; more only on PostgreSQL].")
 def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenreview: bool, writers: tuple[str, ...],
               readers: tuple[str, ...], audiences: tuple[str, ...], max_body_mb: float,
               write_slots: int | None) -> None:

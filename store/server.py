@@ -9,7 +9,9 @@ this). Bodies are bounded twice: on the wire (413 once the limit is passed, what
 claims) and after gunzip (a gzip bomb stops at the limit, it is never inflated whole).
 
 Writes are idempotent (the batch id is recorded in the same transaction as the edges) and go through
-a few writer slots: one for SQLite, which has a single writer anyway, a few for PostgreSQL. A
+writer slots, one by default: SQLite has a single writer anyway, and on PostgreSQL concurrent
+batches touching the same edges deadlock (write_batch does not upsert in a fixed order yet), which
+bench/bench_serve.py measured as 20 times slower than one writer. A
 transient database failure (lock, deadlock, a concurrent delivery of the same batch) is retried
 here; what remains becomes 503 and the collector retries the same batch id later.
 """
@@ -128,10 +130,9 @@ def _json(value: Any) -> Response:
 
 def create_app(store: Store, authenticator: Authenticator, *, limits: Limits | None = None,
                writers: int | None = None) -> Starlette:
-    """The app serving ``store``; ``writers`` defaults to 1 on SQLite and 4 on PostgreSQL."""
+    """The app serving ``store`` with ``writers`` concurrent write transactions (default 1)."""
     limits = limits or Limits()
-    is_sqlite = store.engine.dialect.name == "sqlite"
-    ingestor = Ingestor(store, writers or (1 if is_sqlite else 4))
+    ingestor = Ingestor(store, writers or 1)
 
     async def principal(request: Request, access: Access) -> Principal:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
