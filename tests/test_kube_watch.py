@@ -34,7 +34,7 @@ T0 = 1_700_000_000.0
 SETTINGS = WatchSettings(retention=3600.0, page_size=1, watch_timeout=60, connect_timeout=2.0, read_grace=5.0,
                          backoff=Backoff(initial=0.02, maximum=0.2))
 WEB_IP, API_IP, API2_IP, CLUSTER_IP = "10.244.0.5", "10.244.0.6", "10.244.0.7", "10.96.0.20"
-WAIT = 5.0
+WAIT = 30.0  # a deadline, not a delay: generous so a loaded CI machine does not fail it
 
 
 @dataclass
