@@ -37,9 +37,18 @@ def upsert(
     keys: Sequence[str],
     updates: Updates | None = None,
 ) -> None:
-    """Upsert ``rows`` as one batched statement (the driver's executemany)."""
+    """Upsert ``rows`` as one batched statement (the driver's executemany).
+
+    Rows go in key order: concurrent writers (several collectors' batches on PostgreSQL) then lock
+    the rows they share in the same order and cannot deadlock each other."""
     if rows:
-        conn.execute(upsert_statement(conn, table, keys, updates), list(rows))
+        ordered = sorted(rows, key=lambda row: tuple(_sortable(row[k]) for k in keys))
+        conn.execute(upsert_statement(conn, table, keys, updates), ordered)
+
+
+def _sortable(value: Any) -> tuple[bool, Any]:
+    """A sort key that puts NULLs first and never compares None with a value."""
+    return (value is not None, value if value is not None else 0)
 
 
 def least(stored: Any, new: Any) -> ColumnElement[Any]:

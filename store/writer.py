@@ -93,10 +93,6 @@ def write_cluster(conn: Connection, cluster: Cluster) -> None:
     })
 
 
-def _edge_count(conn: Connection) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(t.edges)).scalar_one())
-
-
 def _edge_ids(conn: Connection, keys: dict[tuple[int, int, int, str], EdgeKey]) -> dict[EdgeKey, int]:
     found: dict[EdgeKey, int] = {}
     e = t.edges.c
@@ -112,7 +108,6 @@ def _edge_ids(conn: Connection, keys: dict[tuple[int, int, int, str], EdgeKey]) 
 def write_batch(conn: Connection, batch: Batch) -> WriteResult:
     """Add ``batch`` to the store: one upsert per unique edge, samples up to each edge's bound."""
     ids = identity_ids(conn, {i for key in batch.edges for i in key[:2]} | set(batch.names))
-    before = _edge_count(conn)
     rows: list[dict[str, Any]] = []
     by_ids: dict[tuple[int, int, int, str], EdgeKey] = {}
     for key, totals in batch.edges.items():
@@ -122,6 +117,7 @@ def write_batch(conn: Connection, batch: Batch) -> WriteResult:
         rows.append({"src_id": id_key[0], "dst_id": id_key[1], "dst_port": port, "protocol": protocol,
                      "connections": totals.connections, "packets": totals.packets, "bytes": totals.bytes,
                      "first_seen": totals.first_seen, "last_seen": totals.last_seen})
+    known = len(_edge_ids(conn, by_ids))  # an index lookup of this batch's keys, not a count of the table
     e = t.edges.c
     upsert(conn, t.edges, rows, ["src_id", "dst_id", "dst_port", "protocol"], lambda ex: {
         "connections": e.connections + ex.connections,
@@ -130,7 +126,7 @@ def write_batch(conn: Connection, batch: Batch) -> WriteResult:
         "first_seen": least(e.first_seen, ex.first_seen),
         "last_seen": greatest(e.last_seen, ex.last_seen),
     })
-    new = _edge_count(conn) - before
+    new = len(rows) - known
     edge_ids = _edge_ids(conn, by_ids)
     # Slots 0..n-1 per batch, first writer wins: an edge keeps at most SAMPLES_PER_EDGE samples ever.
     upsert(conn, t.edge_samples, [
