@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from netpol_gen.cli.main import cli
 from netpol_gen.evaluator import Cluster, Evaluator, Namespace, Node, Pod, Workload, parse_policy
 from netpol_gen.evaluator.cluster import Endpoint, EndpointKind
 
@@ -134,3 +135,16 @@ def test_the_store_network_policy_admits_collectors_on_the_store_port_only(objec
     for src, port, protocol in denied:
         assert not evaluator.judge(src, dst, port, protocol).allowed, (src.ip, port, protocol)
     assert policy.policy_types == frozenset({"Ingress"})
+
+
+@pytest.mark.parametrize(("kind", "name"), [("DaemonSet", "netpol-gen-collector"), ("Deployment", "netpol-gen-store")])
+def test_container_args_are_accepted_by_the_real_command_line(
+    objects: list[dict[str, Any]], kind: str, name: str
+) -> None:
+    """The manifests run `netpol-gen <command> <flags>`: every flag must exist on that command, or the pod
+    would crash-loop on its first start."""
+    container = _one(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
+    command, *flags = container["args"]
+    subcommand = cli.commands[command]
+    with subcommand.make_context(command, list(flags), resilient_parsing=False) as ctx:
+        assert ctx.params  # parsed: unknown flags or bad values raise a click error above
