@@ -11,7 +11,6 @@ input. :func:`diff_sets` is the whole comparison given the two sets, the cluster
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -70,30 +69,18 @@ def diff_sets(
 # --- the policies in force in a live cluster ------------------------------------------------------
 
 
-def _api_client() -> Any:
-    """A client for the cluster we run in, else for the kubeconfig's current context ($KUBECONFIG or
-    ~/.kube/config), as kubectl would choose; refreshed credentials are not written back."""
-    from kubernetes import client, config
-
-    try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        # $KUBECONFIG is read here, not when the client is imported (its default is fixed at import)
-        kubeconfig = os.environ.get("KUBECONFIG") or "~/.kube/config"
-        return config.new_client_from_config(config_file=kubeconfig, persist_config=False)
-    except config.ConfigException as exc:
-        raise InputError(f"no access to a cluster: {exc}", where="--against-cluster") from None
-
-
 def fetch_policies_in_force(page_size: int = 500) -> list[PolicyDocument]:
     """Every NetworkPolicy of every namespace, read (list only) from the API server, page by page."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    api = _api_client()
+    from netpol_gen.collector.kube import api_client  # the kubernetes client is slow to import: only here
+
+    try:
+        api = api_client()
+    except InputError as exc:
+        raise InputError(exc.what, where="--against-cluster") from None
     items: list[Any] = []
     with api:
         networking = client.NetworkingV1Api(api)
