@@ -33,6 +33,8 @@ _SYNTHESIS_OPTIONS = (
     click.option("--include-unknown", is_flag=True, help="Allow unknown cluster IPs as ipBlocks."),
     click.option("--named-ports/--numbered-ports", default=True, show_default=True,
                  help="Use container port names when every destination pod agrees."),
+    click.option("--dns-tcp/--no-dns-tcp", default=True, show_default=True,
+                 help="Also allow TCP to a resolver seen on UDP 53 (large answers are retried over TCP)."),
     click.option("--port-range-min", type=click.IntRange(min=2), default=None,
                  help="Fold runs of at least N contiguous ports into port+endPort."),
     click.option("--cidr-aggregate", type=click.IntRange(1, 32), default=None,
@@ -51,7 +53,7 @@ def _epoch(value: str | None, option: str) -> float | None:
 
 def _options(namespaces: tuple[str, ...], excluded: tuple[str, ...], since: str | None, until: str | None,
              min_connections: int, ingress_only: bool, egress_only: bool, default_deny: bool, isolate_idle: bool,
-             include_unknown: bool, named_ports: bool, port_range_min: int | None,
+             include_unknown: bool, named_ports: bool, dns_tcp: bool, port_range_min: int | None,
              cidr_aggregate: int | None) -> Options:
     if ingress_only and egress_only:
         raise click.UsageError("--ingress-only and --egress-only exclude each other")
@@ -67,6 +69,7 @@ def _options(namespaces: tuple[str, ...], excluded: tuple[str, ...], since: str 
         isolate_idle=isolate_idle,
         include_unknown=include_unknown,
         named_ports=named_ports,
+        dns_tcp=dns_tcp,
         port_range_min=port_range_min,
         cidr_aggregate=cidr_aggregate,
     )
@@ -76,7 +79,8 @@ def synthesis_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Declare the synthesizer's options on ``command``, which receives them as one ``options: Options``
     (so ``export`` and ``diff --db`` cannot drift apart)."""
     names = ("namespaces", "excluded", "since", "until", "min_connections", "ingress_only", "egress_only",
-             "default_deny", "isolate_idle", "include_unknown", "named_ports", "port_range_min", "cidr_aggregate")
+             "default_deny", "isolate_idle", "include_unknown", "named_ports", "dns_tcp", "port_range_min",
+             "cidr_aggregate")
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:

@@ -114,6 +114,8 @@ class Options:
     ``port_range_min`` None keeps every port separate: ``endPort`` needs Kubernetes 1.25 and a CNI
     that implements it (some silently ignore it), so ranges are opt-in. ``cidr_aggregate`` (IPv4) and
     ``cidr_aggregate_v6`` fold external IPs that share that prefix and the same ports into one ipBlock.
+    ``dns_tcp``: a resolver seen on UDP port P is also allowed on TCP P, because a DNS answer too large
+    for UDP is retried over TCP (RFC 7766); a policy with UDP alone breaks those lookups at random.
     """
 
     namespaces: frozenset[str] = frozenset()
@@ -127,6 +129,7 @@ class Options:
     isolate_idle: bool = False
     include_unknown: bool = False
     named_ports: bool = True
+    dns_tcp: bool = True
     port_range_min: int | None = None
     cidr_aggregate: int | None = None
     cidr_aggregate_v6: int | None = None

@@ -41,6 +41,7 @@ NAME_SUFFIX = "-netpol-gen"
 DEFAULT_DENY_NAME = "netpol-gen-default-deny"  # cannot collide: workload policies end in NAME_SUFFIX
 MAX_NAME = 253
 PEER_FIELD = {"Ingress": "from", "Egress": "to"}
+DNS_PORT = 53
 
 PolicyKey = tuple[str, str]  # (namespace, name)
 
@@ -133,12 +134,14 @@ def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorC
         return selectors.workloads[workload_key(identity)].pods if identity.kind is IdentityKind.POD else ()
 
     for edge in edges:
-        port = port_ref(edge.port, edge.protocol, pods_of(edge.dst), options.named_ports)
+        ports = {port_ref(edge.port, edge.protocol, pods_of(edge.dst), options.named_ports)}
+        if options.dns_tcp and edge.protocol == "UDP" and edge.port == DNS_PORT:
+            ports.add(port_ref(edge.port, "TCP", pods_of(edge.dst), options.named_ports))
         for direction, subject, other in (("Egress", edge.src, edge.dst), ("Ingress", edge.dst, edge.src)):
             if subject.kind is IdentityKind.POD and options.in_scope(subject.namespace or ""):
                 for peer in peers.peers(other, subject.namespace or ""):
                     observed = grants[direction][workload_key(subject)][peer]
-                    observed.ports.add(port)
+                    observed.ports |= ports
                     observed.edges.append(edge)
     return grants
 

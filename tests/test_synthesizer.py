@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from netpol_gen.evaluator import ContainerPort, parse_policy
+from netpol_gen.evaluator import ContainerPort, Evaluator, parse_policy
 from netpol_gen.store.identity import Identity, IdentityKind
 from netpol_gen.synthesizer import (
     LearnedEdge,
@@ -28,6 +28,7 @@ from netpol_gen.synthesizer import (
     verify,
 )
 from netpol_gen.synthesizer.synthesize import policy_names
+from netpol_gen.synthesizer.verify import LearnedCluster
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 NODES = {"node-a": ("10.0.0.11",), "node-b": ("10.0.0.12",), "node-c": ("10.0.0.13",)}
@@ -195,8 +196,28 @@ def test_every_observed_edge_is_allowed_for_every_pod_pair(shop, result):
     assert not verification.unjudged
 
 
-def test_no_workload_pair_and_port_allowed_that_was_not_observed(result):
-    assert result.report.opened == []
+def test_no_workload_pair_and_port_allowed_that_was_not_observed(shop, result):
+    # nothing but the DNS fallback: a resolver seen on UDP 53 is also open on TCP 53
+    assert result.report.opened, "the DNS-over-TCP companion rules open TCP 53 to the resolver"
+    assert {(o.dst, o.port, o.protocol) for o in result.report.opened} == {("kube-system/Deployment/coredns", 53,
+                                                                             "TCP")}
+    strict = synthesize(shop, Options(dns_tcp=False), measure_tightness=True)
+    assert strict.ok and strict.report.opened == []
+
+
+def test_a_resolver_seen_on_udp_is_also_allowed_on_tcp_for_large_answers(shop, result):
+    cart = by_name(result.policies, "shop", "cart-netpol-gen")
+    dns_ports = [r["ports"] for r in cart["spec"]["egress"] if r["to"][0].get("namespaceSelector")]
+    assert dns_ports == [[{"port": "dns-tcp", "protocol": "TCP"}, {"port": "dns", "protocol": "UDP"}]]
+    learned = LearnedCluster(shop)
+    (_, cart_pod), *_ = learned.endpoints(Identity(IdentityKind.POD, "shop", "Deployment", "cart"))
+    (_, coredns_pod), *_ = learned.endpoints(Identity(IdentityKind.POD, "kube-system", "Deployment", "coredns"))
+    evaluator = Evaluator(learned.cluster, [parse_policy(p) for p in result.policies])
+    assert evaluator.judge(cart_pod, coredns_pod, 53, "TCP").allowed
+    strict = synthesize(shop, Options(dns_tcp=False))
+    strict_eval = Evaluator(learned.cluster, [parse_policy(p) for p in strict.policies])
+    assert strict_eval.judge(cart_pod, coredns_pod, 53, "UDP").allowed
+    assert not strict_eval.judge(cart_pod, coredns_pod, 53, "TCP").allowed
 
 
 def test_policies_survive_a_pod_replaced_by_a_new_one(shop, result):
@@ -336,7 +357,7 @@ def test_peers_sharing_ports_share_a_rule_and_names_resolve_per_destination(resu
 
 def test_numbers_without_named_ports():
     shop = build_shop()
-    result = synthesize(shop, Options(named_ports=False))
+    result = synthesize(shop, Options(named_ports=False, dns_tcp=False))
     assert result.ok
     assert "port: grpc" not in render_yaml(result.policies)
     assert newly_opened(result.policies, shop) == []
@@ -441,8 +462,8 @@ def test_namespace_scope(shop):
     assert {p["metadata"]["namespace"] for p in only_shop.policies} == {"shop"}
     with_system = synthesize(shop, Options(exclude_namespaces=frozenset()))
     coredns = by_name(with_system.policies, "kube-system", "coredns-netpol-gen")
-    # one rule per port set: UDP 53 (12 clients), UDP+TCP 53 (payment), UDP 53 + metrics (prometheus)
-    assert [len(rule["from"]) for rule in coredns["spec"]["ingress"]] == [12, 1, 1]
+    # one rule per port set: UDP+TCP 53 (13 clients: TCP as the DNS fallback), UDP+TCP 53 + metrics (prometheus)
+    assert [len(rule["from"]) for rule in coredns["spec"]["ingress"]] == [13, 1]
     assert with_system.ok
 
 
