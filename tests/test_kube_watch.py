@@ -266,6 +266,7 @@ def test_after_an_outage_410_gone_relists_and_deletions_are_reconciled(
     api: KubeEmulator, source: LiveClusterSource, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="netpol_gen.collector.kube")
+    all_watching(api)  # a watch still being opened when the outage starts would survive it unseen
     api.set_available(False)
     counted(source, lambda s: s.errors >= 10)  # every resource retried, backing off
     clock.now = T0 + 500  # meanwhile, unseen: api-1 is deleted, web-1 relabelled, history compacted
