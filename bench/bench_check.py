@@ -19,10 +19,8 @@ import cProfile
 import json
 import pstats
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -123,16 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase:
         print(json.dumps(run_phase(args.phase, args.data, args.profile)))
         return
-    data = args.data
-    tmp = None
-    if data is None:
-        tmp = data = Path(tempfile.mkdtemp(prefix="netpol-bench-"))
-        gen_cluster.main([str(data), "--flows", str(args.flows), "--seed", str(args.seed)])
-    try:
+    with gen_cluster.data_dir(args.data, args.flows, args.seed) as data:
         _report(data, {phase: _measure(phase, data, args.profile, args.repeat) for phase in PHASES})
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -122,17 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase:
         print(json.dumps(run_phase(args.phase, args.data)))
         return
-    data = args.data
-    tmp = None
-    if data is None:
-        tmp = data = Path(tempfile.mkdtemp(prefix="netpol-bench-"))
-        gen_cluster.main([str(data), "--flows", str(args.flows), "--seed", str(args.seed)])
-    try:
+    with gen_cluster.data_dir(args.data, args.flows, args.seed) as data:
         built = build_store(data)
         _report(data, built, {phase: _measure(phase, data) for phase in PHASES})
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,13 @@ import argparse
 import json
 import random
 import re
+import shutil
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -619,6 +622,21 @@ def generate(out: Path, *, seed: int = 1, namespaces: int = 50, pods: int = 3000
         policy_bytes=policy_bytes,
         flow_bytes=flow_path.stat().st_size,
     )
+
+
+@contextmanager
+def data_dir(data: Path | None, flows: int, seed: int) -> Iterator[Path]:
+    """``data`` when given, else a freshly generated data set in a temporary directory, deleted after:
+    the benchmarks either measure data a user kept or make their own."""
+    if data is not None:
+        yield data
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="netpol-bench-"))
+    try:
+        main([str(tmp), "--flows", str(flows), "--seed", str(seed)])
+        yield tmp
+    finally:
+        shutil.rmtree(tmp)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import yaml
+from http_json import reply_json
 
 # resource -> (URL path, kind, apiVersion)
 RESOURCES = {
@@ -321,12 +322,7 @@ def _handler(emulator: KubeEmulator) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, status, body)
 
         def log_message(self, *args: Any) -> None:
             pass

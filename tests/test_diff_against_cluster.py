@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 from click.testing import CliRunner
+from http_json import reply_json
 from test_diff import CLUSTER, DROP_RULE, FLOWS, IN_FORCE, api_form
 
 from netpol_gen.cli.diff_cmd import fetch_policies_in_force
@@ -51,12 +52,7 @@ class ApiServerState:
 def _handler(state: ApiServerState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, status, body)
 
         def do_GET(self) -> None:
             state.requests.append(("GET", self.path))
