@@ -8,6 +8,7 @@ per-run tag so parallel runs on one machine do not meet. :meth:`Bed.close` remov
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+UPLINKS = 4096  # /30s in 10.199.192.0/18
 
 
 def unavailable() -> str | None:
@@ -101,6 +104,7 @@ class Bed:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:5])
     namespaces: list[str] = field(default_factory=list)
     servers: list[subprocess.Popen[str]] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # in this process's namespace (uplinks)
     _veths: int = 0
 
     @property
@@ -141,6 +145,33 @@ class Bed:
         run("ip", "netns", "del", ns)
         self.namespaces.remove(ns)
 
+    def uplink(self) -> tuple[str, str]:
+        """A veth from this process's namespace to the host namespace; returns (our address, the host's).
+
+        What runs in the host namespace (collectors) reaches a service of ours (a store server next to
+        a PostgreSQL that only listens here) as a node reaches the store's pod. The /30 is taken from
+        10.199.192.0/18 by the run's tag, skipping one in use here; the link goes with the host namespace.
+        """
+        ours, theirs = f"npg{self.tag}up", f"npg{self.tag}dn"
+        first = int(ipaddress.ip_address("10.199.192.0"))
+        for k in range(UPLINKS):
+            net = ipaddress.ip_network((first + (int(self.tag, 16) + k) % UPLINKS * 4, 30))
+            if not run("ip", "-o", "-4", "addr", "show", "to", str(net)).stdout.strip():
+                break
+        local, remote = str(net.network_address + 1), str(net.network_address + 2)
+        run("ip", "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", self.host)
+        self.links.append(ours)
+        run("ip", "addr", "add", f"{local}/30", "dev", ours)
+        run("ip", "link", "set", ours, "up")
+        run("ip", "-n", self.host, "addr", "add", f"{remote}/30", "dev", theirs)
+        run("ip", "-n", self.host, "link", "set", theirs, "up")
+        return local, remote
+
+    def node_interfaces(self, bridge: str) -> list[str]:
+        """The pod interfaces (host sides) on ``bridge``: what one node's collector captures on."""
+        out = run("ip", "-n", self.host, "-o", "link", "show", "master", bridge).stdout
+        return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
     def exec_args(self, name: str) -> list[str]:
         ns = self.host if name == "host" else f"npg{self.tag}-{name}"
         return ["ip", "netns", "exec", ns]
@@ -170,3 +201,6 @@ class Bed:
         for ns in reversed(self.namespaces):  # the host namespace last: bridges, veths and nft go with it
             run("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()
+        for link in self.links:  # gone with its peer's namespace unless that failed
+            run("ip", "link", "del", link, check=False)
+        self.links.clear()
