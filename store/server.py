@@ -9,9 +9,12 @@ this). Bodies are bounded twice: on the wire (413 once the limit is passed, what
 claims) and after gunzip (a gzip bomb stops at the limit, it is never inflated whole).
 
 Writes are idempotent (the batch id is recorded in the same transaction as the edges) and go through
-writer slots, one by default: SQLite has a single writer anyway, and on PostgreSQL concurrent
-batches touching the same edges deadlock (write_batch does not upsert in a fixed order yet), which
-bench/bench_serve.py measured as 20 times slower than one writer. A
+writer slots, one by default on both engines. SQLite has a single writer anyway. On PostgreSQL,
+upserts in key order (store/upsert.py) ended the deadlocks that made concurrent writers 20 times
+slower, but bench/bench_serve.py (20 clients, 200-edge batches) still measured several writers no
+faster than one: 15-17 batches/s with 1 writer, 16 with 4 (on 2 CPUs shared by the clients, the
+server and PostgreSQL; collectors update the same edges, whose row locks serialise the transactions
+anyway). So one stays the default; `--writers` raises it. A
 transient database failure (lock, deadlock, a concurrent delivery of the same batch) is retried
 here; what remains becomes 503 and the collector retries the same batch id later.
 """
