@@ -83,7 +83,8 @@ def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
             raise click.BadParameter(f"expected jsonl:FILE or pcap:FILE, got {output!r}", param_hint="--output")
         try:
             if kind == "jsonl":
-                sinks.append(JsonlSink(open(path, "w", encoding="utf-8")))  # noqa: SIM115 - the sink closes it
+                # appended to: a restarted collector must not erase what its previous run recorded
+                sinks.append(JsonlSink(open(path, "a", encoding="utf-8")))  # noqa: SIM115 - the sink closes it
             else:
                 frame_sinks.append(PcapSink(path))
         except OSError as exc:
@@ -96,7 +97,8 @@ def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
               help="Store to feed: sqlite:///PATH or postgresql+psycopg://... [default when no --output: "
                    "$NETPOL_GEN_DB or sqlite:///netpol-gen.db]")
 @click.option("--output", "outputs", multiple=True, metavar="jsonl:FILE|pcap:FILE",
-              help="Also (or, without --db, only) write flows as JSONL or the captured frames as pcap; repeatable.")
+              help="Also (or, without --db, only) write flows as JSONL (appended to) or the captured frames "
+                   "as pcap (written anew); repeatable.")
 @click.option("--server", "server_url", default=None, metavar="URL",
               help="Deliver batches to `netpol-gen serve` at this URL instead of a local --db.")
 @click.option("--token", default=None, envvar=ENV_TOKEN, show_envvar=True, help="Bearer token for --server.")

@@ -4,6 +4,8 @@ unreachable), JSONL, pcap."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import IO, Protocol
 
 from scapy.utils import RawPcapWriter
@@ -23,6 +25,10 @@ log = logging.getLogger("netpol_gen.collect")
 
 # Flows one Ingest sees before a new one takes over: its deduplicator keeps a hash per flow (~70 bytes).
 INGEST_FLOWS = 500_000
+# After a failed delivery, intervals go straight to the spool for this long (doubling, up to the cap)
+# before the target is tried again: a delivery attempt can take the target's whole retry deadline, and
+# trying every interval while the store is away would queue intervals in memory behind the attempts.
+HOLD_FIRST, HOLD_MAX = 5.0, 60.0
 
 
 class BatchTarget(Protocol):
@@ -41,11 +47,16 @@ class StoreSink:
     :data:`INGEST_FLOWS` flows), so duplicate sightings across intervals are dropped; a new cluster
     view (the live source's, after a change) starts a new one, given the DNS answers still valid.
     The cluster view is written with the first batch after it changed. Any delivery failure spools
-    the batch; spooled batches go first, in order, once the target answers again.
+    the batch and holds further attempts back (:data:`HOLD_FIRST`, doubling to :data:`HOLD_MAX`);
+    spooled batches go first, in order, once the target answers again.
     """
 
-    def __init__(self, target: BatchTarget, source: ClusterSource, spool: Spool, metrics: Metrics) -> None:
+    def __init__(self, target: BatchTarget, source: ClusterSource, spool: Spool, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._target, self._source, self._spool, self._metrics = target, source, spool, metrics
+        self._clock = clock
+        self._hold = 0.0  # the current hold after failures; 0 when the last attempt succeeded
+        self._hold_until = 0.0
         self._cluster: Cluster | None = None
         self._ingest: Ingest | None = None
         self._ingest_cluster: Cluster | None = None  # the view the Ingest attributes against
@@ -64,7 +75,7 @@ class StoreSink:
             ingest.add_dns(answer)
             self._recent_dns[(answer.name, answer.address)] = answer
         batch = ingest.take_batch()
-        if not self._drain() or (not batch.edges and not batch.dns and self._cluster_written):
+        if self._holding() or not self._drain() or (not batch.edges and not batch.dns and self._cluster_written):
             if batch.edges or batch.dns:
                 self._park(interval.batch_id, len(interval.flows), batch)
             return
@@ -102,7 +113,12 @@ class StoreSink:
     def _write(self, batch_id: str, flows: int, batch: Batch) -> None:
         self._target.write(batch_id, batch, flows, None if self._cluster_written else self._cluster)
         self._cluster_written = True
+        self._hold = 0.0
         self._metrics.batches_written.inc()
+
+    def _holding(self) -> bool:
+        """Whether a recent failure still holds delivery attempts back."""
+        return self._clock() < self._hold_until
 
     def _drain(self) -> bool:
         """Deliver spooled batches, oldest first; False when the target failed (the rest stays spooled)."""
@@ -130,6 +146,8 @@ class StoreSink:
             "dropped_batches": self._spool.dropped}})
 
     def _failed(self, exc: DeliveryError) -> None:
+        self._hold = min(max(2 * self._hold, HOLD_FIRST), HOLD_MAX)
+        self._hold_until = self._clock() + self._hold
         self._metrics.store_errors.inc()
         log.warning("store write failed", extra={"fields": {"url": self._target.url, "error": str(exc)}})
 

@@ -19,6 +19,7 @@ from netpol_gen.collector.spool import Spool
 from netpol_gen.evaluator.cluster import Cluster, Namespace, Pod, Workload
 from netpol_gen.evaluator.flows import Flow
 from netpol_gen.store import schema as t
+from netpol_gen.store.aggregate import Batch
 from netpol_gen.store.auth import SharedSecret
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.client import Retry
@@ -82,17 +83,39 @@ def test_spool_keeps_order_and_drops_the_oldest_when_full(tmp_path: Path) -> Non
     reopened.close()
 
 
+class Clock:
+    """A monotonic clock the test moves, for the sink's hold after a failed delivery."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingTarget(DbTarget):
+    """A store target that counts its delivery attempts."""
+
+    attempts = 0
+
+    def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool:
+        self.attempts += 1
+        return super().write(batch_id, batch, flows, cluster)
+
+
 def test_store_away_then_back_spools_then_delivers_in_order(tmp_path: Path) -> None:
     store_dir = tmp_path / "not-yet"  # SQLite cannot create a file in a missing directory: unreachable
     url = f"sqlite:///{store_dir / 'store.db'}"
     metrics = Metrics()
+    clock = Clock()
     sink = StoreSink(DbTarget(url, "test"), StaticClusterSource(_cluster()), Spool(str(tmp_path / "spool.db"), 1 << 20),
-                     metrics)
+                     metrics, clock)
     sink.deliver(Interval("i1", 0, 1, [_flow(1), _flow(2)], []))
     sink.deliver(Interval("i2", 1, 2, [_flow(3)], []))
     assert _metric(metrics, "spool_batches") == 2
     assert _metric(metrics, "batches_written_total") == 0
     store_dir.mkdir()
+    clock.now += capture_sinks.HOLD_FIRST
     sink.deliver(Interval("i3", 2, 3, [_flow(4)], []))
     assert _metric(metrics, "spool_batches") == 0
     assert _metric(metrics, "spool_bytes") == 0
@@ -108,6 +131,33 @@ def test_store_away_then_back_spools_then_delivers_in_order(tmp_path: Path) -> N
         store.close()
     assert order == ["i1", "i2", "i3"]
     assert endpoints == 2  # the cluster view went in with the first delivered batch
+
+
+def test_after_a_failure_intervals_go_straight_to_the_spool_until_the_hold_ends(tmp_path: Path) -> None:
+    """An attempt can last the target's whole retry deadline: trying every interval while the store is
+    away would queue intervals in memory (and make SIGTERM slow); a hold, doubling, prevents that."""
+    store_dir = tmp_path / "not-yet"
+    url = f"sqlite:///{store_dir / 'store.db'}"
+    clock, target, metrics = Clock(), CountingTarget(url, "test"), Metrics()
+    sink = StoreSink(target, StaticClusterSource(_cluster()), Spool(":memory:", 1 << 20), metrics, clock)
+    sink.deliver(Interval("h1", 0, 1, [_flow(1)], []))
+    assert target.attempts == 1
+    for n in range(2, 6):  # within the hold: spooled without an attempt
+        clock.now += 1.0
+        sink.deliver(Interval(f"h{n}", n, n + 1, [_flow(n)], []))
+    assert target.attempts == 1 and _metric(metrics, "spool_batches") == 5
+    clock.now += capture_sinks.HOLD_FIRST  # the hold is over; the store is still away: one attempt, longer hold
+    sink.deliver(Interval("h6", 6, 7, [_flow(6)], []))
+    assert target.attempts == 2
+    clock.now += capture_sinks.HOLD_FIRST + 0.5  # not past the doubled hold
+    sink.deliver(Interval("h7", 7, 8, [_flow(7)], []))
+    assert target.attempts == 2
+    store_dir.mkdir()
+    clock.now += capture_sinks.HOLD_FIRST
+    sink.deliver(Interval("h8", 8, 9, [_flow(8)], []))
+    assert _metric(metrics, "spool_batches") == 0 and _metric(metrics, "batches_written_total") == 8
+    sink.close()
+    assert _connections(url) == 8
 
 
 def test_dns_names_still_attach_after_the_ingest_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,7 +181,8 @@ def test_a_store_server_away_then_back_gets_every_batch_once(store_url: str) -> 
     server = ThreadServer(create_app(store, SharedSecret(TOKEN))).start()
     metrics = Metrics()
     target = ServerTarget(server.url, lambda: TOKEN, "test", retry=Retry(deadline=0.3, base=0.01, cap=0.05))
-    sink = StoreSink(target, StaticClusterSource(_cluster()), Spool(":memory:", 1 << 20), metrics)
+    clock = Clock()
+    sink = StoreSink(target, StaticClusterSource(_cluster()), Spool(":memory:", 1 << 20), metrics, clock)
     try:
         sink.deliver(Interval("s1", 0, 1, [_flow(1)], []))
         server.stop()  # a restarted store pod
@@ -139,6 +190,7 @@ def test_a_store_server_away_then_back_gets_every_batch_once(store_url: str) -> 
         sink.deliver(Interval("s3", 2, 3, [_flow(3), _flow(4)], []))
         assert _metric(metrics, "spool_batches") == 2
         server = ThreadServer(server.app, port=server.port).start()
+        clock.now += capture_sinks.HOLD_MAX
         sink.deliver(Interval("s4", 3, 4, [_flow(5)], []))
         assert _metric(metrics, "spool_batches") == 0
         sink.close()

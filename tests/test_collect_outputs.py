@@ -1,0 +1,20 @@
+"""`collect --output`: the JSONL file outlives a collector restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netpol_gen.cli.collect_cmd import _outputs
+from netpol_gen.collector.agent import Interval
+from netpol_gen.evaluator.flows import Flow, iter_flows
+
+
+def test_a_restarted_collector_appends_to_its_jsonl_output(tmp_path: Path) -> None:
+    path = tmp_path / "flows.jsonl"
+    for run, port in enumerate((8080, 9090)):
+        (sink,), frames = _outputs((f"jsonl:{path}",))
+        assert frames == []
+        sink.deliver(Interval(f"run{run}", 0, 1, [Flow("10.0.0.1", "10.0.0.2", port, "TCP", 40000, 1.0)], []))
+        sink.close()
+    with path.open(encoding="utf-8") as stream:
+        assert [flow.dst_port for flow in iter_flows(stream, str(path))] == [8080, 9090]
