@@ -11,9 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,3 +207,42 @@ class Bed:
         for link in self.links:  # gone with its peer's namespace unless that failed
             run("ip", "link", "del", link, check=False)
         self.links.clear()
+
+
+def _ts(value: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+
+
+def pod_doc(ns: str, name: str, ip: str, node: str, labels: dict[str, str], owner: tuple[str, str],
+         created: float, ended: float | None = None, ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Pod as `kubectl get -o json` has it, as much as the snapshot loader reads."""
+    meta: dict[str, Any] = {"namespace": ns, "name": name, "uid": f"uid-{name}", "labels": labels,
+                            "creationTimestamp": _ts(created),
+                            "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}]}
+    if ended is not None:
+        meta["deletionTimestamp"] = _ts(ended)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node, "containers": [{"name": "c", "ports": ports or []}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+
+
+class JsonLog:
+    """The collector's JSON log lines, read on a thread, waited for by content."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        assert proc.stderr is not None
+        stderr = proc.stderr
+        threading.Thread(target=lambda: [self.lines.put(json.loads(line)) for line in stderr], daemon=True).start()
+
+    def wait(self, what: str, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                entry = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"collector never logged {what}; log: {self.seen[-8:]}") from None
+            self.seen.append(entry)
+            if predicate(entry):
+                return entry

@@ -14,11 +14,9 @@ pcap it wrote reads back into the same connections.
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from collect_netns import Bed, unavailable
+from collect_netns import Bed, JsonLog, pod_doc, unavailable
 
 from netpol_gen.collector.pcap import read_capture
 from netpol_gen.evaluator.flows import Flow
@@ -37,22 +35,6 @@ NETPOL = [str(Path(sys.executable).parent / "netpol-gen")]
 CLUSTER_IP = "10.199.100.10"
 EXTERNAL = "10.199.9.9"
 SWITCH_DELAY = 6.0  # seconds from writing the snapshot to the pod restart / IP takeover in it
-
-
-def _ts(value: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
-
-
-def _pod(ns: str, name: str, ip: str, node: str, labels: dict[str, str], owner: tuple[str, str],
-         created: float, ended: float | None = None, ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"namespace": ns, "name": name, "uid": f"uid-{name}", "labels": labels,
-                            "creationTimestamp": _ts(created),
-                            "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}]}
-    if ended is not None:
-        meta["deletionTimestamp"] = _ts(ended)
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"nodeName": node, "containers": [{"name": "c", "ports": ports or []}]},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
 
 
 def _snapshot(t0: float, switch: float) -> list[dict[str, Any]]:
@@ -75,48 +57,26 @@ def _snapshot(t0: float, switch: float) -> list[dict[str, Any]]:
                 "ownerReferences": [{"kind": owner_kind, "name": owner, "controller": True}]}})
     http = [{"name": "http", "containerPort": 8080, "protocol": "TCP"}, {"containerPort": 9999, "protocol": "UDP"}]
     docs += [
-        _pod("shop", "web-1", "10.199.1.10", "node-a", {"app": "web"}, ("Deployment", "web"), t0 - 100),
-        _pod("dns", "coredns-1", "10.199.1.53", "node-a", {"app": "coredns"}, ("Deployment", "coredns"), t0 - 100,
+        pod_doc("shop", "web-1", "10.199.1.10", "node-a", {"app": "web"}, ("Deployment", "web"), t0 - 100),
+        pod_doc("dns", "coredns-1", "10.199.1.53", "node-a", {"app": "coredns"}, ("Deployment", "coredns"), t0 - 100,
              ports=[{"containerPort": 53, "protocol": "UDP"}]),
-        _pod("shop", "api-1", "10.199.2.10", "node-b", {"app": "api"}, ("Deployment", "api"), t0 - 100, ports=http),
-        _pod("shop", "api-2", "10.199.2.11", "node-b", {"app": "api"}, ("Deployment", "api"), t0 - 100, ports=http),
-        _pod("data", "db-0", "10.199.2.20", "node-b", {"app": "db"}, ("StatefulSet", "db"), t0 - 100,
+        pod_doc("shop", "api-1", "10.199.2.10", "node-b", {"app": "api"}, ("Deployment", "api"), t0 - 100, ports=http),
+        pod_doc("shop", "api-2", "10.199.2.11", "node-b", {"app": "api"}, ("Deployment", "api"), t0 - 100, ports=http),
+        pod_doc("data", "db-0", "10.199.2.20", "node-b", {"app": "db"}, ("StatefulSet", "db"), t0 - 100,
              ports=[{"containerPort": 5432, "protocol": "TCP"}]),
         # restarted: the same workload, a new pod with a new IP from the switch on
-        _pod("shop", "worker-old", "10.199.1.60", "node-a", {"app": "worker"}, ("ReplicaSet", "worker-rs"),
+        pod_doc("shop", "worker-old", "10.199.1.60", "node-a", {"app": "worker"}, ("ReplicaSet", "worker-rs"),
              t0 - 100, switch),
-        _pod("shop", "worker-new", "10.199.1.61", "node-a", {"app": "worker"}, ("ReplicaSet", "worker-rs"), switch),
+        pod_doc("shop", "worker-new", "10.199.1.61", "node-a", {"app": "worker"}, ("ReplicaSet", "worker-rs"), switch),
         # 10.199.1.50 changes hands: batch (shop) until the switch, probe (ops) after
-        _pod("shop", "batch-1", "10.199.1.50", "node-a", {"app": "batch"}, ("ReplicaSet", "batch-rs"),
+        pod_doc("shop", "batch-1", "10.199.1.50", "node-a", {"app": "batch"}, ("ReplicaSet", "batch-rs"),
              t0 - 100, switch),
-        _pod("ops", "probe-1", "10.199.1.50", "node-a", {"app": "probe"}, ("ReplicaSet", "probe-rs"), switch),
+        pod_doc("ops", "probe-1", "10.199.1.50", "node-a", {"app": "probe"}, ("ReplicaSet", "probe-rs"), switch),
         {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "shop", "name": "api"},
          "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "api"},
                   "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}},
     ]
     return docs
-
-
-class _Log:
-    """The collector's JSON log lines, read on a thread, waited for by content."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        assert proc.stderr is not None
-        stderr = proc.stderr
-        threading.Thread(target=lambda: [self.lines.put(json.loads(line)) for line in stderr], daemon=True).start()
-
-    def wait(self, what: str, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                entry = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"collector never logged {what}; log: {self.seen[-8:]}") from None
-            self.seen.append(entry)
-            if predicate(entry):
-                return entry
 
 
 @pytest.fixture
@@ -180,7 +140,7 @@ def test_collect_real_traffic(bed: Bed, tmp_path: Path) -> None:
                              "--log-format", "json"],
                             stderr=subprocess.PIPE, text=True)
     try:
-        log = _Log(proc)
+        log = JsonLog(proc)
         log.wait("capturing on the 7 pod interfaces", lambda e: len(e.get("interfaces") or ()) == 7
                  and e["msg"] == "interfaces changed")
         answers = bed.client("web", [*[["tcp", CLUSTER_IP, 80]] * 4, ["dns", "10.199.1.53", "shop.example.test"],

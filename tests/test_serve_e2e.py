@@ -54,9 +54,8 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from collect_netns import Bed, unavailable
+from collect_netns import Bed, JsonLog, pod_doc, unavailable
 from serving import TOKEN, free_port, wait_ready
-from test_collect_netns import _Log, _pod
 
 from netpol_gen.cli.main import cli
 from netpol_gen.store.client import Retry, StoreClient
@@ -108,7 +107,7 @@ def _snapshot(t0: float) -> list[dict[str, Any]]:
     docs += [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}, "spec": {"podCIDR": cidr},
               "status": {"addresses": [{"type": "InternalIP", "address": gateway}]}}
              for node, (cidr, gateway) in NODES.items()]
-    docs += [_pod(ns, name, ip, node, {"app": owner[1]}, owner, t0 - 100, ports=ports)
+    docs += [pod_doc(ns, name, ip, node, {"app": owner[1]}, owner, t0 - 100, ports=ports)
              for name, node, ip, ns, owner, ports in PODS]
     docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "shop", "name": "api"},
                  "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "api"},
@@ -160,22 +159,22 @@ class Collector:
     runs: int = 0
     jsonl: list[Path] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
-    log: _Log | None = None
+    log: JsonLog | None = None
 
-    def start(self, tmp: Path) -> _Log:
+    def start(self, tmp: Path) -> JsonLog:
         self.runs += 1
-        self.jsonl.append(tmp / f"{self.node}.{self.runs}.jsonl")  # each run truncates its file: one per run
+        self.jsonl.append(tmp / f"{self.node}.{self.runs}.jsonl")  # one file per run
         interfaces = self.bed.node_interfaces(self.node)
         command = [*self.bed.exec_args("host"), "env", f"NODE_NAME={self.node}", NETPOL, "collect", *self.args,
                    "--spool", str(tmp / f"{self.node}.spool"), "--output", f"jsonl:{self.jsonl[-1]}",
                    *(arg for iface in interfaces for arg in ("--iface", iface))]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.log = _Log(self.process)
+        self.log = JsonLog(self.process)
         self.log.wait(f"capturing on {interfaces}", lambda e: e["msg"] == "interfaces changed"
                       and e["interfaces"] == interfaces, DEADLINE)
         return self.log
 
-    def stop(self) -> _Log:
+    def stop(self) -> JsonLog:
         """SIGTERM; returns the log once the process said it stopped and exited 0."""
         assert self.process is not None and self.log is not None
         self.process.send_signal(signal.SIGTERM)
