@@ -7,26 +7,44 @@ code 2, so no user ever sees a traceback for a mistake in a file.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from netpol_gen import __version__
-from netpol_gen.cli.check import check
-from netpol_gen.cli.collect_cmd import collect_cmd
-from netpol_gen.cli.diff_cmd import diff
-from netpol_gen.cli.export_cmd import export_cmd
-from netpol_gen.cli.flows_cmd import flows_cmd
-from netpol_gen.cli.import_cmd import import_cmd
-from netpol_gen.cli.serve_cmd import serve_cmd
-from netpol_gen.cli.status_cmd import status_cmd
 from netpol_gen.errors import InputError
 
 EXIT_BAD_INPUT = 2
 
 
+# name -> "module:attribute". A command's module is imported only when that command runs (or help
+# lists it): the collector pulls in scapy and the kubernetes client, which `check` has no use for.
+COMMANDS = {
+    "check": "netpol_gen.cli.check:check",
+    "import": "netpol_gen.cli.import_cmd:import_cmd",
+    "flows": "netpol_gen.cli.flows_cmd:flows_cmd",
+    "export": "netpol_gen.cli.export_cmd:export_cmd",
+    "diff": "netpol_gen.cli.diff_cmd:diff",
+    "collect": "netpol_gen.cli.collect_cmd:collect_cmd",
+    "serve": "netpol_gen.cli.serve_cmd:serve_cmd",
+    "status": "netpol_gen.cli.status_cmd:status_cmd",
+}
+
+
 class _Group(click.Group):
-    """Maps domain errors to one-line messages for every subcommand."""
+    """Loads commands lazily and maps domain errors to one-line messages for every subcommand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -43,16 +61,6 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="netpol-gen")
 def cli() -> None:
     """Learn how workloads talk and write least-privilege Kubernetes NetworkPolicies."""
-
-
-cli.add_command(check)
-cli.add_command(import_cmd)
-cli.add_command(flows_cmd)
-cli.add_command(diff)
-cli.add_command(export_cmd)
-cli.add_command(collect_cmd)
-cli.add_command(serve_cmd)
-cli.add_command(status_cmd)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
@@ -145,6 +146,7 @@ def test_container_args_are_accepted_by_the_real_command_line(
     would crash-loop on its first start."""
     container = _one(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
     command, *flags = container["args"]
-    subcommand = cli.commands[command]
+    subcommand = cli.get_command(click.Context(cli), command)
+    assert subcommand is not None, f"no command {command!r}"
     with subcommand.make_context(command, list(flags), resilient_parsing=False) as ctx:
         assert ctx.params  # parsed: unknown flags or bad values raise a click error above
