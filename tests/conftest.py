@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from collect_netns import Bed, unavailable
 
 # --- store: every store test runs on SQLite and on a real PostgreSQL server ------------------------
 
@@ -38,3 +39,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+# --- the network-namespace test bed (pods as namespaces on veth bridges): needs root ------------------
+
+
+@pytest.fixture
+def bed() -> Iterator[Bed]:
+    """A fresh test bed, removed afterwards; skipped (with the reason printed) where it cannot be built."""
+    reason = unavailable()
+    if reason:
+        print(f"skipped: {reason}")
+        pytest.skip(reason)
+    bed = Bed().open()
+    try:
+        yield bed
+    finally:
+        bed.close()

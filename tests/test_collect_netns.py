@@ -18,14 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 import yaml
-from collect_netns import Bed, JsonLog, pod_doc, unavailable
+from collect_netns import Bed, JsonLog, pod_doc
 
 from netpol_gen.collector.pcap import read_capture
 from netpol_gen.evaluator.flows import Flow
@@ -77,19 +75,6 @@ def _snapshot(t0: float, switch: float) -> list[dict[str, Any]]:
                   "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}},
     ]
     return docs
-
-
-@pytest.fixture
-def bed() -> Iterator[Bed]:
-    reason = unavailable()
-    if reason:
-        print(f"skipped: {reason}")
-        pytest.skip(reason)
-    bed = Bed().open()
-    try:
-        yield bed
-    finally:
-        bed.close()
 
 
 def _learnt(url: str) -> tuple[dict[tuple[str, str, int, str], int], set[str]]:

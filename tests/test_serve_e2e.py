@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from collect_netns import Bed, JsonLog, pod_doc, unavailable
+from collect_netns import Bed, JsonLog, pod_doc
 from serving import TOKEN, free_port, wait_ready
 
 from netpol_gen.cli.main import cli
@@ -187,19 +187,6 @@ class Collector:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-@pytest.fixture
-def bed() -> Iterator[Bed]:
-    reason = unavailable()
-    if reason:
-        print(f"skipped: {reason}")
-        pytest.skip(reason)
-    bed = Bed().open()
-    try:
-        yield bed
-    finally:
-        bed.close()
 
 
 def _build(bed: Bed) -> None:
