@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := tcpdump libpcap0.8 iproute2 nftables iptables postgresql
-PACKAGES := __init__.py errors.py collector store synthesizer evaluator cli
+# The subpackages, read from pyproject.toml (the one list); the root package is the repository's own *.py.
+PACKAGES = $(shell $(PYTHON) -c "import tomllib; print(*(p.split('.')[1] for p in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages'] if '.' in p))")
 
 .PHONY: demo test lint typecheck pytest debs postgres bench clean
 
@@ -34,12 +35,13 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # mypy cannot follow the editable install's package-dir mapping, so it checks a link tree laid
 # out as the installed package is.
 typecheck: $(STAMP)
 	@rm -rf build/typecheck && mkdir -p build/typecheck/netpol_gen
-	@for p in $(PACKAGES); do ln -s "$$PWD/$$p" build/typecheck/netpol_gen/$$p; done
+	@for p in $(PACKAGES) *.py; do ln -s "$$PWD/$$p" build/typecheck/netpol_gen/$$p; done
 	cd build/typecheck && ../../$(BIN)/mypy -p netpol_gen
 
 pytest: $(STAMP) postgres

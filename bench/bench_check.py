@@ -43,9 +43,10 @@ def _rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 
 def run_phase(phase: str, data: Path, profile: bool) -> dict[str, Any]:
     """Run one phase in this process and return its figures (called in a fresh subprocess)."""
-    from netpol_gen.evaluator import Evaluator, iter_flows, load_cluster, load_policies
-    from netpol_gen.evaluator.flows import open_flows
+    from netpol_gen.evaluator import Evaluator, load_policies
     from netpol_gen.evaluator.replay import replay
+    from netpol_gen.model import iter_flows, load_cluster
+    from netpol_gen.model.flows import open_flows
 
     clusters, policies, flows_path = _inputs(data)
     result: dict[str, Any] = {"phase": phase}

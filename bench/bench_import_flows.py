@@ -41,7 +41,7 @@ def _rss_mb() -> float:
 
 
 def _phase_parse(data: Path, _url: str, _keys: int) -> dict[str, Any]:
-    from netpol_gen.evaluator import iter_flows
+    from netpol_gen.model import iter_flows
 
     start = time.perf_counter()
     with (data / "flows.jsonl").open(encoding="utf-8") as stream:
@@ -50,9 +50,9 @@ def _phase_parse(data: Path, _url: str, _keys: int) -> dict[str, Any]:
 
 
 def _phase_import(data: Path, url: str, _keys: int) -> dict[str, Any]:
-    from netpol_gen.evaluator import load_cluster
+    from netpol_gen.ingest.importer import Source, import_sources
+    from netpol_gen.model import load_cluster
     from netpol_gen.store.db import open_store
-    from netpol_gen.store.importer import Source, import_sources
 
     start = time.perf_counter()
     store = open_store(url)
@@ -65,10 +65,10 @@ def _phase_import(data: Path, url: str, _keys: int) -> dict[str, Any]:
 
 def _phase_keys(_data: Path, url: str, keys: int) -> dict[str, Any]:
     """Write ``keys`` unique edges pre-aggregated, then the same as one upsert per event, timing each."""
+    from netpol_gen.model.aggregate import Batch, EdgeTotals
+    from netpol_gen.model.identity import Identity, IdentityKind
     from netpol_gen.store import schema as t
-    from netpol_gen.store.aggregate import Batch, EdgeTotals
     from netpol_gen.store.db import open_store
-    from netpol_gen.store.identity import Identity, IdentityKind
     from netpol_gen.store.upsert import upsert_statement
     from netpol_gen.store.writer import identity_ids, write_batch
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from netpol_gen.collector.pcap import bpf_filter, open_packets, read_capture
+from netpol_gen.ingest.pcap import bpf_filter, open_packets, read_capture
 
 
 def _run_import(path: str, bpf: bool) -> None:

@@ -31,10 +31,10 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from netpol_gen.store.aggregate import Batch, EdgeTotals
-from netpol_gen.store.client import Retry, ServerError, StoreClient
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.store.wire import BatchMessage
+from netpol_gen.model.aggregate import Batch, EdgeTotals
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.service.client import Retry, ServerError, StoreClient
+from netpol_gen.service.wire import BatchMessage
 
 TOKEN = "bench-token"
 PG = os.environ.get("NETPOL_GEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
-from netpol_gen.evaluator import Evaluator, FlowVerdict, Verdict, iter_flows, load_cluster, load_policies
-from netpol_gen.evaluator.flows import FlowReadStats, open_flows
+from netpol_gen.evaluator import Evaluator, FlowVerdict, Verdict, load_policies
 from netpol_gen.evaluator.replay import ReplaySummary, flow_verdict_to_dict, replay, verdict_to_dict
+from netpol_gen.model import iter_flows, load_cluster
+from netpol_gen.model.flows import FlowReadStats, open_flows
 
 
 class _Connections:

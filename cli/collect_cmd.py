@@ -13,6 +13,7 @@ from types import FrameType
 
 import click
 
+from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.collector.agent import Agent, AgentConfig, FrameSink, Sink
 from netpol_gen.collector.capture_sinks import BatchTarget, JsonlSink, PcapSink, StoreSink
 from netpol_gen.collector.capture_targets import DbTarget, DeliveryError, ServerTarget
@@ -21,9 +22,8 @@ from netpol_gen.collector.logs import configure
 from netpol_gen.collector.metrics import Health, Metrics, serve
 from netpol_gen.collector.spool import Spool
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator import load_cluster
-from netpol_gen.store.client import ENV_TOKEN
-from netpol_gen.store.db import default_url
+from netpol_gen.model import load_cluster
+from netpol_gen.service.client import ENV_TOKEN
 
 log = logging.getLogger("netpol_gen.collect")
 SYNC_WARN_AFTER = 30  # seconds between warnings while the live API's first lists are missing
@@ -67,13 +67,6 @@ def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
     return read
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit():
-        raise click.BadParameter(f"expected [HOST:]PORT, got {value!r}", param_hint="--health")
-    return host or "0.0.0.0", int(port)  # probes come from the kubelet, not localhost
-
-
 def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
     sinks: list[Sink] = []
     frame_sinks: list[FrameSink] = []
@@ -93,9 +86,7 @@ def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
 
 
 @click.command("collect")
-@click.option("--db", "db_url", default=None, metavar="URL",
-              help="Store to feed: sqlite:///PATH or postgresql+psycopg://... [default when no --output: "
-                   "$NETPOL_GEN_DB or sqlite:///netpol-gen.db]")
+@db_option
 @click.option("--output", "outputs", multiple=True, metavar="jsonl:FILE|pcap:FILE",
               help="Also (or, without --db, only) write flows as JSONL (appended to) or the captured frames "
                    "as pcap (written anew); repeatable.")
@@ -136,12 +127,12 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | 
     if server_url:
         target = ServerTarget(server_url, _token(token, token_file), name)
     elif db_url or not outputs:
-        target = DbTarget(db_url or default_url(), name)
+        target = DbTarget(db_url, name)
     sinks, frame_sinks = _outputs(outputs)
     metrics = Metrics()
     health = Health(stale_after=3 * max(interval, 2.0) + 5)
     if listen is not None:  # first: the liveness probe must answer while the API is being listed
-        server = serve(*_listen(listen), metrics, health)
+        server = serve(*parse_listen(listen, "--health"), metrics, health)  # probes come from the kubelet
         host, port = server.server_address[:2]
         log.info("serving metrics and probes", extra={"fields": {"url": f"http://{host!s}:{port}"}})
     stop = threading.Event()

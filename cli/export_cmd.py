@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from netpol_gen.cli.atomic import write_files
-from netpol_gen.cli.options import db_option, synthesis_options
-from netpol_gen.cli.source import open_learned, server_options
+from netpol_gen.cli.options import db_option, server_options, synthesis_options
+from netpol_gen.service.source import open_learned
 from netpol_gen.synthesizer import Options, Report, render_yaml, synthesize
 from netpol_gen.synthesizer.explain import RuleEvidence
 
@@ -73,8 +73,6 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
     synthesis = synthesize(open_learned(db_url, server_url, token), options)
     _print_report(synthesis.report)
     if not synthesis.ok:
-        for denied in synthesis.report.verification.denied:
-            click.echo(f"netpol-gen: BUG: generated policies deny observed traffic: {denied.describe()}", err=True)
         click.echo("netpol-gen: nothing written; please report this with the store attached", err=True)
         raise SystemExit(1)
     evidence = synthesis.evidence if explain else None

@@ -12,9 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netpol_gen.cli.source import learning_source, server_options
-from netpol_gen.store.db import ENV_URL
-from netpol_gen.store.identity import Identity
+from netpol_gen.cli.options import db_option, server_options
+from netpol_gen.model.identity import Identity
+from netpol_gen.service.source import learning_source
 from netpol_gen.store.query import EdgeRow
 
 _COLUMNS = ("source", "destination", "port", "protocol", "connections", "packets", "bytes", "first_seen",
@@ -45,8 +45,7 @@ def _print_table(edges: list[EdgeRow]) -> None:
 
 
 @click.command("flows")
-@click.option("--db", "db_url", default=None, metavar="URL",
-              help=f"Store URL [default: ${ENV_URL} or sqlite:///netpol-gen.db]")
+@db_option
 @server_options
 @click.option("--namespace", default=None, help="Only edges with an end in this namespace.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)

@@ -10,10 +10,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from netpol_gen.cli.options import db_option
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator import load_cluster
-from netpol_gen.store.db import ENV_URL, default_url, open_store
-from netpol_gen.store.importer import ImportReport, QuietProgress, ReadProgress, Source, import_sources
+from netpol_gen.ingest.importer import ImportReport, QuietProgress, ReadProgress, Source, import_sources
+from netpol_gen.model import load_cluster
+from netpol_gen.store.db import open_store
 
 _R = TypeVar("_R")
 
@@ -39,7 +40,7 @@ class _BarProgress:
         self._progress.remove_task(task)
 
 
-def _run(store_url: str, clusters: tuple[str, ...], sources: list[Source], console: Console) -> ImportReport:
+def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console) -> ImportReport:
     cluster = load_cluster(clusters, require_pods=True)
     store = open_store(store_url)
     try:
@@ -68,8 +69,7 @@ def _print_report(report: ImportReport) -> None:
 
 
 @click.command("import")
-@click.option("--db", "db_url", default=None, metavar="URL",
-              help=f"Store: sqlite:///PATH or postgresql+psycopg://... [default: ${ENV_URL} or sqlite:///netpol-gen.db]")
+@db_option
 @click.option("--cluster", "clusters", multiple=True, required=True,
               help="Cluster snapshot (kubectl get ... -o yaml|json) file or directory; repeatable, over time.")
 @click.option("--flows", "flow_files", multiple=True, help="Flows as JSONL (the format of `check`); repeatable.")
@@ -86,7 +86,7 @@ def import_cmd(db_url: str | None, clusters: tuple[str, ...], flow_files: tuple[
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = _run(db_url or default_url(), clusters, sources, console)
+        report = _run(db_url, clusters, sources, console)
     for warning in caught:
         click.echo(f"netpol-gen: warning: {warning.message}", err=True)
     _print_report(report)

@@ -5,18 +5,37 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from netpol_gen.errors import InputError
+from netpol_gen.service.client import ENV_TOKEN
 from netpol_gen.store.db import ENV_URL
 from netpol_gen.synthesizer import Options
+
+_F = TypeVar("_F", bound=Callable[..., object])
 
 db_option = click.option(
     "--db", "db_url", default=None, metavar="URL",
     help=f"Store: sqlite:///PATH or postgresql+psycopg://... [default: ${ENV_URL} or sqlite:///netpol-gen.db]",
 )
+
+
+def server_options(command: _F) -> _F:
+    """``--server URL`` and ``--token`` (or ``$NETPOL_GEN_TOKEN``), the remote alternative to ``--db``."""
+    command = click.option("--token", default=None, envvar=ENV_TOKEN, show_envvar=True,
+                           help="Bearer token for --server.")(command)
+    return click.option("--server", "server_url", default=None, metavar="URL",
+                        help="Read from `netpol-gen serve` at this URL instead of a local --db.")(command)
+
+
+def parse_listen(value: str, option: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """``[HOST:]PORT`` (``[::1]:PORT`` for IPv6) as (host, port); BadParameter naming ``option``."""
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"expected [HOST:]PORT, got {value!r}", param_hint=option)
+    return host.strip("[]") or default_host, int(port)
 
 _SYNTHESIS_OPTIONS = (
     click.option("--namespace", "namespaces", multiple=True, help="Only these namespaces (repeatable)."),

@@ -5,19 +5,12 @@ from __future__ import annotations
 import click
 import uvicorn
 
-from netpol_gen.cli.options import db_option
-from netpol_gen.store.auth import Authenticator, SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
-from netpol_gen.store.db import default_url, open_store
-from netpol_gen.store.server import Limits, create_app
+from netpol_gen.cli.options import db_option, parse_listen
+from netpol_gen.service.auth import Authenticator, SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
+from netpol_gen.service.server import Limits, create_app
+from netpol_gen.store.db import open_store
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
-
-
-def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"expected [HOST:]PORT, got {value!r}", param_hint="--listen")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _authenticator(token_file: str | None, tokenreview: bool, writers: tuple[str, ...], readers: tuple[str, ...],
@@ -55,8 +48,8 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
               write_slots: int | None) -> None:
     """Serve the store over HTTP: collectors post batches, `--server` commands read what was learnt."""
     authenticator = _authenticator(token_file, tokenreview, writers, readers, audiences)
-    host, port = _listen(listen)
-    store = open_store(db_url or default_url())
+    host, port = parse_listen(listen, "--listen")
+    store = open_store(db_url)
     max_body = int(max_body_mb * (1 << 20))
     app = create_app(store, authenticator, limits=Limits(max_body, 8 * max_body), writers=write_slots)
     click.echo(f"serving {store.url} on http://{host}:{port}", err=True)

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import click
 
-from netpol_gen.cli.options import db_option
-from netpol_gen.cli.source import learning_source, server_options
+from netpol_gen.cli.options import db_option, server_options
+from netpol_gen.service.source import learning_source
 from netpol_gen.store.progress import Deliveries
 from netpol_gen.store.query import EdgeRow
 

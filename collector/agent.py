@@ -25,13 +25,13 @@ from typing import Protocol
 
 from netpol_gen.collector.capture import RCVBUF, Capture, CaptureSetupError, bpf_filter, compile_bpf
 from netpol_gen.collector.capture_track import FrameTracker
-from netpol_gen.collector.decode import Address
-from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.collector.interfaces import pod_interfaces
 from netpol_gen.collector.kube import ClusterSource
 from netpol_gen.collector.metrics import Health, Metrics
-from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.decode import Address
+from netpol_gen.ingest.dns import DnsAnswer
+from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.flows import Flow
 
 log = logging.getLogger("netpol_gen.collect")
 

@@ -2,7 +2,7 @@
 
 Per-packet scapy dissection is about 40 times too slow for a node's connection rate, so scapy is
 used only to compile the filter (libpcap through ctypes); frames are read with ``recvfrom`` and
-parsed by :mod:`netpol_gen.collector.decode`'s precompiled ``struct`` layouts.
+parsed by :mod:`netpol_gen.ingest.decode`'s precompiled ``struct`` layouts.
 
 The filter passes what starts or names a connection and little else:
 
@@ -37,8 +37,8 @@ from scapy.arch.common import compile_filter
 from scapy.arch.linux import SO_ATTACH_FILTER, sock_fprog
 from scapy.libs.structures import bpf_program
 
-from netpol_gen.collector.decode import LINKTYPE_ETHERNET
 from netpol_gen.errors import InputError
+from netpol_gen.ingest.decode import LINKTYPE_ETHERNET
 
 BPF_FILTER = (
     "(ip and tcp[13] & 2 != 0)"

@@ -12,14 +12,14 @@ from scapy.utils import RawPcapWriter
 
 from netpol_gen.collector.agent import Interval
 from netpol_gen.collector.capture_targets import DeliveryError
-from netpol_gen.collector.decode import LINKTYPE_ETHERNET
-from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.collector.kube import ClusterSource
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
-from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.store.aggregate import Batch
-from netpol_gen.store.ingest import DNS_GRACE, Ingest
+from netpol_gen.ingest.decode import LINKTYPE_ETHERNET
+from netpol_gen.ingest.dns import DnsAnswer
+from netpol_gen.ingest.pipeline import DNS_GRACE, Ingest
+from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.cluster import Cluster
 
 log = logging.getLogger("netpol_gen.collect")
 

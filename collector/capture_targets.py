@@ -12,12 +12,12 @@ from collections.abc import Callable
 import httpx
 import sqlalchemy as sa
 
-from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.store.aggregate import Batch
+from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.cluster import Cluster
+from netpol_gen.service.client import Retry, ServerError, StoreClient
+from netpol_gen.service.wire import BatchMessage, ClusterView
 from netpol_gen.store.batches import deliver_batch
-from netpol_gen.store.client import Retry, ServerError, StoreClient
-from netpol_gen.store.db import Store, StoreError, open_store
-from netpol_gen.store.wire import BatchMessage, ClusterView
+from netpol_gen.store.db import Store, StoreError, default_url, open_store
 
 # How long one delivery may retry a server before the batch is spooled (the capture goes on meanwhile).
 SERVER_RETRY = Retry(deadline=10.0)
@@ -35,8 +35,8 @@ def _first_line(exc: BaseException) -> str:
 class DbTarget:
     """A store opened on first use, and again after a failure (the server may have restarted)."""
 
-    def __init__(self, url: str, source: str) -> None:
-        self.url, self._source = url, source
+    def __init__(self, url: str | None, source: str) -> None:
+        self.url, self._source = url or default_url(), source  # the URL shown in logs and metrics
         self._store: Store | None = None
 
     def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool:

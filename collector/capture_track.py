@@ -19,11 +19,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Set
 
-from netpol_gen.collector.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP, TCP_ACK, TCP_SYN, Address
-from netpol_gen.collector.dns import DnsAnswer
-from netpol_gen.collector.flowtrack import FlowTracker
-from netpol_gen.collector.pcap import CaptureStats, _dns, _dns_over_tcp
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP, TCP_ACK, TCP_SYN, Address
+from netpol_gen.ingest.dns import DnsAnswer
+from netpol_gen.ingest.flowtrack import FlowTracker
+from netpol_gen.ingest.pcap import CaptureStats, _dns, _dns_over_tcp
+from netpol_gen.model.flows import Flow
 
 DNS_PORT = 53
 

@@ -25,7 +25,7 @@ from kubernetes import client, config
 from netpol_gen.collector.kube_history import ClusterHistory
 from netpol_gen.collector.kube_watch import RESOURCES, ResourceWatcher, WatchSettings
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.model.cluster import Cluster
 
 log = logging.getLogger("netpol_gen.collector.kube")
 

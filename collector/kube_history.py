@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from netpol_gen.errors import SnapshotError
-from netpol_gen.evaluator.cluster import Cluster, EndpointSlice, Namespace, Node, Pod, Service
-from netpol_gen.evaluator.documents import Document
-from netpol_gen.evaluator.snapshot import (
+from netpol_gen.model.cluster import Cluster, EndpointSlice, Namespace, Node, Pod, Service
+from netpol_gen.model.documents import Document
+from netpol_gen.model.snapshot import (
     Owners,
     parse_endpoint_slice,
     parse_namespace,

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from netpol_gen.store.aggregate import Batch
+from netpol_gen.model.aggregate import Batch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (

@@ -17,10 +17,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 
-from netpol_gen.evaluator.cluster import Cluster, Endpoint, Pod
-from netpol_gen.evaluator.flows import Flow
 from netpol_gen.evaluator.policy import NetworkPolicy, Peer, PortSpec, Rule
 from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
+from netpol_gen.model.cluster import Cluster, Endpoint, Pod
+from netpol_gen.model.flows import Flow
 
 INGRESS, EGRESS = "Ingress", "Egress"
 

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netpol_gen.evaluator.cluster import Cluster, Endpoint, Pod
 from netpol_gen.evaluator.engine import EGRESS, INGRESS, Evaluator
-from netpol_gen.evaluator.flows import Flow
 from netpol_gen.evaluator.policy import NetworkPolicy
 from netpol_gen.evaluator.replay import iter_verdicts
 from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict, Verdict
+from netpol_gen.model.cluster import Cluster, Endpoint, Pod
+from netpol_gen.model.flows import Flow
 
 DEFAULT_MAX_JUDGEMENTS = 200_000
 PROTOCOLS = ("TCP", "UDP", "SCTP")

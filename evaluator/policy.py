@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from netpol_gen.errors import PolicyError
-from netpol_gen.evaluator.documents import load_documents
 from netpol_gen.evaluator.labels import LabelSelector
+from netpol_gen.model.documents import load_documents
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from netpol_gen.errors import PolicyError
-from netpol_gen.evaluator.documents import Document, load_documents
 from netpol_gen.evaluator.policy import POLICY_TYPES, NetworkPolicy, parse_policy
+from netpol_gen.model.documents import Document, load_documents
 
 VOLATILE_METADATA = (
     "resourceVersion",

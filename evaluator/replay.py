@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netpol_gen.evaluator.cluster import remember
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.verdict import FlowVerdict, Verdict
+from netpol_gen.model.cluster import remember
 
 _Tally = tuple[tuple[Verdict, ...], bool, frozenset[str], frozenset[str]]
 

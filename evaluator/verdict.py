@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from netpol_gen.evaluator.cluster import Endpoint, ServiceTarget
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.model.cluster import Endpoint, ServiceTarget
+from netpol_gen.model.flows import Flow
 
 
 @dataclass(frozen=True, slots=True)

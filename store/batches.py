@@ -12,9 +12,9 @@ import time
 
 import sqlalchemy as sa
 
-from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.cluster import Cluster
 from netpol_gen.store import schema as t
-from netpol_gen.store.aggregate import Batch
 from netpol_gen.store.db import Store
 from netpol_gen.store.writer import write_batch, write_cluster
 

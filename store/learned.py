@@ -17,12 +17,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from netpol_gen.evaluator.cluster import ContainerPort, Service, ServicePort
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.model.cluster import ContainerPort, Service, ServicePort
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.model.learned import LearnedEdge, LearnedInputs, LearnedWorkload, PodView
 from netpol_gen.store import schema
 from netpol_gen.store.db import Store
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.synthesizer.model import LearnedEdge, LearnedInputs, LearnedWorkload, PodView
 
 
 def _identity(row: Any) -> Identity:

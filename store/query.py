@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.store import schema as t
-from netpol_gen.store.identity import Identity, IdentityKind
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netpol_gen.evaluator.cluster import Cluster
+from netpol_gen.model.aggregate import Batch, EdgeKey
+from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
-from netpol_gen.store.aggregate import Batch, EdgeKey
-from netpol_gen.store.identity import Identity
 from netpol_gen.store.upsert import add_nullable, greatest, least, upsert
 
 _CHUNK = 500  # bound parameters per IN (...) lookup; SQLite allows 32766, PostgreSQL 65535

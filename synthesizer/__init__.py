@@ -1,16 +1,16 @@
 """The synthesizer: least-privilege NetworkPolicies from learned workloads and edges.
 
-Input is plain data (:mod:`.model`), so it does not depend on the store; NetworkPolicy matching is
+Input is plain data (:mod:`netpol_gen.model.learned`), so it does not depend on the store; NetworkPolicy matching is
 left to the evaluator, which also verifies the result.
 """
 
-from netpol_gen.synthesizer.model import (
+from netpol_gen.model.learned import (
     LearnedEdge,
     LearnedInputs,
     LearnedWorkload,
-    Options,
     PodView,
 )
+from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.render import render_yaml
 from netpol_gen.synthesizer.scope import LeftOut, select_edges
 from netpol_gen.synthesizer.selectors import VOLATILE_LABELS, choose_selector

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from netpol_gen.synthesizer.model import LearnedEdge
+from netpol_gen.model.learned import LearnedEdge
 
 RULE_FIELDS = ("egress", "ingress")  # the spec keys holding rules, as a key-sorted dump writes them
 RuleEvidence = dict[str, list[tuple[LearnedEdge, ...]]]  # spec field (ingress/egress) -> per rule index -> edges

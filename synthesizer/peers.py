@@ -10,14 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.synthesizer.model import (
-    LearnedEdge,
-    LearnedInputs,
-    Options,
-    workload_key,
-)
+from netpol_gen.model.cluster import METADATA_NAME_LABEL
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.model.learned import LearnedEdge, LearnedInputs, workload_key
+from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.ports import PortRef
 from netpol_gen.synthesizer.selectors import SelectorCache
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netpol_gen.synthesizer.model import PodView
+from netpol_gen.model.learned import PodView
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netpol_gen.synthesizer.model import LearnedEdge, Options
+from netpol_gen.model.learned import LearnedEdge
+from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.peers import Grant, PeerRef, fold_external
 from netpol_gen.synthesizer.ports import PortRef, render_ports
 

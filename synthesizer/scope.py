@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.synthesizer.model import (
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.model.learned import (
     LearnedEdge,
     LearnedInputs,
-    Options,
     WorkloadKey,
     workload_key,
 )
+from netpol_gen.synthesizer.options import Options
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from netpol_gen.evaluator.labels import LabelSelector
-from netpol_gen.synthesizer.model import LearnedWorkload, WorkloadKey
+from netpol_gen.model.learned import LearnedWorkload, WorkloadKey
 
 # Labels that change with every rollout, pod, job run or chart release: a selector on them would stop
 # matching the next pods.

@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.synthesizer.explain import RuleEvidence, timestamp
-from netpol_gen.synthesizer.model import (
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.model.learned import (
     LearnedEdge,
     LearnedInputs,
     LearnedWorkload,
-    Options,
     PodView,
     WorkloadKey,
     workload_key,
 )
+from netpol_gen.synthesizer.explain import RuleEvidence, timestamp
+from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.peers import Grant, PeerFactory, PeerRef
 from netpol_gen.synthesizer.ports import PortRef, port_ref
 from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
@@ -198,8 +198,7 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     report.unknown_ips = sorted({end.ip for end in ends if end.kind is IdentityKind.UNKNOWN and end.ip})
     _measure(report, policies)
     report.verification = verify(policies, inputs, options)
-    report.warnings.extend(f"BUG: observed traffic denied by the generated policies: {d.describe()}"
-                           for d in report.verification.denied)
+    report.warnings.extend(d.bug_message() for d in report.verification.denied)
     if measure_tightness:
         report.opened = newly_opened(policies, inputs)
     return Synthesis(policies, report, evidence)

@@ -26,7 +26,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netpol_gen.evaluator.cluster import (
+from netpol_gen.evaluator.engine import Evaluator
+from netpol_gen.evaluator.policy import IPBlock, parse_policy
+from netpol_gen.model.cluster import (
     METADATA_NAME_LABEL,
     Cluster,
     Endpoint,
@@ -37,16 +39,14 @@ from netpol_gen.evaluator.cluster import (
     Service,
     Workload,
 )
-from netpol_gen.evaluator.engine import Evaluator
-from netpol_gen.evaluator.policy import IPBlock, parse_policy
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.synthesizer.model import (
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.model.learned import (
     LearnedEdge,
     LearnedInputs,
-    Options,
     WorkloadKey,
     workload_key,
 )
+from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.scope import select_edges
 
 
@@ -64,6 +64,10 @@ class DeniedEdge:
     def describe(self) -> str:
         alike = f" and {self.pairs - 1} pod pairs alike" if self.pairs > 1 else ""
         return f"{self.edge.describe()}: {self.src} -> {self.dst}{alike} denied ({self.reason})"
+
+    def bug_message(self) -> str:
+        """The one phrasing of a verification failure: a bug of netpol-gen, never of the user's data."""
+        return f"BUG: the generated policies deny observed traffic: {self.describe()}"
 
 
 @dataclass(frozen=True, slots=True, order=True)

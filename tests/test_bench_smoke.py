@@ -11,8 +11,9 @@ from types import ModuleType
 
 import pytest
 
-from netpol_gen.evaluator import Evaluator, iter_flows, load_cluster, load_policies
+from netpol_gen.evaluator import Evaluator, load_policies
 from netpol_gen.evaluator.replay import iter_verdicts, replay
+from netpol_gen.model import iter_flows, load_cluster
 
 GEN = Path(__file__).resolve().parent.parent / "bench" / "gen_cluster.py"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netpol_gen.evaluator.cluster import (
+from netpol_gen.model.cluster import (
     Cluster,
     Endpoint,
     EndpointKind,
@@ -16,7 +16,7 @@ from netpol_gen.evaluator.cluster import (
     ServicePort,
     resolve_target_port,
 )
-from netpol_gen.evaluator.snapshot import load_cluster
+from netpol_gen.model.snapshot import load_cluster
 
 DATA = Path(__file__).parent / "data"
 SNAPSHOT = DATA / "snapshot-kubectl-list-yaml" / "cluster.yaml"

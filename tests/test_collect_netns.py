@@ -25,8 +25,8 @@ import sqlalchemy as sa
 import yaml
 from collect_netns import Bed, JsonLog, pod_doc
 
-from netpol_gen.collector.pcap import read_capture
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.pcap import read_capture
+from netpol_gen.model.flows import Flow
 from netpol_gen.store import schema as t
 
 NETPOL = [str(Path(sys.executable).parent / "netpol-gen")]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from netpol_gen.cli.collect_cmd import _outputs
 from netpol_gen.collector.agent import Interval
-from netpol_gen.evaluator.flows import Flow, iter_flows
+from netpol_gen.model.flows import Flow, iter_flows
 
 
 def test_a_restarted_collector_appends_to_its_jsonl_output(tmp_path: Path) -> None:

@@ -17,20 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from netpol_gen.evaluator import (
-    Cluster,
-    ContainerPort,
-    Evaluator,
-    Flow,
-    Namespace,
-    Node,
-    Pod,
-    Service,
-    ServicePort,
-    Workload,
-    parse_policy,
-)
-from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL, EndpointSlice, SliceEndpoint, SlicePort
+from netpol_gen.evaluator import Evaluator, parse_policy
+from netpol_gen.model import Cluster, ContainerPort, Flow, Namespace, Node, Pod, Service, ServicePort, Workload
+from netpol_gen.model.cluster import METADATA_NAME_LABEL, EndpointSlice, SliceEndpoint, SlicePort
 
 SCENARIO_DIR = Path(__file__).parent / "conformance"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.yaml"))

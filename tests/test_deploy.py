@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from netpol_gen.cli.main import cli
-from netpol_gen.evaluator import Cluster, Evaluator, Namespace, Node, Pod, Workload, parse_policy
-from netpol_gen.evaluator.cluster import Endpoint, EndpointKind
+from netpol_gen.evaluator import Evaluator, parse_policy
+from netpol_gen.model import Cluster, Namespace, Node, Pod, Workload
+from netpol_gen.model.cluster import Endpoint, EndpointKind
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 OVERLAYS = ["sqlite", "postgres"]

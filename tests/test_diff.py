@@ -22,10 +22,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from netpol_gen.cli.main import cli
-from netpol_gen.evaluator import iter_flows, load_cluster
-from netpol_gen.evaluator.documents import Document
 from netpol_gen.evaluator.impact import Connection, compute_impact
 from netpol_gen.evaluator.policy_diff import Change, diff_policy_sets, load_policy_documents, policy_documents
+from netpol_gen.model import iter_flows, load_cluster
+from netpol_gen.model.documents import Document
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "ticket-booking"

@@ -25,8 +25,8 @@ from click.testing import CliRunner
 from http_json import reply_json
 from test_diff import CLUSTER, DROP_RULE, FLOWS, IN_FORCE, api_form
 
-from netpol_gen.cli.diff_cmd import fetch_policies_in_force
 from netpol_gen.cli.main import cli
+from netpol_gen.review.in_force import fetch_policies_in_force
 
 LIST_PATH = "/apis/networking.k8s.io/v1/networkpolicies"
 

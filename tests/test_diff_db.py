@@ -73,4 +73,4 @@ def test_synthesis_options_apply_and_proposed_files_still_win(learned: tuple[str
 
 def test_without_db_the_three_inputs_are_required() -> None:
     code, _, err = run("diff", "--against", str(IN_FORCE), "--proposed", str(IN_FORCE))
-    assert code == 2 and "or --db to take what is missing from the store" in err
+    assert code == 2 and "or --db/--server to take what is missing from the store" in err

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netpol_gen.evaluator.documents import Document
 from netpol_gen.evaluator.policy_diff import Change, diff_policy_sets, load_policy_documents, policy_documents
+from netpol_gen.model.documents import Document
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference-policies"
 

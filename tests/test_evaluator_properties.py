@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive_evaluator import NaiveCluster, NaivePod, allowed
 
-from netpol_gen.evaluator import Cluster, ContainerPort, Evaluator, Namespace, Node, Pod, Workload, parse_policy
-from netpol_gen.evaluator.cluster import METADATA_NAME_LABEL
+from netpol_gen.evaluator import Evaluator, parse_policy
+from netpol_gen.model import Cluster, ContainerPort, Namespace, Node, Pod, Workload
+from netpol_gen.model.cluster import METADATA_NAME_LABEL
 
 NAMESPACES = ("ns-a", "ns-b", "ns-c")
 LABEL_KEYS = ("app", "tier", "env")

@@ -12,7 +12,7 @@ from test_import import API_SVC, FRONTEND, REUSED, at, flow_file, run_import
 from test_import_cmd import invoke
 from test_store import set_schema_version
 
-from netpol_gen.evaluator import Flow
+from netpol_gen.model import Flow
 from netpol_gen.store.schema import SCHEMA_VERSION
 
 

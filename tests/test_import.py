@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.errors import FlowError
-from netpol_gen.evaluator import Flow, load_cluster
+from netpol_gen.ingest.dns import DnsAnswer
+from netpol_gen.ingest.importer import ImportReport, Source, import_sources
+from netpol_gen.ingest.pipeline import SAMPLES_PER_EDGE, Ingest
+from netpol_gen.model import Flow, load_cluster
 from netpol_gen.store import schema as t
 from netpol_gen.store import writer
 from netpol_gen.store.db import open_store
-from netpol_gen.store.importer import ImportReport, Source, import_sources
-from netpol_gen.store.ingest import SAMPLES_PER_EDGE, Ingest
 from netpol_gen.store.query import EdgeRow, list_edges
 
 DATA = Path(__file__).parent / "data"

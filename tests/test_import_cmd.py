@@ -14,7 +14,7 @@ from scapy.utils import wrpcap
 from test_import import API_SVC, FRONTEND, SNAPSHOTS, at, edges, flow_file
 
 from netpol_gen.cli.main import cli
-from netpol_gen.evaluator import Flow
+from netpol_gen.model import Flow
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import open_store
 

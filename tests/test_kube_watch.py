@@ -28,7 +28,7 @@ from kube_emulator import KubeEmulator
 from netpol_gen.collector.kube import KubeStats, LiveClusterSource, StaticClusterSource, api_client
 from netpol_gen.collector.kube_watch import Backoff, WatchSettings
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator.cluster import Cluster, EndpointKind, Pod
+from netpol_gen.model.cluster import Cluster, EndpointKind, Pod
 
 T0 = 1_700_000_000.0
 SETTINGS = WatchSettings(retention=3600.0, page_size=1, watch_timeout=60, connect_timeout=2.0, read_grace=5.0,

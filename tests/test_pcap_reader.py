@@ -22,11 +22,11 @@ from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapNgWriter, PcapWriter, wrpcap
 
-from netpol_gen.collector.dns import DnsAnswer, parse_response
-from netpol_gen.collector.flowtrack import FlowTracker
-from netpol_gen.collector.pcap import CaptureResult, CaptureWarning, read_capture
 from netpol_gen.errors import CaptureError, InputError
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.dns import DnsAnswer, parse_response
+from netpol_gen.ingest.flowtrack import FlowTracker
+from netpol_gen.ingest.pcap import CaptureResult, CaptureWarning, read_capture
+from netpol_gen.model.flows import Flow
 
 T0 = 1_700_000_000.0
 CLIENT, SERVER, EXTERNAL = "10.244.1.5", "10.244.2.7", "93.184.216.34"
@@ -391,7 +391,7 @@ def test_corrupt_record_length(tmp_path: Path) -> None:
 
 
 def test_missing_tcpdump_warns_and_reads_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("netpol_gen.collector.pcap._tcpdump", lambda: None)
+    monkeypatch.setattr("netpol_gen.ingest.pcap._tcpdump", lambda: None)
     with pytest.warns(CaptureWarning, match="tcpdump is not installed"):
         flows, _, result = read(write(tmp_path, handshake(CLIENT, SERVER, 49000, 80)))
     assert len(flows) == 1 and result.stats.bpf_filter is None and flows[0].packets == 8

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from netpol_gen.collector.pcap import read_capture
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.pcap import read_capture
+from netpol_gen.model.flows import Flow
 
 
 def _capture(tmp_path: Path, linktype: str, count: int, bpf: str) -> tuple[subprocess.Popen[bytes], Path]:

@@ -21,17 +21,17 @@ from click.testing import CliRunner
 from serving import TOKEN, ThreadServer, free_port, wait_ready
 
 from netpol_gen.cli.main import cli
-from netpol_gen.collector.pcap import read_capture
-from netpol_gen.evaluator import Flow, load_cluster
-from netpol_gen.store.aggregate import Batch, EdgeTotals
-from netpol_gen.store.auth import SharedSecret
-from netpol_gen.store.client import Retry, ServerError, StoreClient, post_batch
+from netpol_gen.ingest.pcap import read_capture
+from netpol_gen.ingest.pipeline import Ingest
+from netpol_gen.model import Flow, load_cluster
+from netpol_gen.model.aggregate import Batch, EdgeTotals
+from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.service.auth import SharedSecret
+from netpol_gen.service.client import Retry, ServerError, StoreClient, post_batch
+from netpol_gen.service.server import Limits, create_app
+from netpol_gen.service.wire import BatchMessage, encode
 from netpol_gen.store.db import Store, open_store
-from netpol_gen.store.identity import Identity, IdentityKind
-from netpol_gen.store.ingest import Ingest
 from netpol_gen.store.query import list_edges
-from netpol_gen.store.server import Limits, create_app
-from netpol_gen.store.wire import BatchMessage, encode
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ticket-booking"
 LIMITS = Limits(max_body=256 << 10, max_decoded=1 << 20)

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from serving import ThreadServer
 
-from netpol_gen.store.auth import Access, Review, TokenReview
+from netpol_gen.service.auth import Access, Review, TokenReview
+from netpol_gen.service.server import create_app
 from netpol_gen.store.db import open_store
-from netpol_gen.store.server import create_app
 
 COLLECTOR = "system:serviceaccount:netpol-gen:netpol-gen-collector"
 CLI = "system:serviceaccount:netpol-gen:netpol-gen-cli"

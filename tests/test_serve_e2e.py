@@ -58,7 +58,7 @@ from collect_netns import Bed, JsonLog, pod_doc
 from serving import TOKEN, free_port, wait_ready
 
 from netpol_gen.cli.main import cli
-from netpol_gen.store.client import Retry, StoreClient
+from netpol_gen.service.client import Retry, StoreClient
 
 pytestmark = [pytest.mark.root]
 

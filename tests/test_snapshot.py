@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from netpol_gen.errors import SnapshotError
-from netpol_gen.evaluator.cluster import (
+from netpol_gen.model.cluster import (
     Cluster,
     ContainerPort,
     EndpointSlice,
@@ -24,7 +24,7 @@ from netpol_gen.evaluator.cluster import (
     SlicePort,
     Workload,
 )
-from netpol_gen.evaluator.snapshot import load_cluster
+from netpol_gen.model.snapshot import load_cluster
 
 DATA = Path(__file__).parent / "data"
 LIST_YAML = DATA / "snapshot-kubectl-list-yaml" / "cluster.yaml"

@@ -12,20 +12,20 @@ from netpol_gen.collector import capture_sinks
 from netpol_gen.collector.agent import Interval
 from netpol_gen.collector.capture_sinks import StoreSink
 from netpol_gen.collector.capture_targets import DbTarget, ServerTarget
-from netpol_gen.collector.dns import DnsAnswer
 from netpol_gen.collector.kube import StaticClusterSource
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
-from netpol_gen.evaluator.cluster import Cluster, Namespace, Pod, Workload
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.dns import DnsAnswer
+from netpol_gen.ingest.pipeline import Ingest
+from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.cluster import Cluster, Namespace, Pod, Workload
+from netpol_gen.model.flows import Flow
+from netpol_gen.service.auth import SharedSecret
+from netpol_gen.service.client import Retry
+from netpol_gen.service.server import create_app
 from netpol_gen.store import schema as t
-from netpol_gen.store.aggregate import Batch
-from netpol_gen.store.auth import SharedSecret
 from netpol_gen.store.batches import deliver_batch
-from netpol_gen.store.client import Retry
 from netpol_gen.store.db import open_store
-from netpol_gen.store.ingest import Ingest
-from netpol_gen.store.server import create_app
 
 
 def _cluster() -> Cluster:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from netpol_gen.cli.main import cli
 from netpol_gen.cli.status_cmd import summarize
-from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.store.progress import Deliveries
 from netpol_gen.store.query import EdgeRow
 

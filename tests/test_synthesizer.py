@@ -13,8 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from netpol_gen.evaluator import ContainerPort, Evaluator, parse_policy
-from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.evaluator import Evaluator, parse_policy
+from netpol_gen.model import ContainerPort
+from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.synthesizer import (
     LearnedEdge,
     LearnedInputs,

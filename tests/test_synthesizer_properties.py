@@ -16,8 +16,9 @@ import kubernetes_validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netpol_gen.evaluator import ContainerPort, Evaluator, parse_policy
-from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.evaluator import Evaluator, parse_policy
+from netpol_gen.model import ContainerPort
+from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.synthesizer import (
     LearnedEdge,
     LearnedInputs,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from netpol_gen.evaluator import ContainerPort, Evaluator, parse_policy
-from netpol_gen.evaluator.cluster import Endpoint, EndpointKind
-from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.evaluator import Evaluator, parse_policy
+from netpol_gen.model import ContainerPort
+from netpol_gen.model.cluster import Endpoint, EndpointKind
+from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.synthesizer import LearnedEdge, LearnedInputs, LearnedWorkload, Options, PodView, synthesize, verify
 from netpol_gen.synthesizer.verify import LearnedCluster
 

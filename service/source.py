@@ -1,32 +1,34 @@
 """Where a reading command gets what was learnt: a local store (``--db``) or a server (``--server``).
 
 Both answer with the same library objects (the server sends them through
-:mod:`netpol_gen.store.wire`), so commands run synthesis and formatting locally either way.
+:mod:`netpol_gen.service.wire`, from a :class:`LocalSource` of its own), so commands run synthesis,
+review and formatting locally either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-import click
-
-from netpol_gen.store.client import ENV_TOKEN, Retry, StoreClient
-from netpol_gen.store.db import Store, default_url, open_store
-from netpol_gen.store.learned import load_learned
+from netpol_gen.errors import InputError
+from netpol_gen.model.cluster import Service
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.learned import LearnedInputs
+from netpol_gen.service.client import ENV_TOKEN, Retry, StoreClient
+from netpol_gen.store.db import Store, open_store
+from netpol_gen.store.learned import load_evidence, load_learned, load_services
 from netpol_gen.store.progress import Deliveries, read_deliveries
 from netpol_gen.store.query import EdgeRow, list_edges
-from netpol_gen.synthesizer.model import LearnedInputs
-
-_F = TypeVar("_F", bound=Callable[..., object])
 
 
 class LearningSource(Protocol):
     def learned(self) -> LearnedInputs: ...
     def edges(self, namespace: str | None = None) -> list[EdgeRow]: ...
     def deliveries(self) -> Deliveries: ...
+    def services(self) -> list[Service]: ...
+    def evidence(self) -> list[Flow]: ...
 
 
 @dataclass
@@ -44,26 +46,26 @@ class LocalSource:
         with self.store.reading() as conn:
             return read_deliveries(conn)
 
+    def services(self) -> list[Service]:
+        return load_services(self.store)
 
-def server_options(command: _F) -> _F:
-    """``--server URL`` and ``--token`` (or ``$NETPOL_GEN_TOKEN``), the remote alternative to ``--db``."""
-    command = click.option("--token", default=None, envvar=ENV_TOKEN, show_envvar=True,
-                           help="Bearer token for --server.")(command)
-    return click.option("--server", "server_url", default=None, metavar="URL",
-                        help="Read from `netpol-gen serve` at this URL instead of a local --db.")(command)
+    def evidence(self) -> list[Flow]:
+        return load_evidence(self.store)
 
 
 @contextmanager
 def learning_source(db_url: str | None, server_url: str | None, token: str | None) -> Iterator[LearningSource]:
+    """The store at ``db_url`` (default ``$NETPOL_GEN_DB`` or ./netpol-gen.db), or the server at
+    ``server_url`` with bearer ``token``; InputError when both or a server without token are given."""
     if server_url and db_url:
-        raise click.UsageError("--db and --server exclude each other")
+        raise InputError("--db and --server exclude each other")
     if server_url:
         if not token:
-            raise click.UsageError(f"--server needs --token or ${ENV_TOKEN}")
+            raise InputError(f"--server needs --token or ${ENV_TOKEN}")
         with StoreClient(server_url, token, retry=Retry(deadline=10.0)) as client:
             yield client
         return
-    store = open_store(db_url or default_url(), create=False)
+    store = open_store(db_url, create=False)
     try:
         yield LocalSource(store)
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from netpol_gen.evaluator.cluster import Pod
+from netpol_gen.model.cluster import Pod
 
 
 class IdentityKind(Enum):

@@ -22,8 +22,8 @@ import socket
 from dataclasses import dataclass
 from functools import lru_cache
 
-from netpol_gen.collector.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Address
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Address
+from netpol_gen.model.flows import Flow
 
 # A closed connection's last ACKs and stray retransmissions arrive within this many seconds.
 TCP_CLOSED_LINGER = 30.0

@@ -1,8 +1,9 @@
 """``netpol-gen serve``: the central store as a small ASGI app (Starlette, run by uvicorn).
 
-Collectors POST batches to ``/v1/batches``; the CLI reads what ``load_learned``, ``list_edges`` and
-``read_deliveries`` return, serialised by :mod:`netpol_gen.store.wire`, and synthesises locally, so
-remote and local runs share every line of policy logic. No endpoint writes anything but batches.
+Collectors POST batches to ``/v1/batches``; readers GET what the local learning source
+(:class:`~netpol_gen.service.source.LocalSource`) returns, serialised by :mod:`netpol_gen.service.wire`,
+and synthesise locally, so remote and local runs share every line of policy logic. No endpoint writes
+anything but batches. The endpoints are module-level functions; :data:`ROUTES` is the route table.
 
 Every request but the probes needs a bearer token (401 without a valid one, 403 when it may not do
 this). Bodies are bounded twice: on the wire (413 once the limit is passed, whatever Content-Length
@@ -40,13 +41,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from netpol_gen.store.auth import Access, Authenticator, Principal
+from netpol_gen.service.auth import Access, Authenticator, Principal
+from netpol_gen.service.source import LocalSource
+from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import Store
-from netpol_gen.store.learned import load_learned
-from netpol_gen.store.progress import read_deliveries
-from netpol_gen.store.query import list_edges
-from netpol_gen.store.wire import BatchMessage, WireError, encode, read_batch
 
 log = logging.getLogger("netpol_gen.serve")
 
@@ -131,74 +130,89 @@ def _json(value: Any) -> Response:
     return Response(json.dumps(encode(value), separators=(",", ":")), media_type="application/json")
 
 
+@dataclass
+class ServerState:
+    """What the endpoints share: the store, who may do what, the body bounds, the write slots, and the
+    learning source that answers reads exactly as a local ``--db`` does."""
+
+    store: Store
+    authenticator: Authenticator
+    limits: Limits
+    ingestor: Ingestor
+    source: LocalSource
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.netpol_gen
+    return state
+
+
+async def _principal(request: Request, access: Access) -> Principal:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+    found = await run_in_threadpool(_state(request).authenticator.authenticate, token.strip())
+    if found is None:
+        raise HTTPException(401, "token refused", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if access not in found.may:
+        raise HTTPException(403, f"{found.user} may not {access.value}")
+    return found
+
+
+async def post_batch(request: Request) -> Response:
+    state = _state(request)
+    who = await _principal(request, Access.WRITE)
+    message = await run_in_threadpool(_parse, await _body(request, state.limits))
+    try:
+        written = await run_in_threadpool(state.ingestor.deliver, message, who)
+    except sa.exc.OperationalError as exc:
+        log.warning("batch %s not written: %s", message.batch_id, exc)
+        raise HTTPException(503, "store busy or unreachable; retry", {"Retry-After": "1"}) from None
+    except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+        log.warning("batch %s refused by the database: %s", message.batch_id, exc)
+        raise HTTPException(422, "the store cannot hold this batch") from None
+    return JSONResponse({"batch_id": message.batch_id, "written": written})
+
+
+def _reading(read: Callable[[LocalSource, Request], Any]) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint answering with what the local learning source returns, for readers."""
+    async def endpoint(request: Request) -> Response:
+        await _principal(request, Access.READ)
+        return await run_in_threadpool(lambda: _json(read(_state(request).source, request)))
+    return endpoint
+
+
+async def healthz(_request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+async def readyz(request: Request) -> Response:
+    def ping() -> None:
+        with _state(request).store.reading() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    try:
+        await run_in_threadpool(ping)
+    except sa.exc.SQLAlchemyError:
+        return PlainTextResponse("store unreachable\n", status_code=503)
+    return PlainTextResponse("ok\n")
+
+
+ROUTES = [
+    Route("/v1/batches", post_batch, methods=["POST"]),
+    Route("/v1/learned", _reading(lambda source, _r: source.learned()), methods=["GET"]),
+    Route("/v1/edges", _reading(lambda source, r: source.edges(r.query_params.get("namespace"))), methods=["GET"]),
+    Route("/v1/deliveries", _reading(lambda source, _r: source.deliveries()), methods=["GET"]),
+    Route("/v1/services", _reading(lambda source, _r: source.services()), methods=["GET"]),
+    Route("/v1/evidence", _reading(lambda source, _r: source.evidence()), methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),  # probes: anonymous, and they reveal nothing
+    Route("/readyz", readyz, methods=["GET"]),
+]
+
+
 def create_app(store: Store, authenticator: Authenticator, *, limits: Limits | None = None,
                writers: int | None = None) -> Starlette:
     """The app serving ``store`` with ``writers`` concurrent write transactions (default 1)."""
-    limits = limits or Limits()
-    ingestor = Ingestor(store, writers or 1)
-
-    async def principal(request: Request, access: Access) -> Principal:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
-        found = await run_in_threadpool(authenticator.authenticate, token.strip())
-        if found is None:
-            raise HTTPException(401, "token refused", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if access not in found.may:
-            raise HTTPException(403, f"{found.user} may not {access.value}")
-        return found
-
-    def reading(access: Access, read: Callable[[Request], Any]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            await principal(request, access)
-            return await run_in_threadpool(lambda: _json(read(request)))
-        return endpoint
-
-    async def post_batch(request: Request) -> Response:
-        who = await principal(request, Access.WRITE)
-        message = await run_in_threadpool(_parse, await _body(request, limits))
-        try:
-            written = await run_in_threadpool(ingestor.deliver, message, who)
-        except sa.exc.OperationalError as exc:
-            log.warning("batch %s not written: %s", message.batch_id, exc)
-            raise HTTPException(503, "store busy or unreachable; retry", {"Retry-After": "1"}) from None
-        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-            log.warning("batch %s refused by the database: %s", message.batch_id, exc)
-            raise HTTPException(422, "the store cannot hold this batch") from None
-        return JSONResponse({"batch_id": message.batch_id, "written": written})
-
-    def learned(_request: Request) -> Any:
-        return load_learned(store)
-
-    def edges(request: Request) -> Any:
-        with store.reading() as conn:
-            return list_edges(conn, request.query_params.get("namespace"))
-
-    def deliveries(_request: Request) -> Any:
-        with store.reading() as conn:
-            return read_deliveries(conn)
-
-    async def healthz(_request: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
-    async def readyz(_request: Request) -> Response:
-        def ping() -> None:
-            with store.reading() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        try:
-            await run_in_threadpool(ping)
-        except sa.exc.SQLAlchemyError:
-            return PlainTextResponse("store unreachable\n", status_code=503)
-        return PlainTextResponse("ok\n")
-
-    return Starlette(
-        routes=[
-            Route("/v1/batches", post_batch, methods=["POST"]),
-            Route("/v1/learned", reading(Access.READ, learned), methods=["GET"]),
-            Route("/v1/edges", reading(Access.READ, edges), methods=["GET"]),
-            Route("/v1/deliveries", reading(Access.READ, deliveries), methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),  # probes: anonymous, and they reveal nothing
-            Route("/readyz", readyz, methods=["GET"]),
-        ],
-        middleware=[Middleware(GZipMiddleware, minimum_size=4096)],
-    )
+    app = Starlette(routes=ROUTES, middleware=[Middleware(GZipMiddleware, minimum_size=4096)])
+    app.state.netpol_gen = ServerState(store, authenticator, limits or Limits(), Ingestor(store, writers or 1),
+                                       LocalSource(store))
+    return app

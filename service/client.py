@@ -21,12 +21,13 @@ import httpx
 
 from netpol_gen import __version__
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.store.aggregate import Batch
+from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.cluster import Cluster, Service
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.learned import LearnedInputs
+from netpol_gen.service.wire import BatchMessage, ClusterView, encode, read
 from netpol_gen.store.progress import Deliveries
 from netpol_gen.store.query import EdgeRow
-from netpol_gen.store.wire import BatchMessage, ClusterView, encode, read
-from netpol_gen.synthesizer.model import LearnedInputs
 
 ENV_SERVER = "NETPOL_GEN_SERVER"
 ENV_TOKEN = "NETPOL_GEN_TOKEN"
@@ -126,6 +127,12 @@ class StoreClient:
 
     def deliveries(self) -> Deliveries:
         return read(Deliveries, self._get("/v1/deliveries"))
+
+    def services(self) -> list[Service]:
+        return read(list[Service], self._get("/v1/services"))
+
+    def evidence(self) -> list[Flow]:
+        return read(list[Flow], self._get("/v1/evidence"))
 
 
 def post_batch(url: str, token: str, batch: Batch, batch_id: str, *, flows: int = 0, source: str = "",

@@ -2,7 +2,7 @@
 the library's own dataclasses, read back into them with every type checked.
 
 The codec is driven by the dataclasses' type hints rather than written per class, so a field added
-to :class:`~netpol_gen.store.aggregate.Batch` or to the synthesizer's ``LearnedInputs`` travels
+to :class:`~netpol_gen.model.aggregate.Batch` or to the synthesizer's ``LearnedInputs`` travels
 without a second place to update, and the sending and receiving sides can never disagree. Mappings
 with non-string keys (a batch's edges are keyed by identity tuples) travel as ``[key, value]``
 pairs; fields computed in ``__post_init__`` (``Identity.key``) are not sent but recomputed.
@@ -24,8 +24,8 @@ from functools import cache
 from typing import Any, TypeVar
 
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator.cluster import Cluster, EndpointSlice, Namespace, Node, Pod, Service
-from netpol_gen.store.aggregate import Batch
+from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.cluster import Cluster, EndpointSlice, Namespace, Node, Pod, Service
 
 WIRE_VERSION = 1
 BATCH_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # stored in imports.content_hash, 64 characters

@@ -17,9 +17,9 @@ import ipaddress
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from netpol_gen.evaluator.cluster import Cluster, EndpointKind
-from netpol_gen.evaluator.flows import Flow
-from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.model.cluster import Cluster, EndpointKind
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.identity import Identity, IdentityKind
 
 _CACHE_LIMIT = 500_000  # entries per cache before it is dropped: bounded memory for the collector
 

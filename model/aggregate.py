@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netpol_gen.evaluator.flows import Flow
-from netpol_gen.store.identity import Identity
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.identity import Identity
 
 EdgeKey = tuple[Identity, Identity, int, str]  # source, destination, port on the destination, protocol
 

@@ -30,11 +30,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from netpol_gen.collector.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP
-from netpol_gen.collector.dns import DnsAnswer, parse_response
-from netpol_gen.collector.flowtrack import FlowTracker
 from netpol_gen.errors import CaptureError
-from netpol_gen.evaluator.flows import Flow
+from netpol_gen.ingest.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP
+from netpol_gen.ingest.dns import DnsAnswer, parse_response
+from netpol_gen.ingest.flowtrack import FlowTracker
+from netpol_gen.model.flows import Flow
 
 _CHUNK = 1 << 20
 # libpcap refuses records larger than this; a bigger length means a corrupt record header.

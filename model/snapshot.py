@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from netpol_gen.errors import SnapshotError
-from netpol_gen.evaluator.cluster import (
+from netpol_gen.model.cluster import (
     METADATA_NAME_LABEL,
     Cluster,
     ContainerPort,
@@ -33,7 +33,7 @@ from netpol_gen.evaluator.cluster import (
     SlicePort,
     Workload,
 )
-from netpol_gen.evaluator.documents import Document, load_documents
+from netpol_gen.model.documents import Document, load_documents
 
 _CRONJOB_JOB = re.compile(r"^(?P<cronjob>.+)-\d{8,}$")  # CronJob jobs: <name>-<scheduled minute>
 

@@ -17,13 +17,13 @@ from typing import IO, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from netpol_gen.collector.pcap import read_capture
 from netpol_gen.errors import InputError
-from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.evaluator.flows import Flow, iter_flows
+from netpol_gen.ingest.pcap import read_capture
+from netpol_gen.ingest.pipeline import Ingest
+from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.flows import Flow, iter_flows
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
-from netpol_gen.store.ingest import Ingest
 from netpol_gen.store.writer import write_batch, write_cluster
 
 

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netpol_gen.evaluator.cluster import Cluster
-from netpol_gen.evaluator.flows import Flow
-from netpol_gen.store.aggregate import Batch, Counters, Deduper, DnsSeen, EdgeTotals, Sample
-from netpol_gen.store.attribute import Attributor, Destination, End
-from netpol_gen.store.identity import Identity, IdentityKind
+from netpol_gen.ingest.attribute import Attributor, Destination, End
+from netpol_gen.model.aggregate import Batch, Counters, Deduper, DnsSeen, EdgeTotals, Sample
+from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.identity import Identity, IdentityKind
 
 SAMPLES_PER_EDGE = 8
 DNS_GRACE = 600.0
