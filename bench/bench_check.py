@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gen_cluster  # a sibling script (bench/ is not a package), found through sys.path above
+from bench import gen_cluster
 
 PHASES = ("parse", "load", "check", "cli")
 
@@ -86,7 +84,7 @@ def _measure(phase: str, data: Path, profile: bool, repeat: int) -> dict[str, An
     """The fastest of ``repeat`` fresh runs: on a shared machine the minimum is the least noisy."""
     runs = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--phase", phase, "--data", str(data),
+        out = subprocess.run([sys.executable, "-m", __spec__.name, "--phase", phase, "--data", str(data),
                               *(["--profile"] if profile else [])], capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.exit(f"phase {phase} failed:\n{out.stderr}")

@@ -7,7 +7,7 @@ filter and buffer size capture side by side in the same run. For each target rat
 achieved, both tools' kernel drops, the connections the collector stored as flows, and the collector's
 CPU (% of one core, from /proc/PID/stat over the generation window) and RSS.
 
-    sudo .venv/bin/python bench/bench_collect.py [--rates 1000,5000,20000,40000] [--seconds 3]
+    sudo .venv/bin/python -m bench.bench_collect [--rates 1000,5000,20000,40000] [--seconds 3]
 
 Needs root; everything lives in namespaces it creates (10.199.x.y) and removes.
 """
@@ -30,10 +30,8 @@ from typing import IO
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from collect_netns import Bed, unavailable
-
 from netpol_gen.collector.capture import BPF_FILTER, RCVBUF
+from tests.collect_netns import Bed, unavailable
 
 NETPOL = str(Path(sys.executable).parent / "netpol-gen")
 CLIENTS, SERVERS, PORT = 4, 2, 8080

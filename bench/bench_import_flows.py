@@ -27,10 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gen_flows  # a sibling script (bench/ is not a package), found through sys.path above
 import sqlalchemy as sa
+
+from bench import gen_flows
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PHASES = ("parse", "import-sqlite", "import-postgresql", "keys-sqlite", "keys-postgresql")
@@ -103,7 +102,7 @@ _RUN = {"parse": _phase_parse, "import": _phase_import, "keys": _phase_keys}
 
 
 def _measure(phase: str, data: Path, url: str, keys: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--phase", phase, "--data", str(data), "--url", url,
+    out = subprocess.run([sys.executable, "-m", __spec__.name, "--phase", phase, "--data", str(data), "--url", url,
                           "--keys", str(keys)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"phase {phase} failed:\n{out.stderr}")

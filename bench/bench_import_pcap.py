@@ -54,15 +54,15 @@ def main() -> None:
         _run_import(sys.argv[3], sys.argv[2] == "bpf")
         return
     if len(sys.argv) != 2:
-        sys.exit("usage: bench_import_pcap.py FILE")
+        sys.exit("usage: python -m bench.bench_import_pcap FILE")
     path = sys.argv[1]
     packets, linktype = _count(path)
     print(f"{path}: {packets} packets, link type {linktype}\n")
     print(f"{'reader':58} {'seconds':>8} {'pkt/s':>11} {'peak RSS':>10}")
     rows = []
     for mode in ("bpf", "python"):
-        out = subprocess.run([sys.executable, __file__, "--child", mode, path], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run([sys.executable, "-m", __spec__.name, "--child", mode, path], capture_output=True,
+                             text=True, check=True).stdout
         run = json.loads(out)
         peak = f"{run['rss_kib'] // 1024} MiB"
         note = f" (+tcpdump {run['child_rss_kib'] // 1024} MiB)" if run["child_rss_kib"] else ""

@@ -1,7 +1,7 @@
 """Benchmark ``netpol-gen serve``: ingest throughput with concurrent collectors, the server's peak RSS,
 and how the client's retries ride out a server outage.
 
-    .venv/bin/python bench/bench_serve.py [--clients 20] [--batches 50] [--edges 200] [--outage 6]
+    .venv/bin/python -m bench.bench_serve [--clients 20] [--batches 50] [--edges 200] [--outage 6]
 
 The server runs as its own process (``netpol-gen serve``) so its RSS is its own. Each client posts
 ``--batches`` gzip batches of ``--edges`` edges drawn from a shared pool (so collectors update the

@@ -22,9 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gen_cluster  # a sibling script (bench/ is not a package), found through sys.path above
+from bench import gen_cluster
 
 PHASES = ("load", "synthesize", "render", "cli")
 NETPOL_GEN = str(Path(sys.executable).with_name("netpol-gen"))
@@ -84,7 +82,7 @@ def run_phase(phase: str, data: Path) -> dict[str, Any]:
 
 
 def _measure(phase: str, data: Path) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--phase", phase, "--data", str(data)],
+    out = subprocess.run([sys.executable, "-m", __spec__.name, "--phase", phase, "--data", str(data)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"phase {phase} failed:\n{out.stderr}")

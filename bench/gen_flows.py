@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gen_cluster  # a sibling script (bench/ is not a package), found through sys.path above
+from bench import gen_cluster
 
 
 def generate(out: Path, *, flows: int, pods: int, namespaces: int, nodes: int, duplicates: float,

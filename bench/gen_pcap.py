@@ -110,7 +110,7 @@ def generate(path: str, count: int, seed: int = 1) -> int:
 
 def main() -> None:
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: gen_pcap.py OUT [PACKETS]")
+        sys.exit("usage: python -m bench.gen_pcap OUT [PACKETS]")
     written = generate(sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else 1_000_000)
     print(f"wrote {written} packets to {sys.argv[1]}")
 

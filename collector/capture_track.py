@@ -22,7 +22,7 @@ from collections.abc import Set
 from netpol_gen.ingest.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP, TCP_ACK, TCP_SYN, Address
 from netpol_gen.ingest.dns import DnsAnswer
 from netpol_gen.ingest.flowtrack import FlowTracker
-from netpol_gen.ingest.pcap import CaptureStats, _dns, _dns_over_tcp
+from netpol_gen.ingest.pcap import CaptureStats, dns_answers, dns_over_tcp_answers
 from netpol_gen.model.flows import Flow
 
 DNS_PORT = 53
@@ -60,9 +60,9 @@ class FrameTracker:
         proto, src, dst, sport, dport, flags, seq, ack, payload, end, ip_len = decoded
         if sport == DNS_PORT:  # an answer names peers and starts nothing (a resolver querying from port 53 is missed)
             if proto == PROTO_TCP:
-                self._dns.extend(_dns_over_tcp(frame[payload:end], ts, stats))
+                self._dns.extend(dns_over_tcp_answers(frame[payload:end], ts, stats))
             else:
-                self._dns.extend(_dns(frame[payload:end], ts, stats))
+                self._dns.extend(dns_answers(frame[payload:end], ts, stats))
             if not flags & TCP_SYN:  # a DNS server's SYN-ACK still names a TCP connection
                 return
         responder_sent = proto == PROTO_TCP and flags & TCP_ACK

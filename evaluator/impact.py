@@ -245,7 +245,10 @@ def _declared_ports(pod: Pod) -> list[tuple[int, str, str | None]]:
     return sorted(ports, key=lambda p: (p[1], p[0], p[2] or ""))
 
 
-def _find_opened(now: Evaluator, proposed: Evaluator, observed: set[Connection], impact: Impact) -> None:
+def find_opened(now: Evaluator, proposed: Evaluator, observed: set[Connection], impact: Impact) -> None:
+    """Fill ``impact.opened``: workload pairs x declared ports that ``proposed`` allows, ``now`` denies
+    and ``observed`` never used, judged on one representative pod per workload (bounded by
+    ``impact.max_judgements``)."""
     pods = representatives(now.cluster)
     egress_changed = {name for name, pod in pods.items()
                       if _governing(now, pod, EGRESS) != _governing(proposed, pod, EGRESS)}
@@ -289,5 +292,5 @@ def compute_impact(
         comparison.add(result_now, result_after)
     impact = comparison.finish()
     impact.max_judgements = max_judgements
-    _find_opened(now, after, comparison.observed, impact)
+    find_opened(now, after, comparison.observed, impact)
     return impact

@@ -328,7 +328,7 @@ def _filtered(path: str, tcpdump: str, bpf: str) -> Iterator[Packet]:
             raise _TcpdumpFailed(lines[-1] if lines else f"exit status {proc.returncode}")
 
 
-def _dns_over_tcp(payload: bytes, ts: float, stats: CaptureStats) -> Iterator[DnsAnswer]:
+def dns_over_tcp_answers(payload: bytes, ts: float, stats: CaptureStats) -> Iterator[DnsAnswer]:
     """Parse the length-prefixed DNS messages that are complete in this segment."""
     off = 0
     while off + 2 <= len(payload):
@@ -336,11 +336,12 @@ def _dns_over_tcp(payload: bytes, ts: float, stats: CaptureStats) -> Iterator[Dn
         if off + 2 + size > len(payload):
             stats.dns_tcp_split += 1
             return
-        yield from _dns(payload[off + 2 : off + 2 + size], ts, stats)
+        yield from dns_answers(payload[off + 2 : off + 2 + size], ts, stats)
         off += 2 + size
 
 
-def _dns(message: bytes, ts: float, stats: CaptureStats) -> list[DnsAnswer]:
+def dns_answers(message: bytes, ts: float, stats: CaptureStats) -> list[DnsAnswer]:
+    """The answers of one DNS message, counted in ``stats`` (a malformed one counts and gives none)."""
     answers = parse_response(message, ts)
     if answers is None:
         stats.dns_malformed += 1
@@ -371,11 +372,11 @@ def _process(
             if proto == PROTO_TCP:
                 tcp(ts, src, dst, sport, dport, flags, seq, ack, ip_len)
                 if sport == 53 and end > payload:
-                    yield from _dns_over_tcp(frame[payload:end], ts, stats)
+                    yield from dns_over_tcp_answers(frame[payload:end], ts, stats)
             else:
                 udp(ts, src, dst, sport, dport, ip_len)
                 if sport == 53:
-                    yield from _dns(frame[payload:end], ts, stats)
+                    yield from dns_answers(frame[payload:end], ts, stats)
             if done:
                 yield from done
                 done.clear()

@@ -128,18 +128,11 @@ class SliceEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class SlicePort:
-    port: int
-    protocol: str = "TCP"
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class EndpointSlice:
     namespace: str
     service_name: str
     endpoints: tuple[SliceEndpoint, ...]
-    ports: tuple[SlicePort, ...]
+    ports: tuple[ContainerPort, ...]  # a slice's port has a container port's shape: number, protocol, name
 
 
 @dataclass(frozen=True, eq=False)

@@ -30,7 +30,6 @@ from netpol_gen.model.cluster import (
     Service,
     ServicePort,
     SliceEndpoint,
-    SlicePort,
     Workload,
 )
 from netpol_gen.model.documents import Document, load_documents
@@ -262,7 +261,7 @@ def parse_endpoint_slice(doc: Document) -> EndpointSlice | None:
             )
         )
     ports = tuple(
-        SlicePort(
+        ContainerPort(
             port=_int(p.get("port"), doc.where, label, "ports[].port"),
             protocol=str(p.get("protocol") or "TCP"),
             name=p.get("name") or None,

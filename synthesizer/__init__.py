@@ -15,7 +15,7 @@ from netpol_gen.synthesizer.render import render_yaml
 from netpol_gen.synthesizer.scope import LeftOut, select_edges
 from netpol_gen.synthesizer.selectors import VOLATILE_LABELS, choose_selector
 from netpol_gen.synthesizer.synthesize import Report, Synthesis, synthesize
-from netpol_gen.synthesizer.verify import DeniedEdge, OpenedPair, Verification, newly_opened, verify
+from netpol_gen.synthesizer.verify import DeniedEdge, Verification, newly_opened, verify
 
 __all__ = [
     "VOLATILE_LABELS",
@@ -24,7 +24,6 @@ __all__ = [
     "LearnedInputs",
     "LearnedWorkload",
     "LeftOut",
-    "OpenedPair",
     "Options",
     "PodView",
     "Report",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
+from netpol_gen.evaluator.impact import OpenedConnection
 from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.model.learned import (
     LearnedEdge,
@@ -33,7 +34,7 @@ from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
 from netpol_gen.synthesizer.rules import build_rules
 from netpol_gen.synthesizer.scope import EdgeSelection, LeftOut, select_edges
 from netpol_gen.synthesizer.selectors import SelectorCache, selected_workloads
-from netpol_gen.synthesizer.verify import OpenedPair, Verification, newly_opened, verify
+from netpol_gen.synthesizer.verify import Verification, newly_opened, verify
 
 GENERATOR = f"netpol-gen {version('netpol-gen')}"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "netpol-gen"}
@@ -70,7 +71,7 @@ class Report:
     peers: int = 0
     yaml_lines: int = 0
     verification: Verification = field(default_factory=Verification)
-    opened: list[OpenedPair] | None = None  # None: tightness not measured
+    opened: list[OpenedConnection] | None = None  # None: tightness not measured
 
 
 @dataclass

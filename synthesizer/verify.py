@@ -20,13 +20,15 @@ policies, so a hand-edited or broken set is verified as soundly as a generated o
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from netpol_gen.evaluator.engine import Evaluator
+from netpol_gen.evaluator.impact import Connection, Impact, OpenedConnection, find_opened
 from netpol_gen.evaluator.policy import IPBlock, parse_policy
 from netpol_gen.model.cluster import (
     METADATA_NAME_LABEL,
@@ -68,16 +70,6 @@ class DeniedEdge:
     def bug_message(self) -> str:
         """The one phrasing of a verification failure: a bug of netpol-gen, never of the user's data."""
         return f"BUG: the generated policies deny observed traffic: {self.describe()}"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class OpenedPair:
-    """A workload pair x port allowed by the generated policies but never observed."""
-
-    src: str
-    dst: str
-    port: int
-    protocol: str
 
 
 @dataclass
@@ -262,35 +254,17 @@ def verify(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs, options
     return result
 
 
-def newly_opened(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs) -> list[OpenedPair]:
-    """Workload pairs x ports (the destination's container ports and observed ports) that some pod pair
-    may use under the generated policies although never observed, counting only pairs where a
-    generated policy isolates a side (traffic between unisolated pods was open before)."""
+def newly_opened(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs) -> list[OpenedConnection]:
+    """Workload pairs x declared ports that the generated rules open although never observed: the
+    diff's search (:func:`netpol_gen.evaluator.impact.find_opened`) against the same policies without
+    rules, so only what the rules allow beyond the isolation the policies impose counts (traffic
+    between pods no policy isolates was open before)."""
     learned = LearnedCluster(inputs)
-    evaluator = _evaluator(policies, learned)
-    observed = {
-        (workload_key(e.src), workload_key(e.dst), e.port, e.protocol)
-        for e in inputs.edges
-        if e.src.kind is IdentityKind.POD and e.dst.kind is IdentityKind.POD
-    }
-    ports: dict[WorkloadKey, set[tuple[int, str]]] = defaultdict(set)
-    for workload in inputs.workloads:
-        ports[workload.key].update((c.port, c.protocol) for pod in workload.pods for c in pod.container_ports)
-    for _, dst_key, port, protocol in observed:
-        ports[dst_key].add((port, protocol))
-    opened: list[OpenedPair] = []
-    for src_key in learned.pods:
-        sources = learned.endpoints(Identity(IdentityKind.POD, *src_key))
-        for dst_key in learned.pods:
-            pairs = list(_pairs(sources, learned.endpoints(Identity(IdentityKind.POD, *dst_key))))
-            for port, protocol in sorted(ports.get(dst_key, ())):
-                if (src_key, dst_key, port, protocol) in observed:
-                    continue
-                if any(_opened_by_policy(evaluator, src, dst, port, protocol) for src, dst in pairs):
-                    opened.append(OpenedPair("/".join(src_key), "/".join(dst_key), port, protocol))
-    return sorted(opened)
+    proposed = [parse_policy(p, where="generated") for p in policies]
+    isolation_only = [dataclasses.replace(p, ingress=(), egress=()) for p in proposed]
+    observed = {Connection("/".join(workload_key(e.src)), "/".join(workload_key(e.dst)), e.port, e.protocol)
+                for e in inputs.edges if e.src.kind is IdentityKind.POD and e.dst.kind is IdentityKind.POD}
+    impact = Impact()
+    find_opened(Evaluator(learned.cluster, isolation_only), Evaluator(learned.cluster, proposed), observed, impact)
+    return sorted(impact.opened, key=lambda o: o.connection)
 
-
-def _opened_by_policy(evaluator: Evaluator, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> bool:
-    verdict = evaluator.judge(src, dst, port, protocol)
-    return verdict.allowed and (verdict.egress.isolated or verdict.ingress.isolated)

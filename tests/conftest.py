@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from collect_netns import Bed, unavailable
+
+from tests.collect_netns import Bed, unavailable
 
 # --- store: every store test runs on SQLite and on a real PostgreSQL server ------------------------
 

@@ -41,7 +41,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import yaml
-from http_json import reply_json
+
+from tests.http_json import reply_json
 
 # resource -> (URL path, kind, apiVersion)
 RESOURCES = {

@@ -4,32 +4,19 @@ flow afresh, which is what makes the benchmark's speed honest."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from bench import gen_cluster
 from netpol_gen.evaluator import Evaluator, load_policies
 from netpol_gen.evaluator.replay import iter_verdicts, replay
 from netpol_gen.model import iter_flows, load_cluster
 
-GEN = Path(__file__).resolve().parent.parent / "bench" / "gen_cluster.py"
-
-
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_cluster", GEN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_generated_input_loads_and_replays(tmp_path: Path, fmt: str) -> None:
-    sizes = _generator().generate(tmp_path, namespaces=8, pods=120, nodes=3, flows=3000, fmt=fmt)
+    sizes = gen_cluster.generate(tmp_path, namespaces=8, pods=120, nodes=3, flows=3000, fmt=fmt)
     cluster = load_cluster([str(tmp_path / f"cluster.{fmt}")], require_pods=True)
     policies = load_policies([str(tmp_path / "policies")])
     assert len(cluster.pods) == sizes.pods and len(policies) == sizes.policies > 0
@@ -43,15 +30,14 @@ def test_generated_input_loads_and_replays(tmp_path: Path, fmt: str) -> None:
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
-    gen = _generator()
     for name in ("a", "b"):
-        gen.generate(tmp_path / name, namespaces=6, pods=60, nodes=2, flows=500)
+        gen_cluster.generate(tmp_path / name, namespaces=6, pods=60, nodes=2, flows=500)
     for rel in ("cluster.yaml", "flows.jsonl"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
 
 def test_memoised_replay_matches_judging_each_flow(tmp_path: Path) -> None:
-    _generator().generate(tmp_path, namespaces=8, pods=120, nodes=3, flows=3000)
+    gen_cluster.generate(tmp_path, namespaces=8, pods=120, nodes=3, flows=3000)
     cluster = load_cluster([str(tmp_path / "cluster.yaml")])
     policies = load_policies([str(tmp_path / "policies")])
     with (tmp_path / "flows.jsonl").open() as stream:

@@ -23,11 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
-from collect_netns import Bed, JsonLog, pod_doc
 
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.model.flows import Flow
 from netpol_gen.store import schema as t
+from tests.collect_netns import Bed, JsonLog, pod_doc
 
 NETPOL = [str(Path(sys.executable).parent / "netpol-gen")]
 CLUSTER_IP = "10.199.100.10"

@@ -19,7 +19,7 @@ import yaml
 
 from netpol_gen.evaluator import Evaluator, parse_policy
 from netpol_gen.model import Cluster, ContainerPort, Flow, Namespace, Node, Pod, Service, ServicePort, Workload
-from netpol_gen.model.cluster import METADATA_NAME_LABEL, EndpointSlice, SliceEndpoint, SlicePort
+from netpol_gen.model.cluster import METADATA_NAME_LABEL, EndpointSlice, SliceEndpoint
 
 SCENARIO_DIR = Path(__file__).parent / "conformance"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.yaml"))
@@ -255,7 +255,7 @@ def test_host_network_service_backend_is_not_subject_to_policies() -> None:
                 "mon",
                 "exporter",
                 (SliceEndpoint("mon", "exporter-1", ("192.168.0.20",)),),
-                (SlicePort(9100, "TCP", "metrics"),),
+                (ContainerPort(9100, "TCP", "metrics"),),
             )
         ],
         nodes=[Node("node-2", ("192.168.0.20",))],

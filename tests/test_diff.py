@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from netpol_gen.cli.main import cli
 from netpol_gen.evaluator.impact import Connection, compute_impact
 from netpol_gen.evaluator.policy_diff import Change, diff_policy_sets, load_policy_documents, policy_documents
 from netpol_gen.model import iter_flows, load_cluster
 from netpol_gen.model.documents import Document
+from tests.cli import CliOutcome, run_cli
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "ticket-booking"
@@ -47,11 +46,12 @@ UNCHANGED_IN_FORCE = ["booking/backends-from-web", "booking/default-deny-ingress
                       "booking/metrics-from-monitoring", "booking/payments-from-booking", "booking/web-from-ingress"]
 
 
-def run_diff(*extra: str, proposed: Path = IN_FORCE, against: Path | None = IN_FORCE, flows: Path = FLOWS) -> Result:
+def run_diff(*extra: str, proposed: Path = IN_FORCE, against: Path | None = IN_FORCE,
+             flows: Path = FLOWS) -> CliOutcome:
     args = ["diff", "--proposed", str(proposed), "--cluster", str(CLUSTER), "--flows", str(flows), *extra]
     if against is not None:
         args += ["--against", str(against)]
-    return CliRunner().invoke(cli, args)
+    return run_cli(*args)
 
 
 def json_diff(**kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -246,7 +246,7 @@ def test_colour_follows_the_flag(flag: str, coloured: bool) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
-    result = CliRunner().invoke(cli, ["diff", *args, "--cluster", str(CLUSTER), "--flows", str(FLOWS)])
+    result = run_cli("diff", *args, "--cluster", str(CLUSTER), "--flows", str(FLOWS))
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("netpol-gen: error: ")

@@ -21,12 +21,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-from click.testing import CliRunner
-from http_json import reply_json
-from test_diff import CLUSTER, DROP_RULE, FLOWS, IN_FORCE, api_form
 
-from netpol_gen.cli.main import cli
 from netpol_gen.review.in_force import fetch_policies_in_force
+from tests.cli import run_cli
+from tests.http_json import reply_json
+from tests.test_diff import CLUSTER, DROP_RULE, FLOWS, IN_FORCE, api_form
 
 LIST_PATH = "/apis/networking.k8s.io/v1/networkpolicies"
 
@@ -104,8 +103,8 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiS
 
 
 def run_against_cluster(proposed: Path, *extra: str) -> Any:
-    return CliRunner().invoke(cli, ["diff", "--proposed", str(proposed), "--against-cluster", "--cluster",
-                                    str(CLUSTER), "--flows", str(FLOWS), *extra])
+    return run_cli("diff", "--proposed", str(proposed), "--against-cluster", "--cluster", str(CLUSTER),
+                   "--flows", str(FLOWS), *extra)
 
 
 def test_policies_read_back_from_the_cluster_equal_the_applied_files(api_server: ApiServerState) -> None:

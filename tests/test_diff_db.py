@@ -9,21 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from netpol_gen.cli.main import cli
+from tests.cli import run_cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ticket-booking"
 CLUSTER, FLOWS, IN_FORCE = EXAMPLE / "cluster.yaml", EXAMPLE / "flows.jsonl", EXAMPLE / "policies"
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def json_diff(*args: str) -> tuple[int, dict[str, Any]]:
-    code, out, err = run("diff", "--format", "json", *args)
+    code, out, err = run_cli("diff", "--format", "json", *args)
     assert code in (0, 1, 3), err
     report: dict[str, Any] = json.loads(out)
     return code, report
@@ -35,9 +29,10 @@ def connections(groups: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
 
 @pytest.fixture
 def learned(store_url: str, tmp_path: Path) -> tuple[str, Path]:
-    code, _, err = run("import", "--db", store_url, "--cluster", str(CLUSTER), "--pcap", str(EXAMPLE / "capture.pcap"))
+    code, _, err = run_cli("import", "--db", store_url, "--cluster", str(CLUSTER), "--pcap",
+                           str(EXAMPLE / "capture.pcap"))
     assert code == 0, err
-    code, _, err = run("export", "--db", store_url, "--output-dir", str(tmp_path / "exported"))
+    code, _, err = run_cli("export", "--db", store_url, "--output-dir", str(tmp_path / "exported"))
     assert code == 0, err
     return store_url, tmp_path / "exported"
 
@@ -72,5 +67,5 @@ def test_synthesis_options_apply_and_proposed_files_still_win(learned: tuple[str
 
 
 def test_without_db_the_three_inputs_are_required() -> None:
-    code, _, err = run("diff", "--against", str(IN_FORCE), "--proposed", str(IN_FORCE))
+    code, _, err = run_cli("diff", "--against", str(IN_FORCE), "--proposed", str(IN_FORCE))
     assert code == 2 and "or --db/--server to take what is missing from the store" in err

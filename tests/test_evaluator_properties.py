@@ -13,11 +13,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from naive_evaluator import NaiveCluster, NaivePod, allowed
 
 from netpol_gen.evaluator import Evaluator, parse_policy
 from netpol_gen.model import Cluster, ContainerPort, Namespace, Node, Pod, Workload
 from netpol_gen.model.cluster import METADATA_NAME_LABEL
+from tests.naive_evaluator import NaiveCluster, NaivePod, allowed
 
 NAMESPACES = ("ns-a", "ns-b", "ns-c")
 LABEL_KEYS = ("app", "tier", "env")

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kube_emulator import KubeEmulator
 
 from netpol_gen.collector.kube import KubeStats, LiveClusterSource, StaticClusterSource, api_client
 from netpol_gen.collector.kube_watch import Backoff, WatchSettings
 from netpol_gen.errors import InputError
 from netpol_gen.model.cluster import Cluster, EndpointKind, Pod
+from tests.kube_emulator import KubeEmulator
 
 T0 = 1_700_000_000.0
 SETTINGS = WatchSettings(retention=3600.0, page_size=1, watch_timeout=60, connect_timeout=2.0, read_grace=5.0,

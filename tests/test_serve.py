@@ -17,10 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
-from serving import TOKEN, ThreadServer, free_port, wait_ready
 
-from netpol_gen.cli.main import cli
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model import Flow, load_cluster
@@ -32,6 +29,8 @@ from netpol_gen.service.server import Limits, create_app
 from netpol_gen.service.wire import BatchMessage, encode
 from netpol_gen.store.db import Store, open_store
 from netpol_gen.store.query import list_edges
+from tests.cli import run_cli
+from tests.serving import TOKEN, ThreadServer, free_port, wait_ready
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ticket-booking"
 LIMITS = Limits(max_body=256 << 10, max_decoded=1 << 20)
@@ -239,11 +238,6 @@ def test_an_unreachable_server_is_retried_until_the_deadline_then_reported(tmp_p
 # --- the remote CLI equals the local one -------------------------------------------------------------
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner(env=env).invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def _ship_capture_in_batches(url: str, parts: int) -> None:
     """What collectors do: one Ingest, a batch per interval, the cluster view with the first batch."""
     cluster = load_cluster([str(EXAMPLE / "cluster.yaml")], require_pods=True)
@@ -263,30 +257,31 @@ def _ship_capture_in_batches(url: str, parts: int) -> None:
 
 def test_export_flows_and_status_via_server_equal_a_local_import(server: ThreadServer, tmp_path: Path) -> None:
     local = f"sqlite:///{tmp_path / 'local.db'}"
-    code, _, err = _run("import", "--db", local, "--cluster", str(EXAMPLE / "cluster.yaml"),
+    code, _, err = run_cli("import", "--db", local, "--cluster", str(EXAMPLE / "cluster.yaml"),
                         "--pcap", str(EXAMPLE / "capture.pcap"))
     assert code == 0, err
     _ship_capture_in_batches(server.url, parts=4)
     env = {"NETPOL_GEN_TOKEN": TOKEN}
     for command in (["export"], ["export", "--format", "json", "--default-deny"], ["flows", "--format", "json"],
                     ["flows", "--format", "csv", "--namespace", "booking"]):
-        code, remote, err = _run(*command, "--server", server.url, env=env)
+        code, remote, err = run_cli(*command, "--server", server.url, env=env)
         assert code == 0, err
-        assert (code, remote) == _run(*command, "--db", local)[:2], command
+        local_run = run_cli(*command, "--db", local)
+        assert (code, remote) == (local_run.exit_code, local_run.stdout), command
     assert "kind: NetworkPolicy" in remote or command[0] == "flows"
-    code, out, err = _run("status", "--server", server.url, "--format", "json", env=env)
+    code, out, err = run_cli("status", "--server", server.url, "--format", "json", env=env)
     assert code == 0, err
     status = json.loads(out)
-    assert status["deliveries"] == 4 and status["edges"] == json.loads(_run("status", "--db", local,
-                                                                            "--format", "json")[1])["edges"]
+    local_status = json.loads(run_cli("status", "--db", local, "--format", "json").stdout)
+    assert status["deliveries"] == 4 and status["edges"] == local_status["edges"]
 
 
 def test_remote_cli_errors_are_one_line(server: ThreadServer) -> None:
-    code, _, err = _run("export", "--server", server.url, "--token", "wrong")
+    code, _, err = run_cli("export", "--server", server.url, "--token", "wrong")
     assert code == 2 and err.count("\n") == 1 and "refused the token" in err
-    code, _, err = _run("flows", "--server", server.url)
+    code, _, err = run_cli("flows", "--server", server.url)
     assert code == 2 and "--token" in err
-    code, _, err = _run("export", "--server", server.url, "--db", "sqlite:///x.db", "--token", TOKEN)
+    code, _, err = run_cli("export", "--server", server.url, "--db", "sqlite:///x.db", "--token", TOKEN)
     assert code == 2 and "exclude each other" in err
 
 
@@ -303,7 +298,7 @@ def test_serve_command_serves_until_terminated(tmp_path: Path) -> None:
     try:
         wait_ready(f"http://127.0.0.1:{port}")
         assert post_batch(f"http://127.0.0.1:{port}", TOKEN, _batch([("web", "api", 80)]), "b1", retry=FAST)
-        code, out, err = _run("flows", "--server", f"http://127.0.0.1:{port}", "--token", TOKEN, "--format", "csv")
+        code, out, err = run_cli("flows", "--server", f"http://127.0.0.1:{port}", "--token", TOKEN, "--format", "csv")
         assert code == 0 and "shop/Deployment/web,shop/Deployment/api,80,TCP,1" in out, err
     finally:
         process.terminate()
@@ -314,10 +309,10 @@ def test_serve_command_serves_until_terminated(tmp_path: Path) -> None:
 
 
 def test_serve_needs_exactly_one_way_to_check_tokens(tmp_path: Path) -> None:
-    code, _, err = _run("serve", "--db", f"sqlite:///{tmp_path / 's.db'}")
+    code, _, err = run_cli("serve", "--db", f"sqlite:///{tmp_path / 's.db'}")
     assert code == 2 and "--token-file FILE or --tokenreview" in err
-    code, _, err = _run("serve", "--tokenreview")
+    code, _, err = run_cli("serve", "--tokenreview")
     assert code == 2 and "--writer" in err
     (tmp_path / "empty").write_text("\n")
-    code, _, err = _run("serve", "--token-file", str(tmp_path / "empty"))
+    code, _, err = run_cli("serve", "--token-file", str(tmp_path / "empty"))
     assert code == 2 and "token file is empty" in err

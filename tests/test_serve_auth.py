@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serving import ThreadServer
 
 from netpol_gen.service.auth import Access, Review, TokenReview
 from netpol_gen.service.server import create_app
 from netpol_gen.store.db import open_store
+from tests.serving import ThreadServer
 
 COLLECTOR = "system:serviceaccount:netpol-gen:netpol-gen-collector"
 CLI = "system:serviceaccount:netpol-gen:netpol-gen-cli"

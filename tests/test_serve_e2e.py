@@ -53,12 +53,11 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
-from collect_netns import Bed, JsonLog, pod_doc
-from serving import TOKEN, free_port, wait_ready
 
-from netpol_gen.cli.main import cli
 from netpol_gen.service.client import Retry, StoreClient
+from tests.cli import run_cli
+from tests.collect_netns import Bed, JsonLog, pod_doc
+from tests.serving import TOKEN, free_port, wait_ready
 
 pytestmark = [pytest.mark.root]
 
@@ -227,7 +226,7 @@ def _await_store(url: str, made: Counter[Edge]) -> None:
 
 
 def _cli(*args: str) -> str:
-    result = CliRunner(env={"NETPOL_GEN_TOKEN": TOKEN}).invoke(cli, list(args))
+    result = run_cli(*args, env={"NETPOL_GEN_TOKEN": TOKEN})
     assert result.exit_code == 0, (args, result.stdout, result.stderr)
     return result.stdout
 

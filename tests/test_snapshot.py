@@ -21,7 +21,6 @@ from netpol_gen.model.cluster import (
     Pod,
     ServicePort,
     SliceEndpoint,
-    SlicePort,
     Workload,
 )
 from netpol_gen.model.snapshot import load_cluster
@@ -220,13 +219,13 @@ def test_endpoint_slice_keeps_pod_targets_readiness_and_ports(cluster: Cluster) 
         SliceEndpoint("shop", "web-7d9f8b6c5d-abcde", ("10.244.1.15",), ready=True),
         SliceEndpoint("shop", "web-7d9f8b6c5d-fghij", ("10.244.2.21",), ready=False),
     )
-    assert web.ports == (SlicePort(8080, "TCP", "http"), SlicePort(9090, "TCP", "metrics"))
+    assert web.ports == (ContainerPort(8080, "TCP", "http"), ContainerPort(9090, "TCP", "metrics"))
 
 
 def test_endpoint_slice_endpoints_without_a_pod_target_are_dropped(cluster: Cluster) -> None:
     apiserver = slice_for(cluster, "default", "kubernetes")
     assert apiserver.endpoints == ()
-    assert apiserver.ports == (SlicePort(6443, "TCP", "https"),)
+    assert apiserver.ports == (ContainerPort(6443, "TCP", "https"),)
 
 
 def test_node_keeps_internal_and_external_addresses_and_pod_cidrs(cluster: Cluster) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from serving import TOKEN, ThreadServer
 
 from netpol_gen.collector import capture_sinks
 from netpol_gen.collector.agent import Interval
@@ -26,6 +25,7 @@ from netpol_gen.service.server import create_app
 from netpol_gen.store import schema as t
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import open_store
+from tests.serving import TOKEN, ThreadServer
 
 
 def _cluster() -> Cluster:

@@ -8,13 +8,11 @@ import json
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from netpol_gen.cli.main import cli
 from netpol_gen.cli.status_cmd import summarize
 from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.store.progress import Deliveries
 from netpol_gen.store.query import EdgeRow
+from tests.cli import run_cli
 
 NOW = 1_800_000_000.0  # a whole hour: 500000 * 3600
 
@@ -50,14 +48,13 @@ def test_status_command_on_a_store_with_fresh_traffic(tmp_path: Path) -> None:
     flows.write_text("".join(json.dumps({**line, "ts": now - 3100 + (line["ts"] - first) * squeeze}) + "\n"
                              for line in lines))
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    runner = CliRunner()
-    result = runner.invoke(cli, ["import", "--db", db, "--cluster", str(example / "cluster.yaml"), "--flows",
-                                 str(flows)])
+    result = run_cli("import", "--db", db, "--cluster", str(example / "cluster.yaml"), "--flows",
+                                 str(flows))
     assert result.exit_code == 0, result.stderr
-    result = runner.invoke(cli, ["status", "--db", db])
+    result = run_cli("status", "--db", db)
     assert result.exit_code == 0, result.stderr
     assert "learning: new connections appeared in the last hour" in result.stdout
     assert "deliveries: 1 batches and imports, 94 flows" in result.stdout
-    status = json.loads(runner.invoke(cli, ["status", "--db", db, "--format", "json"]).stdout)
+    status = json.loads(run_cli("status", "--db", db, "--format", "json").stdout)
     assert status["new_last_hour"] == status["edges"] > 0
     assert status["timeline"][-1]["total_edges"] == status["edges"]

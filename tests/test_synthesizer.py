@@ -200,8 +200,8 @@ def test_every_observed_edge_is_allowed_for_every_pod_pair(shop, result):
 def test_no_workload_pair_and_port_allowed_that_was_not_observed(shop, result):
     # nothing but the DNS fallback: a resolver seen on UDP 53 is also open on TCP 53
     assert result.report.opened, "the DNS-over-TCP companion rules open TCP 53 to the resolver"
-    assert {(o.dst, o.port, o.protocol) for o in result.report.opened} == {("kube-system/Deployment/coredns", 53,
-                                                                             "TCP")}
+    opened = {(o.connection.dst, o.connection.port, o.connection.protocol) for o in result.report.opened}
+    assert opened == {("kube-system/Deployment/coredns", 53, "TCP")}
     strict = synthesize(shop, Options(dns_tcp=False), measure_tightness=True)
     assert strict.ok and strict.report.opened == []
 

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from netpol_gen.cli.main import cli
+from tests.cli import CliOutcome, run_cli
 
 DATA = Path(__file__).parent / "data"
 SNAPSHOT = DATA / "snapshot-kubectl-list-yaml" / "cluster.yaml"
@@ -49,9 +48,9 @@ def run_check(
     policies: Path = POLICIES,
     flows: Path | str = FLOWS,
     stdin: str | None = None,
-) -> Result:
+) -> CliOutcome:
     args = ["check", "--cluster", str(cluster), "--policies", str(policies), "--flows", str(flows), *extra]
-    return CliRunner().invoke(cli, args, input=stdin)
+    return run_cli(*args, input=stdin)
 
 
 def json_report(*extra: str, **kwargs: Any) -> dict[str, Any]:
@@ -61,11 +60,11 @@ def json_report(*extra: str, **kwargs: Any) -> dict[str, Any]:
     return report
 
 
-def jsonl_records(result: Result) -> list[dict[str, Any]]:
+def jsonl_records(result: CliOutcome) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def assert_one_line_error(result: Result, starts: str) -> str:
+def assert_one_line_error(result: CliOutcome, starts: str) -> str:
     """Exit 2, nothing but one ``netpol-gen: error:`` line on stderr, no traceback."""
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_import import API_SVC, FRONTEND, REUSED, at, flow_file, run_import
-from test_import_cmd import invoke
-from test_store import set_schema_version
 
 from netpol_gen.model import Flow
 from netpol_gen.store.schema import SCHEMA_VERSION
+from tests.cli import run_cli
+from tests.test_import import API_SVC, FRONTEND, REUSED, at, flow_file, run_import
+from tests.test_store import set_schema_version
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def imported(store_url: str, tmp_path: Path) -> str:
 
 
 def test_json_lists_workload_edges_with_counts_and_times(imported: str) -> None:
-    result = invoke("flows", "--db", imported, "--format", "json")
+    result = run_cli("flows", "--db", imported, "--format", "json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows[0] == {
@@ -43,7 +43,7 @@ def test_json_lists_workload_edges_with_counts_and_times(imported: str) -> None:
 
 
 def test_csv_has_a_header_and_one_row_per_edge(imported: str) -> None:
-    result = invoke("flows", "--db", imported, "--format", "csv")
+    result = run_cli("flows", "--db", imported, "--format", "csv")
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {(r["source"], r["destination"], r["port"], r["connections"]) for r in rows} == {
@@ -55,7 +55,7 @@ def test_csv_has_a_header_and_one_row_per_edge(imported: str) -> None:
 
 
 def test_table_names_both_ends(imported: str) -> None:
-    result = invoke("flows", "--db", imported)
+    result = run_cli("flows", "--db", imported)
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert "source" in lines[0] and "connections" in lines[0]
@@ -64,24 +64,24 @@ def test_table_names_both_ends(imported: str) -> None:
 
 
 def test_namespace_filter_keeps_edges_with_an_end_in_it(imported: str) -> None:
-    result = invoke("flows", "--db", imported, "--namespace", "kube-system", "--format", "csv")
+    result = run_cli("flows", "--db", imported, "--namespace", "kube-system", "--format", "csv")
     assert result.stdout.splitlines() == [
         "source,destination,port,protocol,connections,packets,bytes,first_seen,last_seen,names"
     ]
-    shop = invoke("flows", "--db", imported, "--namespace", "shop", "--format", "json")
+    shop = run_cli("flows", "--db", imported, "--namespace", "shop", "--format", "json")
     assert len(json.loads(shop.stdout)) == 4
 
 
 def test_schema_mismatch_is_a_one_line_error(store_url: str) -> None:
     run_import(store_url)
     set_schema_version(store_url, SCHEMA_VERSION + 1)
-    result = invoke("flows", "--db", store_url)
+    result = run_cli("flows", "--db", store_url)
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "store has schema version" in result.stderr
 
 
 def test_missing_store_is_an_error_not_a_new_empty_one(tmp_path: Path) -> None:
-    result = invoke("flows", "--db", f"sqlite:///{tmp_path / 'nothing.db'}")
+    result = run_cli("flows", "--db", f"sqlite:///{tmp_path / 'nothing.db'}")
     assert result.exit_code == 2
     assert "no store here (run netpol-gen import first)" in result.stderr
     assert not (tmp_path / "nothing.db").exists()

@@ -6,23 +6,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
-from test_import import API_SVC, FRONTEND, SNAPSHOTS, at, edges, flow_file
 
-from netpol_gen.cli.main import cli
 from netpol_gen.model import Flow
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import open_store
+from tests.cli import run_cli
+from tests.test_import import API_SVC, FRONTEND, SNAPSHOTS, at, edges, flow_file
 
 CLUSTER_ARGS = [arg for path in SNAPSHOTS for arg in ("--cluster", path)]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
 
 
 def edge_count(url: str) -> int:
@@ -40,7 +36,7 @@ def test_import_reports_what_it_did(store_url: str, tmp_path: Path) -> None:
         Flow(FRONTEND, API_SVC, 80, "TCP", src_port=1, ts=at("10:30:00") + 0.2),  # the same, on the other node
         Flow("10.244.1.5", FRONTEND, 8080, "TCP", src_port=2, ts=at("11:02:00")),  # nobody held it then
     ])
-    result = invoke("import", "--db", store_url, *CLUSTER_ARGS, "--flows", path)
+    result = run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", path)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "sources imported: 1",
@@ -51,7 +47,7 @@ def test_import_reports_what_it_did(store_url: str, tmp_path: Path) -> None:
         "flows without direction: 0",
         "DNS names learnt: 0",
     ]
-    again = invoke("import", "--db", store_url, *CLUSTER_ARGS, "--flows", path)
+    again = run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", path)
     assert again.exit_code == 0
     assert f"sources imported: 0 (1 already in the store: {path})" in again.stdout
     assert "edges: 0 new, 0 updated" in again.stdout
@@ -61,7 +57,7 @@ def test_default_store_comes_from_the_environment(store_url: str, tmp_path: Path
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NETPOL_GEN_DB", store_url)
     path = flow_file(tmp_path / "f.jsonl", [Flow(FRONTEND, API_SVC, 80, "TCP", src_port=1, ts=at("10:30:00"))])
-    assert invoke("import", *CLUSTER_ARGS, "--flows", path).exit_code == 0
+    assert run_cli("import", *CLUSTER_ARGS, "--flows", path).exit_code == 0
     assert edge_count(store_url) == 2
 
 
@@ -74,10 +70,10 @@ def _one_line_error(result: Result) -> str:
 
 def test_bad_flow_line_is_one_line_and_leaves_the_store_untouched(store_url: str, tmp_path: Path) -> None:
     good = flow_file(tmp_path / "good.jsonl", [Flow(FRONTEND, API_SVC, 80, "TCP", src_port=1, ts=at("10:30:00"))])
-    assert invoke("import", "--db", store_url, *CLUSTER_ARGS, "--flows", good).exit_code == 0
+    assert run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", good).exit_code == 0
     bad = tmp_path / "bad.jsonl"
     bad.write_text(Flow(FRONTEND, "10.244.2.20", 8080, "TCP").to_json() + "\n{not json\n")
-    line = _one_line_error(invoke("import", "--db", store_url, *CLUSTER_ARGS, "--flows", good, "--flows", str(bad)))
+    line = _one_line_error(run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", good, "--flows", str(bad)))
     assert line.startswith(f"netpol-gen: error: {bad}:line 2: not valid JSON")
     assert edge_count(store_url) == 2
 
@@ -86,13 +82,13 @@ def test_snapshot_without_pods_is_refused(store_url: str, tmp_path: Path) -> Non
     snapshot = tmp_path / "nodes.yaml"
     snapshot.write_text("apiVersion: v1\nkind: List\nitems: []\nmetadata:\n  resourceVersion: \"\"\n")
     path = flow_file(tmp_path / "f.jsonl", [Flow(FRONTEND, API_SVC, 80, "TCP")])
-    line = _one_line_error(invoke("import", "--db", store_url, "--cluster", str(snapshot), "--flows", path))
+    line = _one_line_error(run_cli("import", "--db", store_url, "--cluster", str(snapshot), "--flows", path))
     assert line == f"netpol-gen: error: {snapshot}: snapshot has no pods"
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     path = flow_file(tmp_path / "f.jsonl", [Flow(FRONTEND, API_SVC, 80, "TCP")])
-    line = _one_line_error(invoke("import", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/test",
+    line = _one_line_error(run_cli("import", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/test",
                                   *CLUSTER_ARGS, "--flows", path))
     assert "cannot open store" in line and "Connection refused" in line
 
@@ -100,7 +96,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
 def test_not_a_capture_is_one_line(store_url: str, tmp_path: Path) -> None:
     capture = tmp_path / "notes.pcap"
     capture.write_text("these are not packets\n")
-    line = _one_line_error(invoke("import", "--db", store_url, *CLUSTER_ARGS, "--pcap", str(capture)))
+    line = _one_line_error(run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--pcap", str(capture)))
     assert line.startswith(f"netpol-gen: error: {capture}")
     assert edge_count(store_url) == 0
 
@@ -121,7 +117,7 @@ def test_pcap_import_attributes_connections_and_learns_dns(store_url: str, tmp_p
         packet.time = ts + offset * 0.01
     capture = tmp_path / "node-a.pcap"
     wrpcap(str(capture), packets)
-    result = invoke("import", "--db", store_url, *CLUSTER_ARGS, "--pcap", str(capture))
+    result = run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--pcap", str(capture))
     assert result.exit_code == 0, result.output
     assert "DNS names learnt: 1" in result.stdout
     found = edges(store_url)

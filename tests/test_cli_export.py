@@ -10,22 +10,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from netpol_gen.cli.main import cli
+from tests.cli import run_cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ticket-booking"
 CLUSTER = str(EXAMPLE / "cluster.yaml")
 
 
-def _run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 @pytest.fixture
 def learned(store_url: str) -> str:
-    code, _, err = _run("import", "--db", store_url, "--cluster", CLUSTER, "--pcap", str(EXAMPLE / "capture.pcap"))
+    code, _, err = run_cli("import", "--db", store_url, "--cluster", CLUSTER, "--pcap", str(EXAMPLE / "capture.pcap"))
     assert code == 0, err
     return store_url
 
@@ -35,11 +29,11 @@ def _policies(text: str) -> dict[str, dict]:
 
 
 def test_exported_policies_allow_every_recorded_flow(learned: str, tmp_path: Path) -> None:
-    code, _, err = _run("export", "--db", learned, "--output-dir", str(tmp_path / "out"))
+    code, _, err = run_cli("export", "--db", learned, "--output-dir", str(tmp_path / "out"))
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["booking.yaml", "ingress-nginx.yaml",
                                                                      "monitoring.yaml"]
-    code, out, err = _run("check", "--cluster", CLUSTER, "--policies", str(tmp_path / "out"),
+    code, out, err = run_cli("check", "--cluster", CLUSTER, "--policies", str(tmp_path / "out"),
                           "--flows", str(EXAMPLE / "flows.jsonl"), "--format", "json")
     report = json.loads(out)
     assert code == 0, report["denied"]
@@ -47,7 +41,7 @@ def test_exported_policies_allow_every_recorded_flow(learned: str, tmp_path: Pat
 
 
 def test_each_workload_gets_one_policy_for_both_directions(learned: str) -> None:
-    code, out, err = _run("export", "--db", learned)
+    code, out, err = run_cli("export", "--db", learned)
     assert code == 0, err
     policies = _policies(out)
     # kube-system is excluded by default; every other workload with traffic has one policy
@@ -57,7 +51,7 @@ def test_each_workload_gets_one_policy_for_both_directions(learned: str) -> None
 
 
 def test_external_identity_providers_are_ip_blocks_named_by_the_dns_answers_seen(learned: str) -> None:
-    code, out, _ = _run("export", "--db", learned, "--namespace", "booking")
+    code, out, _ = run_cli("export", "--db", learned, "--namespace", "booking")
     assert code == 0
     auth = _policies(out)["booking/auth-netpol-gen"]
     names = json.loads(auth["metadata"]["annotations"]["netpol-gen.io/egress-ipblocks"])
@@ -69,50 +63,50 @@ def test_external_identity_providers_are_ip_blocks_named_by_the_dns_answers_seen
 
 
 def test_export_is_byte_identical_across_runs_and_formats_agree(learned: str) -> None:
-    first, second = _run("export", "--db", learned), _run("export", "--db", learned)
-    assert first[0] == 0 and first[1] == second[1]
-    code, out, _ = _run("export", "--db", learned, "--format", "json")
+    first, second = run_cli("export", "--db", learned), run_cli("export", "--db", learned)
+    assert first.exit_code == 0 and first.stdout == second.stdout
+    code, out, _ = run_cli("export", "--db", learned, "--format", "json")
     assert code == 0
     as_json = {f"{d['metadata']['namespace']}/{d['metadata']['name']}": d for d in json.loads(out)["items"]}
-    assert as_json == _policies(first[1])
+    assert as_json == _policies(first.stdout)
 
 
 def test_ingress_only_leaves_egress_open(learned: str) -> None:
-    code, out, _ = _run("export", "--db", learned, "--ingress-only")
+    code, out, _ = run_cli("export", "--db", learned, "--ingress-only")
     assert code == 0
     assert all(p["spec"]["policyTypes"] == ["Ingress"] and "egress" not in p["spec"] for p in _policies(out).values())
 
 
 def test_per_policy_layout_writes_one_file_per_policy(learned: str, tmp_path: Path) -> None:
-    code, out, _ = _run("export", "--db", learned)
-    code, _, err = _run("export", "--db", learned, "--output-dir", str(tmp_path), "--layout", "policy")
+    code, out, _ = run_cli("export", "--db", learned)
+    code, _, err = run_cli("export", "--db", learned, "--output-dir", str(tmp_path), "--layout", "policy")
     assert code == 0, err
     assert {p.stem for p in tmp_path.glob("*.yaml")} == {k.replace("/", ".") for k in _policies(out)}
     assert not list(tmp_path.glob(".*.tmp")), "no staging files left behind"
 
 
 def test_missing_store_is_a_one_line_error(tmp_path: Path) -> None:
-    code, _, err = _run("export", "--db", f"sqlite:///{tmp_path / 'none.db'}")
+    code, _, err = run_cli("export", "--db", f"sqlite:///{tmp_path / 'none.db'}")
     assert code == 2
     assert err.startswith("netpol-gen: error:") and err.count("\n") == 1
 
 
 def test_bad_window_time_is_a_one_line_error(tmp_path: Path) -> None:
-    code, _, err = _run("export", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--since", "yesterday")
+    code, _, err = run_cli("export", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--since", "yesterday")
     assert code == 2 and "--since 'yesterday' is not an ISO 8601 time" in err
 
 
 def test_ingress_only_and_egress_only_exclude_each_other() -> None:
-    code, _, err = _run("export", "--ingress-only", "--egress-only")
+    code, _, err = run_cli("export", "--ingress-only", "--egress-only")
     assert code == 2 and "exclude each other" in err
 
 
 def test_explain_comments_each_rule_with_the_edges_behind_it(learned: str) -> None:
-    code, plain, _ = _run("export", "--db", learned, "--namespace", "booking")
-    code, explained, err = _run("export", "--db", learned, "--namespace", "booking", "--explain")
+    code, plain, _ = run_cli("export", "--db", learned, "--namespace", "booking")
+    code, explained, err = run_cli("export", "--db", learned, "--namespace", "booking", "--explain")
     assert code == 0, err
     assert list(yaml.safe_load_all(explained)) == list(yaml.safe_load_all(plain))  # comments only
-    assert _run("export", "--db", learned, "--namespace", "booking", "--explain")[1] == explained
+    assert run_cli("export", "--db", learned, "--namespace", "booking", "--explain").stdout == explained
     auth = next(d for d in explained.split("---\n") if "name: auth-netpol-gen" in d)
     lines = auth.splitlines()
     comment = next(i for i, line in enumerate(lines) if "-> external/157.240.221.16 443/TCP" in line)
@@ -129,14 +123,14 @@ def test_explain_comments_each_rule_with_the_edges_behind_it(learned: str) -> No
 
 
 def test_explain_needs_yaml(learned: str) -> None:
-    code, _, err = _run("export", "--db", learned, "--format", "json", "--explain")
+    code, _, err = run_cli("export", "--db", learned, "--format", "json", "--explain")
     assert code == 2 and "--explain writes YAML comments" in err
 
 
 def test_kubelet_probes_from_each_pods_node_are_left_to_the_own_node_rule(learned: str) -> None:
     """The capture has kubelet probes, each node probing only the pods it runs: no node ipBlock is
     written (the export test above shows `check` still allows every probe), and the report says so."""
-    code, out, err = _run("export", "--db", learned)
+    code, out, err = run_cli("export", "--db", learned)
     assert code == 0
     assert "node " not in out and "cidr: 10.0." not in out
     assert "allowed by the own-node rule: not written: node/node-1 -> booking/Deployment/web 8080/TCP" in err

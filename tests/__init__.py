@@ -1,0 +1,1 @@
+"""The test suite; helpers shared by several tests are modules of this package (import them as ``tests.x``)."""
