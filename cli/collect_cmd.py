@@ -14,14 +14,13 @@ from types import FrameType
 import click
 
 from netpol_gen.cli.options import db_option, parse_listen
-from netpol_gen.collector.agent import Agent, AgentConfig, FrameSink, Sink
-from netpol_gen.collector.capture_sinks import BatchTarget, JsonlSink, PcapSink, StoreSink
+from netpol_gen.collector.agent import Agent, AgentConfig
+from netpol_gen.collector.capture_sinks import BatchTarget, StoreSink, open_outputs
 from netpol_gen.collector.capture_targets import DbTarget, DeliveryError, ServerTarget
 from netpol_gen.collector.kube import ClusterSource, LiveClusterSource, StaticClusterSource
 from netpol_gen.collector.logs import configure
 from netpol_gen.collector.metrics import Health, Metrics, serve
 from netpol_gen.collector.spool import Spool
-from netpol_gen.errors import InputError
 from netpol_gen.model import load_cluster
 from netpol_gen.service.client import ENV_TOKEN
 
@@ -67,24 +66,6 @@ def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
     return read
 
 
-def _outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
-    sinks: list[Sink] = []
-    frame_sinks: list[FrameSink] = []
-    for output in outputs:
-        kind, _, path = output.partition(":")
-        if not path or kind not in ("jsonl", "pcap"):
-            raise click.BadParameter(f"expected jsonl:FILE or pcap:FILE, got {output!r}", param_hint="--output")
-        try:
-            if kind == "jsonl":
-                # appended to: a restarted collector must not erase what its previous run recorded
-                sinks.append(JsonlSink(open(path, "a", encoding="utf-8")))  # noqa: SIM115 - the sink closes it
-            else:
-                frame_sinks.append(PcapSink(path))
-        except OSError as exc:
-            raise InputError(f"cannot write: {exc.strerror}", where=path) from None
-    return sinks, frame_sinks
-
-
 @click.command("collect")
 @db_option
 @click.option("--output", "outputs", multiple=True, metavar="jsonl:FILE|pcap:FILE",
@@ -128,7 +109,7 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | 
         target = ServerTarget(server_url, _token(token, token_file), name)
     elif db_url or not outputs:
         target = DbTarget(db_url, name)
-    sinks, frame_sinks = _outputs(outputs)
+    sinks, frame_sinks = open_outputs(outputs)
     metrics = Metrics()
     health = Health(stale_after=3 * max(interval, 2.0) + 5)
     if listen is not None:  # first: the liveness probe must answer while the API is being listed

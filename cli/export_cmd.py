@@ -5,36 +5,15 @@ that the policies would deny is a bug, reported loudly with exit code 1 and no o
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 
 from netpol_gen.cli.atomic import write_files
 from netpol_gen.cli.options import db_option, server_options, synthesis_options
 from netpol_gen.service.source import open_learned
-from netpol_gen.synthesizer import Options, Report, render_yaml, synthesize
-from netpol_gen.synthesizer.explain import RuleEvidence
-
-Evidence = Mapping[tuple[str, str], RuleEvidence] | None  # --explain: the edges behind each rule
-
-
-def _render(policies: list[dict[str, Any]], fmt: str, evidence: Evidence) -> str:
-    if fmt == "json":
-        return json.dumps({"apiVersion": "v1", "kind": "List", "items": policies}, indent=2, sort_keys=True) + "\n"
-    return render_yaml(policies, evidence)
-
-
-def _files(policies: list[dict[str, Any]], layout: str, fmt: str, evidence: Evidence) -> dict[str, str]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for policy in policies:
-        meta = policy["metadata"]
-        key = meta["namespace"] if layout == "namespace" else f"{meta['namespace']}.{meta['name']}"
-        groups.setdefault(key, []).append(policy)
-    suffix = ".json" if fmt == "json" else ".yaml"
-    return {key + suffix: _render(group, fmt, evidence) for key, group in groups.items()}
+from netpol_gen.synthesizer import Options, Report, synthesize
+from netpol_gen.synthesizer.render import render, render_files
 
 
 def _print_report(report: Report) -> None:
@@ -77,7 +56,7 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
         raise SystemExit(1)
     evidence = synthesis.evidence if explain else None
     if output_dir is None:
-        click.echo(_render(synthesis.policies, fmt, evidence), nl=False)
+        click.echo(render(synthesis.policies, fmt, evidence), nl=False)
     else:
-        write_files(output_dir, _files(synthesis.policies, layout, fmt, evidence))
+        write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence))
         click.echo(f"wrote {len(synthesis.policies)} policies to {output_dir}", err=True)

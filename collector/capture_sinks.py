@@ -10,11 +10,12 @@ from typing import IO, Protocol
 
 from scapy.utils import RawPcapWriter
 
-from netpol_gen.collector.agent import Interval
+from netpol_gen.collector.agent import FrameSink, Interval, Sink
 from netpol_gen.collector.capture_targets import DeliveryError
 from netpol_gen.collector.kube import ClusterSource
 from netpol_gen.collector.metrics import Metrics
 from netpol_gen.collector.spool import Spool
+from netpol_gen.errors import InputError
 from netpol_gen.ingest.decode import LINKTYPE_ETHERNET
 from netpol_gen.ingest.dns import DnsAnswer
 from netpol_gen.ingest.pipeline import DNS_GRACE, Ingest
@@ -186,3 +187,22 @@ class PcapSink:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def open_outputs(outputs: tuple[str, ...]) -> tuple[list[Sink], list[FrameSink]]:
+    """The sinks of ``--output jsonl:FILE|pcap:FILE`` specs: flow sinks and raw-frame sinks."""
+    sinks: list[Sink] = []
+    frame_sinks: list[FrameSink] = []
+    for output in outputs:
+        kind, _, path = output.partition(":")
+        if not path or kind not in ("jsonl", "pcap"):
+            raise InputError(f"expected jsonl:FILE or pcap:FILE, got {output!r}", where="--output")
+        try:
+            if kind == "jsonl":
+                # appended to: a restarted collector must not erase what its previous run recorded
+                sinks.append(JsonlSink(open(path, "a", encoding="utf-8")))  # noqa: SIM115 - the sink closes it
+            else:
+                frame_sinks.append(PcapSink(path))
+        except OSError as exc:
+            raise InputError(f"cannot write: {exc.strerror}", where=path) from None
+    return sinks, frame_sinks

@@ -2,17 +2,21 @@
 
 The edges themselves (with their first sighting) come from :func:`netpol_gen.store.query.list_edges`;
 this adds the deliveries (collector batches and imported files), so a user can tell "nothing new was
-learnt" from "nothing arrived".
+learnt" from "nothing arrived", and :func:`summarize` turns both into the status: an edge is new when
+it was first seen; edges are counted by the hour of their first sighting. "Settled" needs both no new
+edge in the last hour and deliveries still arriving: a silent store is not a settled one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netpol_gen.store import schema as t
+from netpol_gen.store.query import EdgeRow
 
 
 @dataclass(frozen=True)
@@ -28,3 +32,56 @@ def read_deliveries(conn: Connection) -> Deliveries:
         sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(i.flows), 0), sa.func.max(i.imported_at))
     ).one()
     return Deliveries(int(count), int(flows), None if last is None else float(last))
+
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class HourCount:
+    hour: str  # start of the hour, UTC, ISO 8601
+    new_edges: int
+    total_edges: int  # edges first seen up to the end of this hour
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # empty | idle | learning | settled
+    edges: int
+    new_last_hour: int
+    last_new_edge: str | None
+    deliveries: int
+    flows: int
+    last_delivery: str | None
+    timeline: list[HourCount]
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state(edges: list[EdgeRow], new_last_hour: int, deliveries: Deliveries, now: float) -> str:
+    if not edges and not deliveries.batches:
+        return "empty"
+    if deliveries.last is None or deliveries.last < now - HOUR:
+        return "idle"
+    return "learning" if new_last_hour else "settled"
+
+
+def summarize(edges: list[EdgeRow], deliveries: Deliveries, now: float, hours: int) -> Status:
+    """The status at ``now``, with a timeline of the last ``hours`` hours (hours without new edges left out)."""
+    firsts = sorted(e.first_seen for e in edges if e.first_seen is not None)
+    start = (now // HOUR - hours + 1) * HOUR
+    total = sum(1 for e in edges if e.first_seen is None or e.first_seen < start)
+    per_hour: dict[float, int] = {}
+    for ts in firsts:
+        if ts >= start:
+            per_hour[ts // HOUR * HOUR] = per_hour.get(ts // HOUR * HOUR, 0) + 1
+    timeline = []
+    for hour, count in sorted(per_hour.items()):
+        total += count
+        timeline.append(HourCount(_iso(hour) or "", count, total))
+    new_last_hour = sum(1 for ts in firsts if ts >= now - HOUR)
+    return Status(_state(edges, new_last_hour, deliveries, now), len(edges), new_last_hour,
+                  _iso(firsts[-1] if firsts else None), deliveries.batches, deliveries.flows,
+                  _iso(deliveries.last), timeline)

@@ -55,3 +55,24 @@ def render_yaml(policies: Iterable[Mapping[str, Any]],
         for p in policies
     ]
     return "---\n".join(documents)
+
+
+Evidence = Mapping[tuple[str, str], RuleEvidence] | None  # --explain: the edges behind each rule
+
+
+def render(policies: list[dict[str, Any]], fmt: str, evidence: Evidence = None) -> str:
+    """The set as YAML (with comments) or as one JSON ``List``."""
+    if fmt == "json":
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": policies}, indent=2, sort_keys=True) + "\n"
+    return render_yaml(policies, evidence)
+
+
+def render_files(policies: list[dict[str, Any]], layout: str, fmt: str, evidence: Evidence = None) -> dict[str, str]:
+    """File name -> content: one file per namespace (``layout="namespace"``) or per policy."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for policy in policies:
+        meta = policy["metadata"]
+        key = meta["namespace"] if layout == "namespace" else f"{meta['namespace']}.{meta['name']}"
+        groups.setdefault(key, []).append(policy)
+    suffix = ".json" if fmt == "json" else ".yaml"
+    return {key + suffix: render(group, fmt, evidence) for key, group in groups.items()}

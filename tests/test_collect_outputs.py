@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from netpol_gen.cli.collect_cmd import _outputs
 from netpol_gen.collector.agent import Interval
+from netpol_gen.collector.capture_sinks import open_outputs
 from netpol_gen.model.flows import Flow, iter_flows
 
 
 def test_a_restarted_collector_appends_to_its_jsonl_output(tmp_path: Path) -> None:
     path = tmp_path / "flows.jsonl"
     for run, port in enumerate((8080, 9090)):
-        (sink,), frames = _outputs((f"jsonl:{path}",))
+        (sink,), frames = open_outputs((f"jsonl:{path}",))
         assert frames == []
         sink.deliver(Interval(f"run{run}", 0, 1, [Flow("10.0.0.1", "10.0.0.2", port, "TCP", 40000, 1.0)], []))
         sink.close()

@@ -8,9 +8,8 @@ import json
 import time
 from pathlib import Path
 
-from netpol_gen.cli.status_cmd import summarize
 from netpol_gen.model.identity import Identity, IdentityKind
-from netpol_gen.store.progress import Deliveries
+from netpol_gen.store.progress import Deliveries, summarize
 from netpol_gen.store.query import EdgeRow
 from tests.cli import run_cli
 
