@@ -32,7 +32,9 @@ from tests.collect_netns import Bed, JsonLog, pod_doc
 NETPOL = [str(Path(sys.executable).parent / "netpol-gen")]
 CLUSTER_IP = "10.199.100.10"
 EXTERNAL = "10.199.9.9"
-SWITCH_DELAY = 6.0  # seconds from writing the snapshot to the pod restart / IP takeover in it
+# seconds from writing the snapshot to the pod restart / IP takeover in it; phase 1 traffic must end before,
+# with room for a loaded machine
+SWITCH_DELAY = 15.0
 
 
 def _snapshot(t0: float, switch: float) -> list[dict[str, Any]]:
