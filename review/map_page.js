@@ -169,9 +169,20 @@
     }
     return table;
   }
-  function select(g) {
-    for (const s of svg.querySelectorAll(".selected")) s.classList.remove("selected");
-    if (g) g.classList.add("selected");
+  // Selecting a box or an arrow dims everything but it and its neighbours: a dense map stays legible.
+  function select(g, ends) {
+    for (const s of svg.querySelectorAll(".selected, .near")) s.classList.remove("selected", "near");
+    svg.classList.toggle("focus", !!g);
+    if (!g) return;
+    g.classList.add("selected");
+    const near = new Set(ends);
+    for (const e of edgeEls) {
+      if (ends.length === 1 ? near.has(e.dataset.src) || near.has(e.dataset.dst) : e === g) {
+        e.classList.add("near");
+        near.add(e.dataset.src).add(e.dataset.dst);
+      }
+    }
+    for (const id of near) { const n = nodeEls.get(id); if (n) n.classList.add("near"); }
   }
   function open(children) {
     panel.replaceChildren(el("button", { class: "close", id: "panel-close", title: "Close (Esc)" }, "×"), ...children);
@@ -179,7 +190,7 @@
     document.body.classList.add("panel-open");
     panel.scrollTop = 0;
   }
-  function close() { document.body.classList.remove("panel-open"); select(null); }
+  function close() { document.body.classList.remove("panel-open"); select(null, []); }
   function showNode(id) {
     const node = nodesById.get(id);
     const out = data.edges.filter((e) => e.src === id);
@@ -202,7 +213,7 @@
       if (data.change) children.push(...policies("In force now", node.in_force, "no policy in force selects it"));
     }
     open(children);
-    select(nodeEls.get(id));
+    select(nodeEls.get(id), [id]);
   }
   function showEdge(key) {
     const e = edgesByKey.get(key);
@@ -220,7 +231,7 @@
       children.push(el("p", {}, link));
     }
     open(children);
-    select(edgeEls.find((g) => g.dataset.edge === key));
+    select(edgeEls.find((g) => g.dataset.edge === key), [e.src, e.dst]);
   }
   for (const [id, g] of nodeEls) {
     g.addEventListener("click", (ev) => { if (drag && drag.moved) return; ev.stopPropagation(); showNode(id); });
@@ -228,6 +239,7 @@
   for (const g of edgeEls) {
     g.addEventListener("click", (ev) => { if (drag && drag.moved) return; ev.stopPropagation(); showEdge(g.dataset.edge); });
   }
+  document.body.classList.toggle("dense", edgeEls.length > 400);
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") close(); });
   new ResizeObserver(apply).observe(viewport);
   apply();
