@@ -53,12 +53,16 @@ def _node_line(node: MapNode, dot_id: str) -> str:
 
 
 def _edge_line(edge: MapEdge, dot_ids: dict[str, str], index: int, labelled: bool) -> str:
+    """An arrow. Openings never observed are drawn dashed and unlabelled (the panel and the tooltip
+    name the port), with a low weight, so the map of real traffic keeps its shape around them."""
     attrs = {"id": f"e{index}", "color": EDGE_COLOURS[edge.fate], "tooltip": edge.key}
     if edge.fate in EDGE_STYLES:
         attrs["style"] = EDGE_STYLES[edge.fate]
-    if edge.fate in (Fate.CUT, Fate.NEW, Fate.UNOBSERVED):
-        attrs["penwidth"] = "2"
-    if labelled:
+    if edge.fate in (Fate.CUT, Fate.NEW):
+        attrs["penwidth"] = "2.2"
+    if edge.fate is Fate.UNOBSERVED:
+        attrs["weight"] = "0"
+    elif labelled:
         count = f" \u00d7{edge.connections}" if edge.connections else ""
         attrs["label"] = f"{edge.port}/{edge.protocol}{count}"
         attrs["fontcolor"] = "#52606d" if edge.fate in (None, Fate.ALLOWED) else EDGE_COLOURS[edge.fate]
