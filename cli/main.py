@@ -26,6 +26,7 @@ COMMANDS = {
     "flows": "netpol_gen.cli.flows_cmd:flows_cmd",
     "export": "netpol_gen.cli.export_cmd:export_cmd",
     "diff": "netpol_gen.cli.diff_cmd:diff",
+    "map": "netpol_gen.cli.map_cmd:map_cmd",
     "collect": "netpol_gen.cli.collect_cmd:collect_cmd",
     "serve": "netpol_gen.cli.serve_cmd:serve_cmd",
     "status": "netpol_gen.cli.status_cmd:status_cmd",

@@ -105,7 +105,8 @@ class OpenedConnection:
 @dataclass
 class Impact:
     """What replacing A by B does: ``breaking`` (allowed now, denied under B), ``opening`` (denied now,
-    allowed under B), and ``opened`` (never observed, newly allowed). ``judgements`` counts the
+    allowed under B), and ``opened`` (never observed, newly allowed); ``denied``: the observed
+    connections some flow of which both sets deny (no change, but not allowed). ``judgements`` counts the
     workload-pair judgements made for ``opened``; ``truncated`` says the cap stopped them early."""
 
     flows: int = 0
@@ -114,6 +115,7 @@ class Impact:
     breaking: list[FlowChange] = field(default_factory=list)
     opening: list[FlowChange] = field(default_factory=list)
     opened: list[OpenedConnection] = field(default_factory=list)
+    denied: list[Connection] = field(default_factory=list)
     workloads: int = 0
     affected_workloads: int = 0
     judgements: int = 0
@@ -173,6 +175,7 @@ class _FlowComparison:
         self.observed: set[Connection] = set()
         self._seen: dict[tuple[int, int], tuple[FlowVerdict, FlowVerdict, _Flipped]] = {}
         self._groups: dict[bool, dict[Connection, FlowChange]] = {True: {}, False: {}}
+        self._denied: set[Connection] = set()
 
     def add(self, now: FlowVerdict, proposed: FlowVerdict) -> None:
         self.impact.flows += 1
@@ -183,6 +186,9 @@ class _FlowComparison:
             self._seen[key] = known
             self.observed.update(Connection(endpoint_group(v.src), endpoint_group(v.dst), v.port, v.protocol)
                                  for v in now.verdicts)
+            self._denied.update(Connection(endpoint_group(a.src), endpoint_group(a.dst), a.port, a.protocol)
+                                for a, b in zip(now.verdicts, proposed.verdicts, strict=True)
+                                if not a.allowed and not b.allowed)
         if now.allowed == proposed.allowed:
             return
         breaking = now.allowed
@@ -203,6 +209,7 @@ class _FlowComparison:
     def finish(self) -> Impact:
         self.impact.breaking = sorted(self._groups[True].values(), key=lambda g: g.connection)
         self.impact.opening = sorted(self._groups[False].values(), key=lambda g: g.connection)
+        self.impact.denied = sorted(self._denied)
         return self.impact
 
 

@@ -30,7 +30,7 @@ from netpol_gen.model.flows import open_flows
 from netpol_gen.model.learned import LearnedInputs
 from netpol_gen.review.in_force import fetch_policies_in_force
 from netpol_gen.service.source import LearningSource
-from netpol_gen.synthesizer import Options, synthesize
+from netpol_gen.synthesizer import Options, Synthesis, synthesize
 from netpol_gen.synthesizer.verify import LearnedCluster
 
 EXIT_NO_CHANGE, EXIT_CHANGES, EXIT_FLOWS_CUT = 0, 1, 3
@@ -77,12 +77,16 @@ class DiffRequest:
     flows: str | None = None
 
 
+def synthesized_documents(synthesis: Synthesis) -> list[PolicyDocument]:
+    """The synthesized policies as a policy set, each named for where it came from."""
+    return policy_documents(Document(f"synthesized:{p['metadata']['namespace']}/{p['metadata']['name']}", p)
+                            for p in synthesis.policies)
+
+
 def proposed_from(learned: LearnedInputs, options: Options) -> tuple[list[PolicyDocument], list[str]]:
     """The set ``export`` would write from ``learned`` with ``options``, and its verification's bug messages."""
     synthesis = synthesize(learned, options)
-    documents = policy_documents(Document(f"synthesized:{p['metadata']['namespace']}/{p['metadata']['name']}", p)
-                                 for p in synthesis.policies)
-    return documents, [d.bug_message() for d in synthesis.report.verification.denied]
+    return synthesized_documents(synthesis), [d.bug_message() for d in synthesis.report.verification.denied]
 
 
 def review_change(request: DiffRequest, source: LearningSource | None, options: Options) -> DiffReport:
