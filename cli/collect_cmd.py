@@ -17,6 +17,7 @@ from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.collector.agent import Agent, AgentConfig
 from netpol_gen.collector.capture_sinks import BatchTarget, StoreSink, open_outputs
 from netpol_gen.collector.capture_targets import DbTarget, DeliveryError, ServerTarget
+from netpol_gen.collector.established import parse_sources
 from netpol_gen.collector.kube import ClusterSource, LiveClusterSource, StaticClusterSource
 from netpol_gen.collector.logs import configure
 from netpol_gen.collector.metrics import Health, Metrics, serve
@@ -66,6 +67,13 @@ def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
     return read
 
 
+def _established_sources(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        return parse_sources(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("collect")
 @db_option
 @click.option("--output", "outputs", multiple=True, metavar="jsonl:FILE|pcap:FILE",
@@ -91,10 +99,17 @@ def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--max-tracked", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
               help="Connections held in memory before an early cut.")
+@click.option("--established-sources", "established", default="conntrack,sockets", show_default=True,
+              callback=_established_sources, metavar="conntrack,sockets|none",
+              help="Tables of open connections read at start and every --established-interval, to learn "
+                   "connections opened before capture started: the node's conntrack table (needs NET_ADMIN), "
+                   "the pods' socket tables under /proc (needs hostPID and SYS_PTRACE); `none` for neither.")
+@click.option("--established-interval", type=click.FloatRange(min=1.0), default=300.0, show_default=True,
+              help="Seconds between reads of the tables of open connections.")
 def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | None, token: str | None,
                 token_file: str | None, clusters: tuple[str, ...], kubeconfig: str | None, interfaces: tuple[str, ...],
                 interval: float, spool_path: str, spool_max_mb: float, listen: str | None, log_format: str,
-                max_tracked: int) -> None:
+                max_tracked: int, established: tuple[str, ...], established_interval: float) -> None:
     """Capture TCP handshakes, UDP requests and DNS answers on this node and learn who talks to whom.
 
     Runs in the foreground until SIGTERM or SIGINT, then writes everything seen so far and exits 0.
@@ -130,8 +145,9 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | 
             assert source is not None
             sinks.append(StoreSink(target, source, Spool(spool_path, int(spool_max_mb * (1 << 20))), metrics))
         config = AgentConfig(interval=interval, interfaces=interfaces, rediscover_every=min(interval, 2.0),
-                             max_tracked=max_tracked)
-        log.info("collecting", extra={"fields": {"interval": interval,
+                             max_tracked=max_tracked, established_sources=established,
+                             established_interval=established_interval, node_name=os.environ.get("NODE_NAME"))
+        log.info("collecting", extra={"fields": {"interval": interval, "established_sources": list(established),
                                                  "interfaces": list(interfaces) or "pod interfaces"}})
         Agent(config, source, sinks, metrics, health, frame_sinks).run(stop)
     log.info("stopped")

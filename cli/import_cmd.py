@@ -12,6 +12,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from netpol_gen.cli.options import db_option
 from netpol_gen.errors import InputError
+from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
+from netpol_gen.ingest.flowtrack import Hints
 from netpol_gen.ingest.importer import ImportReport, QuietProgress, ReadProgress, Source, import_sources
 from netpol_gen.model import load_cluster
 from netpol_gen.store.db import open_store
@@ -40,17 +42,18 @@ class _BarProgress:
         self._progress.remove_task(task)
 
 
-def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console) -> ImportReport:
+def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console,
+         hints: Hints) -> ImportReport:
     cluster = load_cluster(clusters, require_pods=True)
     store = open_store(store_url)
     try:
         if not console.is_terminal:
-            return import_sources(store, cluster, sources, QuietProgress())
+            return import_sources(store, cluster, sources, QuietProgress(), hints)
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             progress: ReadProgress = _BarProgress(bar)
-            return import_sources(store, cluster, sources, progress)
+            return import_sources(store, cluster, sources, progress, hints)
     finally:
         store.close()
 
@@ -64,7 +67,8 @@ def _print_report(report: ImportReport) -> None:
                f"to a Service without such port or backend: {report.service_unresolved})")
     click.echo(f"edges: {report.edges_new} new, {report.edges_updated} updated")
     click.echo(f"unknown cluster IPs: {report.unknown_ips}")
-    click.echo(f"flows without direction: {report.no_direction}")
+    resolved = f" ({report.resolved} more resolved by the conntrack/ss dumps)" if report.resolved else ""
+    click.echo(f"flows without direction: {report.no_direction}{resolved}")
     click.echo(f"DNS names learnt: {report.dns_names}")
 
 
@@ -75,18 +79,26 @@ def _print_report(report: ImportReport) -> None:
 @click.option("--flows", "flow_files", multiple=True, help="Flows as JSONL (the format of `check`); repeatable.")
 @click.option("--pcap", "captures", multiple=True,
               help="Capture (pcap/pcapng, e.g. tcpdump -i any -w FILE); repeatable.")
+@click.option("--conntrack", "conntrack_dumps", multiple=True,
+              help="`conntrack -L -o extended` (or `-o xml`) output taken at capture time: names the initiator "
+                   "of connections the captures show without a handshake; repeatable.")
+@click.option("--ss", "ss_dumps", multiple=True,
+              help="`ss -tanp` output of one network namespace taken at capture time (a listening socket "
+                   "marks the server's end), for the same purpose; repeatable, one file per namespace.")
 def import_cmd(db_url: str | None, clusters: tuple[str, ...], flow_files: tuple[str, ...],
-               captures: tuple[str, ...]) -> None:
+               captures: tuple[str, ...], conntrack_dumps: tuple[str, ...], ss_dumps: tuple[str, ...]) -> None:
     """Attribute and aggregate captured traffic into the store; a file already imported is skipped.
 
     Import the captures of all nodes for the same period in one run: a connection seen on two
     nodes is then counted once (flows without a source port cannot be deduplicated).
     """
     sources = [Source(path, "flows") for path in flow_files] + [Source(path, "pcap") for path in captures]
+    hints = direction_hints([entry for path in conntrack_dumps for entry in read_conntrack_dump(path)],
+                            [read_ss_dump(path) for path in ss_dumps])
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = _run(db_url, clusters, sources, console)
+        report = _run(db_url, clusters, sources, console, hints)
     for warning in caught:
         click.echo(f"netpol-gen: warning: {warning.message}", err=True)
     _print_report(report)

@@ -23,6 +23,9 @@ _VERDICT = {
 
 def _print(status: Status, hours: int) -> None:
     click.echo(f"edges: {status.edges} (last new one first seen {status.last_new_edge or 'never'})")
+    learnt = ", ".join(f"{source} {count}" for source, count in status.learnt_from.items()) or "nothing"
+    click.echo(f"edges learnt from: {learnt} ({status.established_only} never seen starting, "
+               "only from tables of open connections)")
     click.echo(f"deliveries: {status.deliveries} batches and imports, {status.flows} flows, "
                f"last at {status.last_delivery or 'never'}")
     click.echo(f"new edges by hour first seen (UTC, last {hours} h):")

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from netpol_gen.collector.capture import RCVBUF, Capture, CaptureSetupError, bpf_filter, compile_bpf
 from netpol_gen.collector.capture_track import FrameTracker
+from netpol_gen.collector.established import EstablishedScanner, PodScope
 from netpol_gen.collector.interfaces import pod_interfaces
 from netpol_gen.collector.kube import ClusterSource
 from netpol_gen.collector.metrics import Health, Metrics
@@ -45,6 +46,7 @@ class Interval:
     end: float
     flows: list[Flow]
     dns: list[DnsAnswer]
+    established: dict[str, list[Flow]] = field(default_factory=dict)  # by source: open connections a scan found
 
 
 class Sink(Protocol):
@@ -70,6 +72,9 @@ class AgentConfig:
     poll_period: float = 0.01
     max_tracked: int = 1_000_000
     rcvbuf: int = RCVBUF
+    established_sources: tuple[str, ...] = ()  # conntrack, sockets: scanned at start and every interval
+    established_interval: float = 300.0
+    node_name: str | None = None  # this node, to report a connection on its initiator's node only
 
 
 def pod_addresses(cluster: Cluster) -> frozenset[Address]:
@@ -94,6 +99,7 @@ class Agent:
     frame_sinks: Sequence[FrameSink] = ()
     clock: Callable[[], float] = time.time
     _queue: queue.Queue[Interval | None] = field(default_factory=queue.Queue)
+    _scanner: EstablishedScanner | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Capture until ``stop`` is set, then deliver everything; returns when all is delivered."""
@@ -101,14 +107,43 @@ class Agent:
         delivery.start()
         capture = Capture(compile_bpf(), self.config.rcvbuf)
         tracker = FrameTracker(self.config.max_tracked)
+        scanning: threading.Thread | None = None
+        if self.config.established_sources:
+            self._scanner = EstablishedScanner(self.config.established_sources)
+            scanning = threading.Thread(target=self._scan_established, args=(stop, self._scanner), name="established")
+            scanning.start()
         try:
             self._capture(stop, capture, tracker)
         finally:
             capture.close()
             for sink in self.frame_sinks:
                 sink.close()
+            if scanning is not None:
+                scanning.join()
             self._queue.put(None)
             delivery.join()
+
+    def _scan_established(self, stop: threading.Event, scanner: EstablishedScanner) -> None:
+        """At start and every ``established_interval``: queue the open connections capture did not learn.
+
+        On its own thread: a dump of a large conntrack table takes seconds, which the capture loop
+        must not wait for.
+        """
+        scope_of: tuple[Cluster | None, PodScope | None] = (None, None)
+        while True:
+            cluster = self.source.current() if self.source is not None else None
+            if cluster is not scope_of[0]:
+                scope_of = (cluster, None if cluster is None else PodScope.of(cluster, self.config.node_name))
+            now = self.clock()
+            found = scanner.scan(now, scope_of[1])
+            for source, flows in found.items():
+                self.metrics.established.labels(source).inc(len(flows))
+            if found:
+                self._queue.put(Interval(uuid.uuid4().hex, now, now, [], [], found))
+            log.info("open connections scanned", extra={"fields": {
+                "sources": list(scanner.sources), **{source: len(flows) for source, flows in found.items()}}})
+            if stop.wait(self.config.established_interval):
+                return
 
     def _capture(self, stop: threading.Event, capture: Capture, tracker: FrameTracker) -> None:
         config, clock = self.config, self.clock
@@ -173,6 +208,8 @@ class Agent:
         before = tracker.stats.packets_filtered_in, tracker.other_end, tracker.stats.dns_answers
         self.metrics.tracked.set(tracker.tracked())
         flows, dns = tracker.take()
+        if self._scanner is not None:
+            self._scanner.captured(flows)
         stats, metrics = tracker.stats, self.metrics
         drops = capture.drops()
         metrics.packets.inc(stats.packets_filtered_in - before[0])

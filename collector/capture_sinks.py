@@ -19,7 +19,7 @@ from netpol_gen.errors import InputError
 from netpol_gen.ingest.decode import LINKTYPE_ETHERNET
 from netpol_gen.ingest.dns import DnsAnswer
 from netpol_gen.ingest.pipeline import DNS_GRACE, Ingest
-from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch
 from netpol_gen.model.cluster import Cluster
 
 log = logging.getLogger("netpol_gen.collect")
@@ -72,10 +72,14 @@ class StoreSink:
         ingest = self._current_ingest(cluster, interval.end)
         for flow in interval.flows:
             ingest.add_flow(flow)
+        for source, flows in interval.established.items():
+            for flow in flows:
+                ingest.add_flow(flow, source)
         for answer in interval.dns:
             ingest.add_dns(answer)
             self._recent_dns[(answer.name, answer.address)] = answer
         batch = ingest.take_batch()
+        self._count_sources(batch)
         if self._holding() or not self._drain() or (not batch.edges and not batch.dns and self._cluster_written):
             if batch.edges or batch.dns:
                 self._park(interval.batch_id, len(interval.flows), batch)
@@ -88,6 +92,14 @@ class StoreSink:
             return
         log.info("batch written", extra={"fields": {"batch": interval.batch_id, "flows": len(interval.flows),
                                                     "edges": len(batch.edges), "dns": len(batch.dns)}})
+
+    def _count_sources(self, batch: Batch) -> None:
+        learnt = self._metrics.learnt_edges
+        for totals in batch.edges.values():
+            if totals.connections > sum(totals.established.values()):
+                learnt.labels(SOURCE_CAPTURE).inc()
+            for source in totals.established:
+                learnt.labels(source).inc()
 
     def _current_ingest(self, cluster: Cluster, now: float) -> Ingest:
         """The Ingest for ``cluster``; a new one when the cluster changed or this one saw
@@ -165,6 +177,7 @@ class JsonlSink:
 
     def deliver(self, interval: Interval) -> None:
         self._stream.writelines(flow.to_json() + "\n" for flow in interval.flows)
+        self._stream.writelines(flow.to_json() + "\n" for flows in interval.established.values() for flow in flows)
         self._stream.flush()
 
     def close(self) -> None:

@@ -45,6 +45,12 @@ class Metrics:
         self.tracked = _gauge(r, "tracked_connections", "Connections held by the tracker.")
         self.spool_bytes = _gauge(r, "spool_bytes", "Bytes of batches waiting in the spool.")
         self.spool_batches = _gauge(r, "spool_batches", "Batches waiting in the spool.")
+        self.established = Counter(
+            "netpol_collect_established_connections",
+            "Open connections a scan reported (not seen starting), by source.", ["source"], registry=r)
+        self.learnt_edges = Counter(
+            "netpol_collect_learnt_edges", "Edges in the batches handed to the store, by the source that learnt "
+            "them (capture, conntrack, sockets; an edge in several batches counts in each).", ["source"], registry=r)
         self.backlog = _gauge(r, "delivery_backlog", "Intervals cut but not yet delivered or spooled.")
 
 

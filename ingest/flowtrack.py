@@ -2,7 +2,10 @@
 
 TCP direction comes only from the handshake: a SYN without ACK names the initiator; when the SYN
 was not captured, the SYN-ACK's sender is the responder. A connection with neither is counted as
-"direction unknown" and never emitted: guessing from port numbers is what produces wrong policies.
+"direction unknown" and never emitted: guessing from port numbers is what produces wrong policies,
+unless a table of open connections dumped at capture time names it (``hints``, from
+:func:`netpol_gen.ingest.dumps.direction_hints`): it is then emitted as a :class:`ResolvedFlow`, to
+the server the dump names (a conntrack entry's DNAT backend rather than the ClusterIP).
 A connection is identified by its 4-tuple plus the initiator's initial sequence number, so
 retransmitted (or, with ``tcpdump -i any``, duplicated) SYNs are one flow while a new connection
 reusing the 4-tuple is another.
@@ -19,6 +22,7 @@ memory holds only connections active within the timeouts, however long the captu
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,6 +33,9 @@ from netpol_gen.model.flows import Flow
 TCP_CLOSED_LINGER = 30.0
 
 _Key = tuple[Address, int, Address, int]
+# A dump's word on a connection seen without handshake: any four-tuple it shows (either order) ->
+# the connection initiator first, to the server that answered (a DNATed backend), and the dump's kind.
+Hints = Mapping[tuple[str, int, str, int], tuple[tuple[str, int, str, int], str]]
 
 
 @dataclass(slots=True)
@@ -51,10 +58,20 @@ class _Conn:
 
 @dataclass
 class TrackStats:
-    """Connections emitted, and TCP connections seen without a handshake (direction unknown)."""
+    """Connections emitted, and TCP connections seen without a handshake: direction unknown, or
+    ``resolved`` by a dump's hints (those are among ``flows``)."""
 
     flows: int = 0
     direction_unknown: int = 0
+    resolved: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedFlow:
+    """A connection seen without its handshake whose initiator a dump named; ``source`` is the dump's kind."""
+
+    flow: Flow
+    source: str
 
 
 @lru_cache(maxsize=1 << 16)  # a capture's flows share few addresses: format each once
@@ -79,12 +96,15 @@ class FlowTracker:
     are seen (a SYN/FIN/RST capture filter): partial counts would look real and mislead.
     """
 
-    def __init__(self, *, udp_timeout: float, tcp_timeout: float, count_tcp: bool = True) -> None:
+    def __init__(self, *, udp_timeout: float, tcp_timeout: float, count_tcp: bool = True,
+                 hints: Hints | None = None) -> None:
         self.udp_timeout = udp_timeout
         self.tcp_timeout = tcp_timeout
         self.count_tcp = count_tcp
+        self.hints = hints or {}
         self.stats = TrackStats()
         self.done: list[Flow] = []
+        self.resolved: list[ResolvedFlow] = []  # taken and cleared like ``done``
         self._tcp: dict[_Key, _Conn] = {}
         self._udp: dict[_Key, _Conn] = {}
         self._sweep_every = min(udp_timeout, TCP_CLOSED_LINGER)
@@ -166,12 +186,22 @@ class FlowTracker:
             self._finish(self._udp.pop(key), is_tcp=False)
 
     def _finish(self, conn: _Conn, *, is_tcp: bool) -> None:
+        source = None
+        src, sport, dst, dport = _ntop(conn.src), conn.sport, _ntop(conn.dst), conn.dport
         if is_tcp and conn.isn is None:
-            self.stats.direction_unknown += 1
-            return
+            hint = self.hints.get((src, sport, dst, dport)) or self.hints.get((dst, dport, src, sport))
+            if hint is None:
+                self.stats.direction_unknown += 1
+                return
+            (src, sport, dst, dport), source = hint
         counted = self.count_tcp or not is_tcp
-        self.done.append(Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes
-            _ntop(conn.src), _ntop(conn.dst), conn.dport, "TCP" if is_tcp else "UDP", conn.sport, conn.first,
+        flow = Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes
+            src, dst, dport, "TCP" if is_tcp else "UDP", sport, conn.first,
             conn.packets if counted else None, conn.bytes if counted else None,
-        ))
+        )
+        if source is None:
+            self.done.append(flow)
+        else:
+            self.resolved.append(ResolvedFlow(flow, source))
+            self.stats.resolved += 1
         self.stats.flows += 1

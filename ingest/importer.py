@@ -18,6 +18,7 @@ from typing import IO, Protocol, TypeVar
 import sqlalchemy as sa
 
 from netpol_gen.errors import InputError
+from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
@@ -44,6 +45,7 @@ class ReadCounts:
     packets: int = 0
     packets_filtered: bool = False
     no_direction: int = 0
+    resolved: int = 0  # seen without handshake, initiator named by a dump
 
 
 _R = TypeVar("_R")
@@ -68,27 +70,29 @@ class QuietProgress:
         return records
 
 
-def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress) -> ReadCounts:
+def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: Hints) -> ReadCounts:
     with progress.open_text(source.path) as stream:
         ingest.add_flows(iter_flows(stream, source.path))
     return ReadCounts()
 
 
-def _read_capture(source: Source, ingest: Ingest, progress: ReadProgress) -> ReadCounts:
-    capture = read_capture(source.path)
+def _read_capture(source: Source, ingest: Ingest, progress: ReadProgress, hints: Hints) -> ReadCounts:
+    capture = read_capture(source.path, hints=hints)
     add_flow, add_dns = ingest.add_flow, ingest.add_dns
     for record in progress.records(source.path, capture.records):
         if isinstance(record, Flow):
             add_flow(record)
+        elif isinstance(record, ResolvedFlow):
+            add_flow(record.flow, record.source)
         else:
             add_dns(record)
     stats = capture.stats
     if stats.packets_read is None:  # tcpdump filtered: only what passed the filter was counted
-        return ReadCounts(stats.packets_filtered_in, True, stats.direction_unknown)
-    return ReadCounts(stats.packets_read, False, stats.direction_unknown)
+        return ReadCounts(stats.packets_filtered_in, True, stats.direction_unknown, stats.direction_resolved)
+    return ReadCounts(stats.packets_read, False, stats.direction_unknown, stats.direction_resolved)
 
 
-_READERS: dict[str, Callable[[Source, Ingest, ReadProgress], ReadCounts]] = {
+_READERS: dict[str, Callable[[Source, Ingest, ReadProgress, Hints], ReadCounts]] = {
     "flows": _read_flows,
     "pcap": _read_capture,
 }
@@ -103,6 +107,7 @@ class ImportReport:
     flows: int = 0
     duplicates: int = 0
     no_direction: int = 0
+    resolved: int = 0  # connections without handshake whose initiator a conntrack/ss dump named
     service_unresolved: int = 0
     unknown_ips: int = 0
     edges_new: int = 0
@@ -125,9 +130,14 @@ def _known_digests(store: Store, digests: Sequence[str]) -> set[str]:
 
 
 def import_sources(
-    store: Store, cluster: Cluster, sources: Sequence[Source], progress: ReadProgress | None = None
+    store: Store, cluster: Cluster, sources: Sequence[Source], progress: ReadProgress | None = None,
+    hints: Hints | None = None,
 ) -> ImportReport:
-    """Import the ``sources`` not imported before; nothing is written unless all of them read cleanly."""
+    """Import the ``sources`` not imported before; nothing is written unless all of them read cleanly.
+
+    ``hints`` (:func:`netpol_gen.ingest.dumps.direction_hints` of dumps taken at capture time) name
+    the initiator of connections the captures show without a handshake; those are learnt too.
+    """
     progress = progress or QuietProgress()
     report = ImportReport()
     digests = {source: file_digest(source.path) for source in sources}
@@ -141,10 +151,11 @@ def import_sources(
             continue
         known.add(digest)  # the same content twice in one run is imported once
         before = ingest.stats.flows
-        counts = _READERS[source.kind](source, ingest, progress)
+        counts = _READERS[source.kind](source, ingest, progress, hints or {})
         report.packets += counts.packets
         report.packets_filtered |= counts.packets_filtered
         report.no_direction += counts.no_direction
+        report.resolved += counts.resolved
         report.imported.append(source.path)
         records.append({"content_hash": digest, "source": source.path, "kind": source.kind,
                         "flows": ingest.stats.flows - before, "imported_at": time.time()})

@@ -33,7 +33,7 @@ from typing import IO
 from netpol_gen.errors import CaptureError
 from netpol_gen.ingest.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP
 from netpol_gen.ingest.dns import DnsAnswer, parse_response
-from netpol_gen.ingest.flowtrack import FlowTracker
+from netpol_gen.ingest.flowtrack import FlowTracker, Hints, ResolvedFlow
 from netpol_gen.model.flows import Flow
 
 _CHUNK = 1 << 20
@@ -82,6 +82,7 @@ class CaptureStats:
     packets_short: int = 0
     flows: int = 0
     direction_unknown: int = 0
+    direction_resolved: int = 0  # seen without handshake, initiator named by a dump's hints
     dns_answers: int = 0
     dns_malformed: int = 0
     dns_tcp_split: int = 0
@@ -90,9 +91,10 @@ class CaptureStats:
 
 @dataclass
 class CaptureResult:
-    """``records`` yields flows (as their connection ends) and DNS answers, in one pass over the file."""
+    """``records`` yields flows (as their connection ends), flows a dump resolved, and DNS answers, in
+    one pass over the file."""
 
-    records: Iterator[Flow | DnsAnswer]
+    records: Iterator[Flow | ResolvedFlow | DnsAnswer]
     stats: CaptureStats = field(default_factory=CaptureStats)
 
 
@@ -352,10 +354,10 @@ def dns_answers(message: bytes, ts: float, stats: CaptureStats) -> list[DnsAnswe
 
 def _process(
     packets: Iterator[Packet], tracker: FlowTracker, stats: CaptureStats
-) -> Iterator[Flow | DnsAnswer]:
+) -> Iterator[Flow | ResolvedFlow | DnsAnswer]:
     """The per-packet loop: decode, track, parse DNS from port 53; yield flows as they finish."""
     decoders = DECODERS
-    tcp, udp, done = tracker.tcp, tracker.udp, tracker.done
+    tcp, udp, done, resolved = tracker.tcp, tracker.udp, tracker.done, tracker.resolved
     seen = ignored = short = 0
     try:
         for ts, linktype, frame in packets:
@@ -380,15 +382,21 @@ def _process(
             if done:
                 yield from done
                 done.clear()
+            if resolved:
+                yield from resolved
+                resolved.clear()
         tracker.flush()
         yield from done
+        yield from resolved
         done.clear()
+        resolved.clear()
     finally:
         stats.packets_filtered_in += seen
         stats.packets_ignored += ignored
         stats.packets_short += short
         stats.flows = tracker.stats.flows
         stats.direction_unknown = tracker.stats.direction_unknown
+        stats.direction_resolved = tracker.stats.resolved
 
 
 def _reset(stats: CaptureStats) -> None:
@@ -397,11 +405,12 @@ def _reset(stats: CaptureStats) -> None:
 
 
 def _records(path: str, stream: IO[bytes], reader: _PcapReader | _PcapNgReader, tcpdump: str | None,
-             stats: CaptureStats, udp_timeout: float, tcp_timeout: float) -> Iterator[Flow | DnsAnswer]:
+             stats: CaptureStats, udp_timeout: float, tcp_timeout: float, hints: Hints | None
+             ) -> Iterator[Flow | ResolvedFlow | DnsAnswer]:
     with stream:
         if tcpdump is not None:
             stats.bpf_filter, stats.packets_read = bpf_filter(reader.linktype), None
-            tracker = FlowTracker(udp_timeout=udp_timeout, tcp_timeout=tcp_timeout, count_tcp=False)
+            tracker = FlowTracker(udp_timeout=udp_timeout, tcp_timeout=tcp_timeout, count_tcp=False, hints=hints)
             started = False
             try:
                 for record in _process(_filtered(path, tcpdump, stats.bpf_filter), tracker, stats):
@@ -420,7 +429,7 @@ def _records(path: str, stream: IO[bytes], reader: _PcapReader | _PcapNgReader, 
             _reset(stats)
             stream.seek(0)
             reader = open_packets(stream, path)
-        tracker = FlowTracker(udp_timeout=udp_timeout, tcp_timeout=tcp_timeout)
+        tracker = FlowTracker(udp_timeout=udp_timeout, tcp_timeout=tcp_timeout, hints=hints)
         try:
             yield from _process(iter(reader), tracker, stats)
         finally:
@@ -428,8 +437,11 @@ def _records(path: str, stream: IO[bytes], reader: _PcapReader | _PcapNgReader, 
 
 
 def read_capture(path: str, *, bpf: bool = True, udp_timeout: float = 120.0,
-                 tcp_timeout: float = 3600.0) -> CaptureResult:
+                 tcp_timeout: float = 3600.0, hints: Hints | None = None) -> CaptureResult:
     """Open a pcap/pcapng capture; iterate ``records`` to read it (once), then look at ``stats``.
+
+    ``hints`` (from dumps of open connections, :func:`netpol_gen.ingest.dumps.direction_hints`)
+    resolve the connections seen without a handshake.
 
     The file header is checked now (CaptureError if it is no capture or of an unsupported link
     type); packet errors are raised while iterating. ``bpf=True`` filters with tcpdump when it is
@@ -449,4 +461,4 @@ def read_capture(path: str, *, bpf: bool = True, udp_timeout: float = 120.0,
         warnings.warn(CaptureWarning(f"{path}: tcpdump is not installed; reading every packet in Python "
                                      "(install tcpdump for a BPF-filtered read)"), stacklevel=2)
     stats = CaptureStats()
-    return CaptureResult(_records(path, stream, reader, tcpdump, stats, udp_timeout, tcp_timeout), stats)
+    return CaptureResult(_records(path, stream, reader, tcpdump, stats, udp_timeout, tcp_timeout, hints), stats)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from netpol_gen.ingest.attribute import Attributor, Destination, End
-from netpol_gen.model.aggregate import Batch, Counters, Deduper, DnsSeen, EdgeTotals, Sample
+from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch, Counters, Deduper, DnsSeen, EdgeTotals, Sample
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.identity import Identity, IdentityKind
@@ -55,6 +55,7 @@ class _Route:
     protocol: str
     counters: Counters = field(default_factory=Counters)
     flows: list[Flow] = field(default_factory=list)  # the first few, as evidence
+    established: dict[str, int] = field(default_factory=dict)  # connections not captured, by source
 
 
 class Ingest:
@@ -80,7 +81,9 @@ class Ingest:
         for flow in flows:
             self.add_flow(flow)
 
-    def add_flow(self, flow: Flow) -> None:
+    def add_flow(self, flow: Flow, source: str = SOURCE_CAPTURE) -> None:
+        """One connection; ``source`` says how it was learnt (captured, or read from a table of open
+        connections: ``conntrack``, ``sockets``), kept per edge as its provenance."""
         stats = self.stats
         stats.flows += 1
         if self._deduper.is_duplicate(flow):
@@ -95,6 +98,8 @@ class Ingest:
         if route is None:
             route = self._routes[key] = _Route(flow.protocol)
         route.counters.add(flow)
+        if source != SOURCE_CAPTURE:
+            route.established[source] = route.established.get(source, 0) + 1
         if len(route.flows) < self._samples:
             route.flows.append(flow)
 
@@ -126,6 +131,8 @@ class Ingest:
                 if totals is None:
                     totals = batch.edges[key] = EdgeTotals()
                 totals.merge(route.counters)
+                for source, count in route.established.items():
+                    totals.established[source] = totals.established.get(source, 0) + count
                 for flow in route.flows[: self._samples - len(totals.samples)]:
                     totals.samples.append(Sample(
                         flow.ts, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, src.pod_uid,

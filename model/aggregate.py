@@ -14,6 +14,13 @@ from netpol_gen.model.identity import Identity
 
 EdgeKey = tuple[Identity, Identity, int, str]  # source, destination, port on the destination, protocol
 
+# Where an edge's connections were learnt: captured handshakes, or a table of open connections read
+# (connection tracking, sockets) for connections that were open before capture started.
+SOURCE_CAPTURE = "capture"
+SOURCE_CONNTRACK = "conntrack"
+SOURCE_SOCKETS = "sockets"
+ESTABLISHED_SOURCES = (SOURCE_CONNTRACK, SOURCE_SOCKETS)
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -81,6 +88,8 @@ class Counters:
 @dataclass(slots=True)
 class EdgeTotals(Counters):
     samples: list[Sample] = field(default_factory=list)
+    # connections learnt from a table of open connections, by source; the rest were captured
+    established: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

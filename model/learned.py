@@ -61,6 +61,9 @@ class LearnedWorkload:
 class LearnedEdge:
     """Connections from ``src`` to ``dst`` on ``port`` of the destination pod (a Service's targetPort).
 
+    ``established``: how many of the connections were learnt from a table of open connections
+    (they were open before capture started) rather than from a captured handshake, by source.
+
     ``pod_nodes``, for an edge between a node and a workload: the nodes its pods ran on in the flows
     kept as per-pod evidence (None for a flow whose pod is unknown); empty when there is no evidence.
     """
@@ -73,6 +76,13 @@ class LearnedEdge:
     first_seen: float | None = None
     last_seen: float | None = None
     pod_nodes: frozenset[str | None] = frozenset()
+    # connections learnt from a table of open connections (conntrack, sockets), by source; the rest were captured
+    established: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def captured(self) -> bool:
+        """Whether capture saw at least one of the connections start (else they were all already open)."""
+        return self.connections > sum(count for _, count in self.established)
 
     def describe(self) -> str:
         return f"{self.src.describe()} -> {self.dst.describe()} {self.port}/{self.protocol}"

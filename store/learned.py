@@ -23,6 +23,7 @@ from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.model.learned import LearnedEdge, LearnedInputs, LearnedWorkload, PodView
 from netpol_gen.store import schema
 from netpol_gen.store.db import Store
+from netpol_gen.store.query import read_established
 
 
 def _identity(row: Any) -> Identity:
@@ -103,6 +104,7 @@ def load_learned(store: Store) -> LearnedInputs:
     with store.reading() as conn:
         identities = {row.id: _identity(row) for row in conn.execute(sa.select(schema.identities))}
         pod_nodes = _pod_nodes(conn)
+        established = read_established(conn)
         edges = tuple(
             LearnedEdge(
                 src=identities[row.src_id],
@@ -113,6 +115,7 @@ def load_learned(store: Store) -> LearnedInputs:
                 first_seen=row.first_seen,
                 last_seen=row.last_seen,
                 pod_nodes=pod_nodes.get(row.id, frozenset()),
+                established=established.get(row.id, ()),
             )
             for row in conn.execute(sa.select(schema.edges).order_by(schema.edges.c.id))
         )

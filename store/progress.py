@@ -9,12 +9,13 @@ edge in the last hour and deliveries still arriving: a silent store is not a set
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netpol_gen.model.aggregate import SOURCE_CAPTURE
 from netpol_gen.store import schema as t
 from netpol_gen.store.query import EdgeRow
 
@@ -54,6 +55,9 @@ class Status:
     flows: int
     last_delivery: str | None
     timeline: list[HourCount]
+    # edges by how they were learnt: capture, conntrack, sockets (an edge learnt several ways counts in each)
+    learnt_from: dict[str, int] = field(default_factory=dict)
+    established_only: int = 0  # edges no connection of which was seen starting
 
 
 def _iso(ts: float | None) -> str | None:
@@ -82,6 +86,13 @@ def summarize(edges: list[EdgeRow], deliveries: Deliveries, now: float, hours: i
         total += count
         timeline.append(HourCount(_iso(hour) or "", count, total))
     new_last_hour = sum(1 for ts in firsts if ts >= now - HOUR)
+    learnt_from: dict[str, int] = {}
+    established_only = 0
+    for edge in edges:
+        captured = edge.connections > sum(count for _, count in edge.established)
+        established_only += not captured
+        for source in ([SOURCE_CAPTURE] if captured else []) + [source for source, _ in edge.established]:
+            learnt_from[source] = learnt_from.get(source, 0) + 1
     return Status(_state(edges, new_last_hour, deliveries, now), len(edges), new_last_hour,
                   _iso(firsts[-1] if firsts else None), deliveries.batches, deliveries.flows,
-                  _iso(deliveries.last), timeline)
+                  _iso(deliveries.last), timeline, dict(sorted(learnt_from.items())), established_only)

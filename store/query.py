@@ -24,6 +24,8 @@ class EdgeRow:
     first_seen: float | None
     last_seen: float | None
     dst_names: tuple[str, ...]  # DNS names an external destination was reached under
+    # connections learnt from tables of open connections (conntrack, sockets), by source; the rest captured
+    established: tuple[tuple[str, int], ...] = ()
 
 
 def _identity(row: sa.Row[tuple[object, ...]], prefix: str) -> Identity:
@@ -41,7 +43,7 @@ def list_edges(conn: Connection, namespace: str | None = None) -> list[EdgeRow]:
     """All edges (those with an end in ``namespace`` when given), busiest first."""
     src, dst, e = t.identities.alias("src"), t.identities.alias("dst"), t.edges.c
     query = (
-        sa.select(e.dst_id, e.dst_port, e.protocol, e.connections, e.packets, e.bytes, e.first_seen, e.last_seen,
+        sa.select(e.id, e.dst_id, e.dst_port, e.protocol, e.connections, e.packets, e.bytes, e.first_seen, e.last_seen,
                   *_identity_columns(src, "src_"), *_identity_columns(dst, "dst_"))
         .join_from(t.edges, src, e.src_id == src.c.id)
         .join(dst, e.dst_id == dst.c.id)
@@ -54,8 +56,20 @@ def list_edges(conn: Connection, namespace: str | None = None) -> list[EdgeRow]:
         sa.select(t.identity_names.c.identity_id, t.identity_names.c.name).order_by(t.identity_names.c.name)
     ):
         names[identity_id].append(name)
+    established = read_established(conn)
     return [
         EdgeRow(_identity(row, "src_"), _identity(row, "dst_"), row.dst_port, row.protocol, row.connections,
-                row.packets, row.bytes, row.first_seen, row.last_seen, tuple(names.get(row.dst_id, ())))
+                row.packets, row.bytes, row.first_seen, row.last_seen, tuple(names.get(row.dst_id, ())),
+                established.get(row.id, ()))
         for row in conn.execute(query)
     ]
+
+
+def read_established(conn: Connection) -> dict[int, tuple[tuple[str, int], ...]]:
+    """Per edge id: connections learnt from tables of open connections, by source (sorted)."""
+    table = t.edge_established
+    found: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for edge_id, source, count in conn.execute(
+            sa.select(table.c.edge_id, table.c.source, table.c.connections).order_by(table.c.edge_id, table.c.source)):
+        found[edge_id].append((source, int(count)))
+    return {edge_id: tuple(rows) for edge_id, rows in found.items()}

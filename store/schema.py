@@ -161,3 +161,14 @@ dns_answers = sa.Table(
     sa.Column("last_seen", sa.Double, nullable=False),
     sa.Index("ix_dns_answers_address", "address"),
 )
+
+# Provenance (#18): connections of an edge learnt from a table of open connections (``conntrack``,
+# ``sockets``) instead of a captured handshake, per source; an edge's other connections were captured.
+# Only edges with such connections have rows, so capture-only batches write nothing here.
+edge_established = sa.Table(
+    "edge_established",
+    metadata,
+    sa.Column("edge_id", sa.Integer, sa.ForeignKey("edges.id"), primary_key=True),
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("connections", sa.BigInteger, nullable=False),
+)

@@ -135,6 +135,10 @@ def write_batch(conn: Connection, batch: Batch) -> WriteResult:
          "service": s.service, "packets": s.packets, "bytes": s.bytes}
         for key, totals in batch.edges.items() for slot, s in enumerate(totals.samples)
     ], ["edge_id", "slot"])
+    upsert(conn, t.edge_established, [
+        {"edge_id": edge_ids[key], "source": source, "connections": count}
+        for key, totals in batch.edges.items() for source, count in totals.established.items()
+    ], ["edge_id", "source"], lambda ex: {"connections": t.edge_established.c.connections + ex.connections})
     upsert(conn, t.dns_answers, [
         {"name": name, "address": address, "ttl": seen.ttl, "first_seen": seen.first_seen,
          "last_seen": seen.last_seen}

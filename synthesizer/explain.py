@@ -21,9 +21,14 @@ def timestamp(ts: float | None) -> str:
 
 
 def edge_line(edge: LearnedEdge) -> str:
-    """One edge: ends, port, how often and when it was seen."""
+    """One edge: ends, port, how often and when it was seen, and, when no connection of it was seen
+    starting, which table of open connections it was learnt from (a reviewer may want to know that
+    the edge rests on connections older than the capture)."""
     count = f"{edge.connections} connection{'s' if edge.connections != 1 else ''}"
-    return f"{edge.describe()}: {count}, {timestamp(edge.first_seen)} .. {timestamp(edge.last_seen)}"
+    line = f"{edge.describe()}: {count}, {timestamp(edge.first_seen)} .. {timestamp(edge.last_seen)}"
+    if edge.captured:
+        return line
+    return f"{line}; never seen starting: open connections read from {', '.join(s for s, _ in edge.established)}"
 
 
 def rule_comment(rule_field: str, index: int, edges: Sequence[LearnedEdge], indent: str) -> list[str]:

@@ -1,10 +1,12 @@
 """deploy/: every overlay builds with kustomize, every object validates (strict) against a recent
 Kubernetes OpenAPI schema, RBAC grants no verb beyond the listed ones, the collector DaemonSet asks for
-no privilege beyond hostNetwork and NET_RAW/NET_ADMIN, and the store's own NetworkPolicy, judged by
+no privilege beyond hostNetwork and NET_RAW/NET_ADMIN (the components/socket-tables adds hostPID and
+SYS_PTRACE for the socket-table source, and nothing else), and the store's own NetworkPolicy, judged by
 netpol-gen's evaluator, admits the host-network collectors on the store port and nothing else."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -99,9 +101,47 @@ def test_the_collector_asks_for_no_privilege_beyond_the_listed_ones(objects: lis
               for p in ("livenessProbe", "readinessProbe")}
     assert probes == {"/healthz": 9090, "/readyz": 9090}
     assert "--health=0.0.0.0:9090" in container["args"]
+    assert "--established-sources=conntrack" in container["args"]  # NET_ADMIN reads it: nothing more asked
     store = _one(objects, "Deployment", "netpol-gen-store")["spec"]["template"]["spec"]
     assert store["securityContext"]["runAsNonRoot"] is True
     assert store["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def _with_socket_tables(tmp_path: Path, overlay: str) -> list[dict[str, Any]]:
+    """``overlay`` plus components/socket-tables, as a user's own overlay would add it."""
+    here = tmp_path / "with-socket-tables"
+    here.mkdir()
+    rel = Path(os.path.relpath(DEPLOY, here))  # kustomize refuses absolute resource paths
+    (here / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(rel / "overlays" / overlay)], "components": [str(rel / "components" / "socket-tables")]}))
+    out = subprocess.run([str(KUBECTL), "kustomize", str(here)], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_socket_tables_component_adds_only_what_that_source_needs(tmp_path: Path, overlay: str) -> None:
+    """The socket-table source reads /proc/<pid>/net/tcp of every pod: hostPID and SYS_PTRACE, nothing else."""
+    base = _one(_build(overlay), "DaemonSet", "netpol-gen-collector")["spec"]["template"]["spec"]
+    built = _with_socket_tables(tmp_path, overlay)
+    for obj in built:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    pod = _one(built, "DaemonSet", "netpol-gen-collector")["spec"]["template"]["spec"]
+    assert pod.pop("hostPID") is True and not pod.get("hostIPC")
+    (container,), (base_container,) = pod["containers"], base["containers"]
+    assert container["securityContext"].pop("capabilities") == {
+        "drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN", "SYS_PTRACE"]}
+    base_container["securityContext"].pop("capabilities")
+    args = container.pop("args")
+    changed = [(a, b) for a, b in zip(base_container.pop("args"), args, strict=True) if a != b]
+    assert changed == [("--established-sources=conntrack", "--established-sources=conntrack,sockets")]
+    assert {k: v for k, v in pod.items() if k != "containers"} == {k: v for k, v in base.items() if k != "containers"}
+    assert container == base_container  # nothing else changed
+    command = cli.get_command(click.Context(cli), args[0])
+    assert command is not None
+    with command.make_context(args[0], list(args[1:]), resilient_parsing=False) as ctx:
+        assert ctx.params["established"] == ("conntrack", "sockets")
 
 
 def _pod(name: str, namespace: str, labels: dict[str, str], ip: str, node: str, host_network: bool = False) -> Pod:
