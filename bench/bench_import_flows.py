@@ -43,7 +43,7 @@ def _phase_parse(data: Path, _url: str, _keys: int) -> dict[str, Any]:
     from netpol_gen.model import iter_flows
 
     start = time.perf_counter()
-    with (data / "flows.jsonl").open(encoding="utf-8") as stream:
+    with (data / "flows.jsonl").open("rb") as stream:
         flows = sum(1 for _ in iter_flows(stream, "flows.jsonl"))
     return {"seconds": time.perf_counter() - start, "flows": flows}
 

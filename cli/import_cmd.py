@@ -27,9 +27,9 @@ class _BarProgress:
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
 
-    def open_text(self, path: str) -> IO[str]:
+    def open_binary(self, path: str) -> IO[bytes]:
         try:
-            return self._progress.open(path, "r", encoding="utf-8", description=path)
+            return self._progress.open(path, "rb", description=path)
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", where=path) from None
 

@@ -221,6 +221,11 @@ def parse_policy(obj: Mapping[str, Any], *, where: str = "", default_namespace: 
             raise PolicyError(f"metadata.name {name!r} is not a valid DNS subdomain name")
         if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
             raise PolicyError(f"metadata.namespace {namespace!r} is not a valid DNS label")
+        for field in ("labels", "annotations"):  # the API server's map[string]string
+            values = meta.get(field) or {}
+            if not isinstance(values, Mapping) or not all(
+                    isinstance(key, str) and isinstance(value, str) for key, value in values.items()):
+                raise PolicyError(f"metadata.{field} must map strings to strings")
         spec = obj.get("spec")
         if not isinstance(spec, Mapping):
             raise PolicyError("spec is required")

@@ -1,8 +1,9 @@
 """Offline import: files in, one transaction out.
 
-Sources are recorded by the SHA-256 of their content, so importing a file again (under any name)
-adds nothing. Everything is read and aggregated before the database is touched; then the cluster
-view, the edges and the import records are written in a single transaction, so bad input found on
+Sources are recorded by the SHA-256 of their kind and content, so importing a file again (under any
+name) adds nothing, while the same bytes read as another kind (flows, then a pcap) are another import.
+Everything is read and aggregated before the database is touched; then the cluster view, the edges
+and the import records are written in a single transaction, so bad input found on
 the last line, or a crash while writing, leaves the store exactly as it was.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Protocol, TypeVar
@@ -54,15 +55,15 @@ _R = TypeVar("_R")
 class ReadProgress(Protocol):
     """How the caller watches reading: the CLI draws a progress bar, the library stays quiet."""
 
-    def open_text(self, path: str) -> AbstractContextManager[IO[str]]: ...
+    def open_binary(self, path: str) -> AbstractContextManager[IO[bytes]]: ...
 
     def records(self, path: str, records: Iterator[_R]) -> Iterator[_R]: ...
 
 
 class QuietProgress:
-    def open_text(self, path: str) -> AbstractContextManager[IO[str]]:
+    def open_binary(self, path: str) -> AbstractContextManager[IO[bytes]]:
         try:
-            return open(path, encoding="utf-8")
+            return open(path, "rb")
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", where=path) from None
 
@@ -71,7 +72,7 @@ class QuietProgress:
 
 
 def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: Hints) -> ReadCounts:
-    with progress.open_text(source.path) as stream:
+    with progress.open_binary(source.path) as stream:
         ingest.add_flows(iter_flows(stream, source.path))
     return ReadCounts()
 
@@ -115,18 +116,35 @@ class ImportReport:
     dns_names: int = 0
 
 
-def file_digest(path: str) -> str:
+@dataclass(frozen=True)
+class Digest:
+    """What identifies an imported file: its content under its kind (the same bytes read as a pcap and
+    as flows are different imports), plus the content-only hash that older stores recorded."""
+
+    kinded: str
+    legacy: str
+
+
+def file_digest(path: str, kind: str) -> Digest:
+    kinded, legacy = hashlib.sha256(f"netpol-gen import {kind}\n".encode()), hashlib.sha256()
     try:
         with open(path, "rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
+            while chunk := stream.read(1 << 20):
+                kinded.update(chunk)
+                legacy.update(chunk)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", where=path) from None
+    return Digest(kinded.hexdigest(), legacy.hexdigest())
 
 
-def _known_digests(store: Store, digests: Sequence[str]) -> set[str]:
+def _known_digests(store: Store, digests: Mapping[Source, Digest]) -> set[str]:
+    """The kinded digests of ``digests`` already imported, under either form of the hash."""
+    i = t.imports.c
+    wanted = {d.kinded for d in digests.values()} | {d.legacy for d in digests.values()}
     with store.reading() as conn:
-        rows = conn.execute(sa.select(t.imports.c.content_hash).where(t.imports.c.content_hash.in_(digests)))
-        return {row[0] for row in rows}
+        rows = set(conn.execute(sa.select(i.content_hash, i.kind).where(i.content_hash.in_(wanted))))
+    return {digest.kinded for source, digest in digests.items()
+            if any(row[0] == digest.kinded or row == (digest.legacy, source.kind) for row in rows)}
 
 
 def import_sources(
@@ -140,12 +158,12 @@ def import_sources(
     """
     progress = progress or QuietProgress()
     report = ImportReport()
-    digests = {source: file_digest(source.path) for source in sources}
-    known = _known_digests(store, list(digests.values()))
+    digests = {source: file_digest(source.path, source.kind) for source in sources}
+    known = _known_digests(store, digests)
     ingest = Ingest(cluster)
     records = []
     for source in sources:
-        digest = digests[source]
+        digest = digests[source].kinded
         if digest in known:
             report.skipped.append(source.path)
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from netpol_gen.model.bounds import AddressText, Count, DestinationPort, EstablishedSource, Port, Seconds, Ttl
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.identity import Identity
 
@@ -26,16 +27,16 @@ ESTABLISHED_SOURCES = (SOURCE_CONNTRACK, SOURCE_SOCKETS)
 class Sample:
     """One raw flow kept as evidence for an edge, with the pods it was attributed to."""
 
-    ts: float | None
-    src_ip: str
-    src_port: int | None
-    dst_ip: str
-    dst_port: int
+    ts: Seconds | None
+    src_ip: AddressText
+    src_port: Port | None
+    dst_ip: AddressText
+    dst_port: DestinationPort
     src_pod_uid: str | None
     dst_pod_uid: str | None
     service: str | None
-    packets: int | None
-    bytes: int | None
+    packets: Count | None
+    bytes: Count | None
 
 
 def _add(total: int | None, value: int | None) -> int | None:
@@ -54,11 +55,11 @@ def _bound(pick: Callable[[float, float], float], a: float | None, b: float | No
 class Counters:
     """Connections, counters and time range of a set of flows; ``untimed`` if one had no timestamp."""
 
-    connections: int = 0
-    packets: int | None = None  # None: no flow carried counters
-    bytes: int | None = None
-    first_seen: float | None = None
-    last_seen: float | None = None
+    connections: Count = 0
+    packets: Count | None = None  # None: no flow carried counters
+    bytes: Count | None = None
+    first_seen: Seconds | None = None
+    last_seen: Seconds | None = None
     untimed: bool = False
 
     def add(self, flow: Flow) -> None:
@@ -89,14 +90,14 @@ class Counters:
 class EdgeTotals(Counters):
     samples: list[Sample] = field(default_factory=list)
     # connections learnt from a table of open connections, by source; the rest were captured
-    established: dict[str, int] = field(default_factory=dict)
+    established: dict[EstablishedSource, Count] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class DnsSeen:
-    ttl: int
-    first_seen: float
-    last_seen: float
+    ttl: Ttl
+    first_seen: Seconds
+    last_seen: Seconds
 
 
 @dataclass

@@ -17,6 +17,8 @@ from enum import Enum
 from functools import lru_cache
 from typing import TypeVar
 
+from netpol_gen.model.bounds import DestinationPort, NamespaceName, ObjectName, Protocol, Seconds
+
 METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
 LOOKUP_CACHE_LIMIT = 1 << 18  # memoised lookups per cache; beyond it the cache starts over
 
@@ -31,8 +33,8 @@ def ip_version(ip: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ContainerPort:
-    port: int
-    protocol: str = "TCP"
+    port: DestinationPort
+    protocol: Protocol = "TCP"
     name: str | None = None
 
 
@@ -51,17 +53,17 @@ class Workload:
 class Pod:
     """A pod as the snapshot saw it; equality is identity, as every pod object is loaded once."""
 
-    namespace: str
-    name: str
+    namespace: NamespaceName
+    name: ObjectName
     uid: str
     labels: Mapping[str, str]
     ips: tuple[str, ...]
     workload: Workload
     host_network: bool = False
-    node_name: str | None = None
+    node_name: ObjectName | None = None
     container_ports: tuple[ContainerPort, ...] = ()
-    created: float | None = None
-    ended: float | None = None  # deletionTimestamp, or when a finished pod's containers stopped
+    created: Seconds | None = None
+    ended: Seconds | None = None  # deletionTimestamp, or when a finished pod's containers stopped
     phase: str = "Running"
 
     @property
@@ -91,23 +93,23 @@ class Pod:
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
-    name: str
+    name: NamespaceName
     labels: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class ServicePort:
-    port: int
-    protocol: str = "TCP"
+    port: DestinationPort
+    protocol: Protocol = "TCP"
     name: str | None = None
-    target_port: int | str | None = None  # None: same as ``port``
-    node_port: int | None = None
+    target_port: DestinationPort | str | None = None  # None: same as ``port``
+    node_port: DestinationPort | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Service:
-    namespace: str
-    name: str
+    namespace: NamespaceName
+    name: ObjectName
     selector: Mapping[str, str] | None
     ports: tuple[ServicePort, ...]
     cluster_ips: tuple[str, ...] = ()
@@ -121,23 +123,23 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class SliceEndpoint:
-    pod_namespace: str
-    pod_name: str
+    pod_namespace: NamespaceName
+    pod_name: ObjectName
     addresses: tuple[str, ...]
     ready: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class EndpointSlice:
-    namespace: str
-    service_name: str
+    namespace: NamespaceName
+    service_name: ObjectName
     endpoints: tuple[SliceEndpoint, ...]
     ports: tuple[ContainerPort, ...]  # a slice's port has a container port's shape: number, protocol, name
 
 
 @dataclass(frozen=True, eq=False)
 class Node:
-    name: str
+    name: ObjectName
     addresses: tuple[str, ...]
     pod_cidrs: tuple[str, ...] = ()
 

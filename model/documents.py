@@ -22,6 +22,8 @@ SUFFIXES = (".yaml", ".yml", ".json")
 
 # libyaml makes large snapshots load several times faster; the pure-Python loader is the fallback
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_FILE_BYTES = 512 << 20  # a snapshot of 100k pods is ~100 MB; larger is not a manifest
+MAX_ALIAS_EXPANSION = 1_000_000  # nodes that YAML aliases may add to one document
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,8 @@ def expand_paths(paths: Iterable[str], error: type[InputError]) -> list[Path]:
 def read_documents(path: Path, error: type[InputError]) -> Iterator[Document]:
     """Objects in one file, ``List`` items flattened; empty documents are skipped."""
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise error(f"larger than {MAX_FILE_BYTES >> 20} MiB, not a manifest", where=str(path))
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"cannot read: {exc}", where=str(path)) from None
@@ -80,6 +84,46 @@ def _with_list_kind(item: dict[str, Any], wrapper: dict[str, Any]) -> dict[str, 
     return item
 
 
+class AliasBomb(ValueError):
+    """A YAML document whose aliases expand far beyond its size (a "billion laughs")."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in ``node`` with every alias expanded, counted once per distinct node (memoised)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a recursive alias counts once instead of forever
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
+
+
+def _load_yaml(text: str) -> list[Any]:
+    """Every document of ``text``, refusing one whose aliases would add more than ``MAX_ALIAS_EXPANSION``
+    nodes: the loader itself shares aliased objects, but everything after it (validation, canonical
+    forms, JSON) walks the expanded tree, so a 1 KB bomb would cost minutes and all memory."""
+    loader = _Loader(text)
+    documents: list[Any] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            sizes: dict[int, int] = {}
+            extra = _expanded_size(node, sizes) - len(sizes)
+            if extra > MAX_ALIAS_EXPANSION:
+                raise AliasBomb(f"aliases expand document {len(documents) + 1} by more than "
+                                f"{MAX_ALIAS_EXPANSION:,} nodes")
+            documents.append(loader.construct_document(node))
+    finally:
+        loader.dispose()
+    return documents
+
+
 def _parse(text: str, path: Path, error: type[InputError]) -> list[Any]:
     stripped = text.lstrip()
     if path.suffix == ".json" or stripped.startswith("{"):
@@ -88,7 +132,9 @@ def _parse(text: str, path: Path, error: type[InputError]) -> list[Any]:
         except json.JSONDecodeError as exc:
             raise error(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", where=str(path)) from None
     try:
-        return list(yaml.load_all(text, Loader=_Loader))
+        return _load_yaml(text)
+    except AliasBomb as exc:
+        raise error(f"invalid YAML: {exc}", where=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""

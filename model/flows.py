@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
+
+import msgspec
 
 from netpol_gen.errors import FlowError
+from netpol_gen.model.bounds import AddressText, Count, DestinationPort, Port, Seconds, horizon
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+MAX_LINE = 64 * 1024  # bytes: a flow record is ~150; the bound keeps a hostile file from filling memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,23 @@ class FlowReadStats:
     skipped: int = 0
 
 
+class FlowRecord(msgspec.Struct, frozen=True):
+    """The declared schema of one JSONL line; fields other tools add are ignored."""
+
+    src_ip: AddressText
+    dst_ip: AddressText
+    dst_port: DestinationPort
+    protocol: Annotated[str, msgspec.Meta(pattern="^(?i:tcp|udp|sctp)$")]
+    src_port: Port | None = None
+    ts: Seconds | None = None
+    packets: Count | None = None
+    bytes: Count | None = None
+
+
+_DECODER = msgspec.json.Decoder(FlowRecord)
+_MISSING = re.compile(r"Object missing required field `(.+)`")
+
+
 @lru_cache(maxsize=1 << 16)
 def _parse_address(value: str) -> tuple[str, int] | None:
     """``value`` canonicalised and its IP version, or None if it is no address. Cached because a
@@ -69,76 +91,89 @@ def _parse_address(value: str) -> tuple[str, int] | None:
     return str(address), address.version
 
 
-def _canonical_ip(value: Any, field: str) -> tuple[str, int]:
-    if not isinstance(value, str):
-        raise FlowError(f"{field} must be an IP address string, got {value!r}")
+def _canonical_ip(value: str, field: str) -> tuple[str, int]:
     parsed = _parse_address(value)
     if parsed is None:
-        raise FlowError(f"{field} {value!r} is not an IP address")
+        raise FlowError(f"{field}: {value!r} is not an IP address")
     return parsed
 
 
-def _port(value: Any, field: str, *, optional: bool) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise FlowError(f"{field} must be an integer 0-65535, got {value!r}")
-    return value
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
-def _count(value: Any, field: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FlowError(f"{field} must be a non-negative integer, got {value!r}")
-    return value
+def schema_problem(exc: msgspec.MsgspecError) -> str:
+    """msgspec's message as ``field: what`` (``Expected `int` >= 1 - at `$.dst_port` `` ->
+    ``dst_port: expected int >= 1``), the form every boundary error of netpol-gen takes."""
+    text = str(exc)
+    what, _, path = text.partition(" - at `$")
+    path = path.rstrip("`").lstrip(".")
+    missing = _MISSING.fullmatch(what)
+    what = f"missing field {missing[1]!r}" if missing else _lower_first(what.replace("`", ""))
+    return f"{path}: {what}" if path else what
 
 
-def flow_from_record(record: Any) -> Flow:
-    """Validate one decoded JSON object and build a Flow; FlowError says which field is wrong."""
-    if not isinstance(record, dict):
-        raise FlowError(f"expected a JSON object, got {type(record).__name__}")
-    for key in ("src_ip", "dst_ip", "dst_port", "protocol"):
-        if key not in record:
-            raise FlowError(f"missing field {key!r}")
-    protocol = record["protocol"]
-    if not isinstance(protocol, str) or protocol.upper() not in PROTOCOLS:
-        raise FlowError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    ts = record.get("ts")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
-        raise FlowError(f"ts must be a number (seconds since the epoch), got {ts!r}")
-    src_ip, src_version = _canonical_ip(record["src_ip"], "src_ip")
-    dst_ip, dst_version = _canonical_ip(record["dst_ip"], "dst_ip")
+def flow_from_record(record: FlowRecord, latest: float) -> Flow:
+    """A Flow from a decoded record, with what the schema cannot say checked: addresses, one IP
+    family, no timestamp after ``latest``."""
+    src_ip, src_version = _canonical_ip(record.src_ip, "src_ip")
+    dst_ip, dst_version = _canonical_ip(record.dst_ip, "dst_ip")
     if src_version != dst_version:
         raise FlowError(f"src_ip {src_ip} and dst_ip {dst_ip} are of different IP families")
+    if record.ts is not None and record.ts > latest:
+        raise FlowError(f"ts: {record.ts} is more than a day in the future")
     return Flow(
         src_ip=src_ip,
         dst_ip=dst_ip,
-        dst_port=_port(record["dst_port"], "dst_port", optional=False) or 0,
-        protocol=protocol.upper(),
-        src_port=_port(record.get("src_port"), "src_port", optional=True),
-        ts=float(ts) if ts is not None else None,
-        packets=_count(record.get("packets"), "packets"),
-        bytes=_count(record.get("bytes"), "bytes"),
+        dst_port=record.dst_port,
+        protocol=record.protocol.upper(),
+        src_port=record.src_port,
+        ts=float(record.ts) if record.ts is not None else None,
+        packets=record.packets,
+        bytes=record.bytes,
     )
 
 
+def parse_flow(line: bytes, latest: float) -> Flow:
+    """One JSONL line as a Flow; FlowError says which field is wrong and why."""
+    try:
+        record = _DECODER.decode(line)
+    except msgspec.ValidationError as exc:
+        raise FlowError(schema_problem(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise FlowError(f"not valid JSON ({schema_problem(exc)})") from None
+    except RecursionError:
+        raise FlowError("not a flow record: nested too deeply") from None
+    return flow_from_record(record, latest)
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes | None]:
+    """The stream's lines; None stands for a line over ``MAX_LINE`` bytes, whose rest is skipped
+    in bounded pieces (so a file without newlines cannot fill memory)."""
+    readline = stream.readline
+    while line := readline(MAX_LINE + 1):
+        if len(line) <= MAX_LINE:
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = readline(MAX_LINE + 1)
+        yield None
+
+
 def iter_flows(
-    stream: IO[str], name: str, *, skip_bad: bool = False, stats: FlowReadStats | None = None
+    stream: IO[bytes], name: str, *, skip_bad: bool = False, stats: FlowReadStats | None = None
 ) -> Iterator[Flow]:
-    """Yield flows from a JSONL stream; blank lines are ignored, a bad line raises (or is skipped)."""
+    """Yield flows from a binary JSONL stream; blank lines are ignored, a bad line raises (or is skipped)."""
     stats = stats if stats is not None else FlowReadStats()
-    loads = json.loads
-    for number, line in enumerate(stream, 1):
+    latest = horizon()
+    for number, line in enumerate(_lines(stream), 1):
         stats.lines = number
-        if not line.strip():
+        if line is not None and not line.strip():
             continue
         try:
-            try:
-                record = loads(line)
-            except ValueError as exc:
-                raise FlowError(f"not valid JSON ({exc.args[0].split(':')[0]})") from None
-            flow = flow_from_record(record)
+            if line is None:
+                raise FlowError(f"line longer than {MAX_LINE} bytes")
+            flow = parse_flow(line, latest)
         except FlowError as exc:
             if skip_bad:
                 stats.skipped += 1
@@ -148,11 +183,11 @@ def iter_flows(
         yield flow
 
 
-def open_flows(path: str) -> tuple[IO[str], str]:
-    """Open a flow file (``-`` is stdin) and return it with the name to use in messages."""
+def open_flows(path: str) -> tuple[IO[bytes], str]:
+    """Open a flow file (``-`` is stdin) in binary, as the decoder reads it, with the name to use in messages."""
     if path == "-":
-        return sys.stdin, "<stdin>"
+        return sys.stdin.buffer, "<stdin>"
     try:
-        return Path(path).open(encoding="utf-8"), path
+        return Path(path).open("rb"), path
     except OSError as exc:
         raise FlowError(f"cannot read flows: {exc.strerror}", where=path) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from netpol_gen.model.bounds import AddressText, NamespaceName, ObjectName, WorkloadKind
 from netpol_gen.model.cluster import Pod
 
 
@@ -25,12 +26,12 @@ class Identity:
     """Equal and hashed by :attr:`key`, computed once: identities key every aggregation dictionary."""
 
     kind: IdentityKind
-    namespace: str | None = None
-    workload_kind: str | None = None
-    workload_name: str | None = None
-    node: str | None = None
-    ip: str | None = None
-    key: str = field(init=False, repr=False)
+    namespace: NamespaceName | None = None
+    workload_kind: WorkloadKind | None = None
+    workload_name: ObjectName | None = None
+    node: ObjectName | None = None
+    ip: AddressText | None = None
+    key: str = field(init=False, repr=False, default="")  # the default lets a decoder leave it out
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self._natural_key())

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from netpol_gen.errors import SnapshotError
+from netpol_gen.model.bounds import name_problem
 from netpol_gen.model.cluster import (
     METADATA_NAME_LABEL,
     Cluster,
@@ -63,6 +64,11 @@ def _meta(doc: Document) -> tuple[dict[str, Any], str]:
         raise SnapshotError("metadata.name is missing", where=doc.where, obj=kind)
     ns = meta.get("namespace")
     label = f"{kind} {ns}/{meta['name']}" if ns else f"{kind} {meta['name']}"
+    for field, value, namespace in (("metadata.name", meta["name"], kind == "Namespace"),
+                                    ("metadata.namespace", ns, True)):
+        problem = value is not None and name_problem(str(value), namespace=namespace)
+        if problem:
+            raise SnapshotError(f"{field}: {problem}", where=doc.where, obj=str(kind))
     return meta, label
 
 

@@ -117,11 +117,7 @@ async def _body(request: Request, limits: Limits) -> bytes:
 
 def _parse(body: bytes) -> BatchMessage:
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(400, f"not JSON: {exc}") from None
-    try:
-        return read_batch(data)
+        return read_batch(body)
     except WireError as exc:
         raise HTTPException(400, exc.message) from None
 

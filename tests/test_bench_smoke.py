@@ -20,7 +20,7 @@ def test_generated_input_loads_and_replays(tmp_path: Path, fmt: str) -> None:
     cluster = load_cluster([str(tmp_path / f"cluster.{fmt}")], require_pods=True)
     policies = load_policies([str(tmp_path / "policies")])
     assert len(cluster.pods) == sizes.pods and len(policies) == sizes.policies > 0
-    with (tmp_path / "flows.jsonl").open() as stream:
+    with (tmp_path / "flows.jsonl").open("rb") as stream:
         flows = list(iter_flows(stream, "flows.jsonl"))
     assert len(flows) == sizes.flows
     summary = replay(Evaluator(cluster, policies), flows)
@@ -40,7 +40,7 @@ def test_memoised_replay_matches_judging_each_flow(tmp_path: Path) -> None:
     gen_cluster.generate(tmp_path, namespaces=8, pods=120, nodes=3, flows=3000)
     cluster = load_cluster([str(tmp_path / "cluster.yaml")])
     policies = load_policies([str(tmp_path / "policies")])
-    with (tmp_path / "flows.jsonl").open() as stream:
+    with (tmp_path / "flows.jsonl").open("rb") as stream:
         flows = list(iter_flows(stream, "flows.jsonl"))
     fresh = Evaluator(cluster, policies)
     memoised = list(iter_verdicts(Evaluator(cluster, policies), flows))

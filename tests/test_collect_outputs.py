@@ -14,7 +14,8 @@ def test_a_restarted_collector_appends_to_its_jsonl_output(tmp_path: Path) -> No
     for run, port in enumerate((8080, 9090)):
         (sink,), frames = open_outputs((f"jsonl:{path}",))
         assert frames == []
-        sink.deliver(Interval(f"run{run}", 0, 1, [Flow("10.0.0.1", "10.0.0.2", port, "TCP", 40000, 1.0)], []))
+        flow = Flow("10.0.0.1", "10.0.0.2", port, "TCP", 40000, 1_790_000_000.0 + run)
+        sink.deliver(Interval(f"run{run}", 0, 1, [flow], []))
         sink.close()
-    with path.open(encoding="utf-8") as stream:
+    with path.open("rb") as stream:
         assert [flow.dst_port for flow in iter_flows(stream, str(path))] == [8080, 9090]

@@ -65,7 +65,7 @@ def json_diff(**kwargs: Any) -> tuple[int, dict[str, Any]]:
 
 
 def impact_of(proposed: Path) -> Any:
-    with FLOWS.open() as stream:
+    with FLOWS.open("rb") as stream:
         return compute_impact(
             load_cluster([str(CLUSTER)]),
             [d.policy for d in load_policy_documents([str(IN_FORCE)])],
@@ -108,7 +108,7 @@ def test_opened_set_lists_newly_allowed_flows_and_never_observed_workload_ports(
 
 
 def test_the_never_observed_search_stops_at_the_cap_and_says_so() -> None:
-    with FLOWS.open() as stream:
+    with FLOWS.open("rb") as stream:
         impact = compute_impact(
             load_cluster([str(CLUSTER)]),
             [d.policy for d in load_policy_documents([str(IN_FORCE)])],

@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,7 +56,7 @@ def _pod(name: str) -> Identity:
     return Identity(IdentityKind.POD, "shop", "Deployment", name)
 
 
-def _batch(pairs: list[tuple[str, str, int]], ts: float = 1_800_000_000.0) -> Batch:
+def _batch(pairs: list[tuple[str, str, int]], ts: float = 1_790_000_000.0) -> Batch:
     batch = Batch()
     for src, dst, port in pairs:
         batch.edges[(_pod(src), _pod(dst), port, "TCP")] = EdgeTotals(1, 4, 400, ts, ts)
@@ -123,10 +124,43 @@ MALFORMED = [
     (b"{", "not JSON"),
     (b'{"batch_id": "b1"}', "missing field 'batch'"),
     (b'{"batch_id": "no spaces", "batch": {}}', "batch_id"),
-    (b'{"batch_id": "b1", "batch": {"edges": [[["x"], {}]]}}', "batch.edges[0].key"),
+    (b'{"batch_id": "b1", "batch": {"edges": [[["x"], {}]]}}', "batch.edges[0][0][0]"),
     (b'{"batch_id": "b1", "batch": {}, "version": 9}', "version"),
     (b'{"batch_id": "b1", "batch": {}, "admin": true}', "unknown field"),
-    (b'{"batch_id": "b1", "batch": {}, "flows": -1}', "negative"),
+    (b'{"batch_id": "b1", "batch": {}, "flows": -1}', "flows: expected int >= 0"),
+    (b'{"batch_id": "b1", "batch": {}, "flows": 1000000000000000000000000}', "flows"),
+    (b'{"batch_id": "b1", "batch": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "batch"),
+]
+
+
+def _poisoned(change: Callable[[Any], None]) -> bytes:
+    """A well-formed batch body with one value changed by ``change`` (given the edge: [key, totals])."""
+    message = json.loads(_body("p1", _batch([("web", "api", 80)])))
+    change(message["batch"]["edges"][0])
+    return json.dumps(message).encode()  # json.dumps writes Infinity/NaN as JavaScript does
+
+
+def _set(path: tuple[int | str, ...], value: Any) -> Callable[[Any], None]:
+    def change(edge: Any) -> None:
+        for step in path[:-1]:
+            edge = edge[step]
+        edge[path[-1]] = value
+    return change
+
+
+# Values that are well-formed JSON but would break the store for good (issue #10): each is a 400 naming
+# the field, and nothing is written.
+POISONED = [
+    (_set((1, "first_seen"), float("inf")), "not JSON"),  # Infinity and NaN are not JSON (RFC 8259)
+    (_set((1, "last_seen"), float("nan")), "not JSON"),
+    (_set((1, "last_seen"), 1e300), "batch.edges[0][1].last_seen"),
+    (_set((1, "first_seen"), -1e18), "batch.edges[0][1].first_seen"),
+    (_set((1, "last_seen"), time.time() + 7 * 86400), "more than a day in the future"),
+    (_set((1, "connections"), -1000), "batch.edges[0][1].connections"),
+    (_set((1, "packets"), 10**24), "batch.edges[0][1].packets"),
+    (_set((0, 2), 99999), "batch.edges[0][0][2]"),
+    (_set((0, 3), "ICMP"), "batch.edges[0][0][3]"),
+    (_set((0, 0, "namespace"), "../../etc"), "batch.edges[0][0][0].namespace"),
 ]
 
 
@@ -135,6 +169,16 @@ def test_malformed_batches_are_refused_with_400_saying_where(server: ThreadServe
         response = _post_raw(server.url, body)
         assert response.status_code == 400 and message in response.text, (body, response.text)
     assert _connections(store) == Counter()
+
+
+@pytest.mark.parametrize(("change", "field"), POISONED, ids=[field for _change, field in POISONED])
+def test_out_of_range_values_are_refused_with_400_naming_the_field(server: ThreadServer, store: Store,
+                                                                     change: Callable[[Any], None],
+                                                                     field: str) -> None:
+    response = _post_raw(server.url, _poisoned(change))
+    assert response.status_code == 400 and field in response.text, response.text
+    assert _connections(store) == Counter()
+    assert _post_raw(server.url, _body("ok1", _batch([("web", "api", 80)]))).status_code == 200  # still serving
 
 
 # --- idempotence and concurrency ---------------------------------------------------------------------
@@ -192,7 +236,8 @@ def test_a_server_restarted_mid_run_gets_every_batch_exactly_once(store: Store) 
     def collect() -> None:
         try:
             for n in range(30):
-                delivered.append(client.post(BatchMessage(f"b{n}", _batch([("web", "api", 80), ("api", "db", n)]))))
+                batch = _batch([("web", "api", 80), ("api", "db", 5000 + n)])
+                delivered.append(client.post(BatchMessage(f"b{n}", batch)))
         except BaseException as exc:
             errors.append(exc)
 
@@ -207,7 +252,7 @@ def test_a_server_restarted_mid_run_gets_every_batch_exactly_once(store: Store) 
     server.stop()
     assert not errors and len(delivered) == 30
     counts = _connections(store)
-    assert counts[("web", "api", 80)] == 30 and all(counts[("api", "db", n)] == 1 for n in range(30))
+    assert counts[("web", "api", 80)] == 30 and all(counts[("api", "db", 5000 + n)] == 1 for n in range(30))
 
 
 def _until(condition: object, deadline: float = 10.0) -> None:

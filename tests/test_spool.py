@@ -34,8 +34,11 @@ def _cluster() -> Cluster:
     return Cluster.build([Namespace("shop", {})], pods, [], [], [])
 
 
+T0 = 1_790_000_000.0  # a time inside the accepted window (2000 .. now + 1 day)
+
+
 def _flow(n: int) -> Flow:
-    return Flow("10.0.0.1", "10.0.0.2", 8080, "TCP", 40000 + n, 1000.0 + n)
+    return Flow("10.0.0.1", "10.0.0.2", 8080, "TCP", 40000 + n, T0 + n)
 
 
 def _metric(metrics: Metrics, name: str) -> float | None:
@@ -164,8 +167,8 @@ def test_dns_names_still_attach_after_the_ingest_is_renewed(tmp_path: Path, monk
     monkeypatch.setattr(capture_sinks, "INGEST_FLOWS", 1)  # a new Ingest for every interval
     url = f"sqlite:///{tmp_path / 'store.db'}"
     sink = StoreSink(DbTarget(url, "test"), StaticClusterSource(_cluster()), Spool(":memory:", 1 << 20), Metrics())
-    sink.deliver(Interval("i1", 0, 1, [_flow(1)], [DnsAnswer(1000.0, "x.test", "192.0.2.7", 30)]))
-    sink.deliver(Interval("i2", 1, 2, [Flow("10.0.0.1", "192.0.2.7", 443, "TCP", 40009, 1001.0)], []))
+    sink.deliver(Interval("i1", 0, 1, [_flow(1)], [DnsAnswer(T0, "x.test", "192.0.2.7", 30)]))
+    sink.deliver(Interval("i2", 1, 2, [Flow("10.0.0.1", "192.0.2.7", 443, "TCP", 40009, T0 + 1)], []))
     sink.close()
     store = open_store(url)
     try:
