@@ -30,6 +30,7 @@ from netpol_gen.model.cluster import METADATA_NAME_LABEL, Endpoint, EndpointKind
 from netpol_gen.model.learned import LearnedInputs
 from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.peers import PeerRef
+from netpol_gen.synthesizer.render import Inline
 from netpol_gen.synthesizer.verify import LearnedCluster
 
 PodClass = tuple[str, frozenset[tuple[str, str]]]  # what a selector sees of a pod: namespace, labels
@@ -110,7 +111,7 @@ def _namespace_peer(namespace: str | None) -> dict[str, Any]:
 def _in_peer(members: Sequence[PeerRef]) -> dict[str, Any]:
     others, key, _ = members[0].fold_key
     selector: dict[str, Any] = {"matchExpressions": [
-        {"key": key, "operator": "In", "values": sorted(m.fold_key[2] for m in members)}]}
+        {"key": key, "operator": "In", "values": Inline(sorted(m.fold_key[2] for m in members))}]}
     if others:
         selector["matchLabels"] = dict(others)
     return _with_namespace(selector, members[0].namespace)
