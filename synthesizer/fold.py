@@ -95,6 +95,10 @@ class PodPopulation:
         return self.selected(folded, policy_namespace) == union
 
 
+def _sort_key(peer: PeerRef) -> tuple[Any, ...]:
+    return peer.sort_key
+
+
 def _with_namespace(pod_selector: dict[str, Any], namespace: str | None) -> dict[str, Any]:
     peer: dict[str, Any] = {"podSelector": pod_selector}
     if namespace is not None:
@@ -103,6 +107,7 @@ def _with_namespace(pod_selector: dict[str, Any], namespace: str | None) -> dict
 
 
 def _namespace_peer(namespace: str | None) -> dict[str, Any]:
+    """Every pod of the namespace: ``podSelector: {}`` is the policy's own, a namespace selector alone another."""
     if namespace is None:
         return {"podSelector": {}}
     return {"namespaceSelector": {"matchLabels": {METADATA_NAME_LABEL: namespace}}}
@@ -146,18 +151,20 @@ class PeerFolder:
         return sorted(entries, key=lambda e: e.sort_key)
 
     def _fold_namespace(self, namespace: str | None, members: list[PeerRef], policy_namespace: str) -> list[RulePeer]:
+        """The pod peers of one namespace (None: the policy's own): the namespace whole when asked and
+        proven, else one entry per fold group (folded when asked and proven)."""
         if self.namespaces and len(members) > 1:
             candidate = _namespace_peer(namespace)
             if self.population.proves(candidate, members, policy_namespace):
                 name = namespace or policy_namespace
-                return [RulePeer(candidate, (0, namespace or "", (), "", ()), tuple(sorted(members, key=_order)),
+                return [RulePeer(candidate, (0, namespace or "", (), "", ()), tuple(sorted(members, key=_sort_key)),
                                  namespace_wide=name)]
         groups: dict[tuple[Any, ...], list[PeerRef]] = defaultdict(list)
         for peer in members:
             groups[peer.fold_key[:2]].append(peer)
         entries = []
         for group in groups.values():
-            group.sort(key=_order)
+            group.sort(key=_sort_key)
             if self.labels and len(group) > 1:
                 candidate = _in_peer(group)
                 if self.population.proves(candidate, group, policy_namespace):
@@ -167,7 +174,3 @@ class PeerFolder:
                     continue
             entries.extend(RulePeer.of(peer) for peer in group)
         return entries
-
-
-def _order(peer: PeerRef) -> tuple[Any, ...]:
-    return peer.sort_key
