@@ -2,8 +2,8 @@
 
 Each policy isolates its workload for the directions asked (explicit ``policyTypes``) and allows
 exactly the observed peers and ports, folded where that is exact (:mod:`.fold`); a direction with no
-observed traffic stays closed (empty list). A workload seen with no traffic gets no policy unless ``isolate_idle``: an accidental
-isolation is worse than a missing policy.
+observed traffic stays closed (empty list). A workload seen with no traffic gets no policy unless
+``isolate_idle``: an accidental isolation is worse than a missing policy.
 """
 
 from __future__ import annotations
