@@ -58,6 +58,9 @@ _SYNTHESIS_OPTIONS = (
                  help="Fold runs of at least N contiguous ports into port+endPort."),
     click.option("--cidr-aggregate", type=click.IntRange(1, 32), default=None,
                  help="Fold external IPv4 addresses sharing this prefix length into one ipBlock."),
+    click.option("--fold-namespaces", is_flag=True,
+                 help="Write peers that together select every pod of a namespace as that namespace "
+                      "(admits workloads created there later; the report lists each one)."),
 )
 
 
@@ -73,7 +76,7 @@ def _epoch(value: str | None, option: str) -> float | None:
 def _options(namespaces: tuple[str, ...], excluded: tuple[str, ...], since: str | None, until: str | None,
              min_connections: int, ingress_only: bool, egress_only: bool, default_deny: bool, isolate_idle: bool,
              include_unknown: bool, named_ports: bool, dns_tcp: bool, port_range_min: int | None,
-             cidr_aggregate: int | None) -> Options:
+             cidr_aggregate: int | None, fold_namespaces: bool) -> Options:
     if ingress_only and egress_only:
         raise click.UsageError("--ingress-only and --egress-only exclude each other")
     return Options(
@@ -91,6 +94,7 @@ def _options(namespaces: tuple[str, ...], excluded: tuple[str, ...], since: str 
         dns_tcp=dns_tcp,
         port_range_min=port_range_min,
         cidr_aggregate=cidr_aggregate,
+        fold_namespaces=fold_namespaces,
     )
 
 
@@ -99,7 +103,7 @@ def synthesis_options(command: Callable[..., Any]) -> Callable[..., Any]:
     (so ``export`` and ``diff --db`` cannot drift apart)."""
     names = ("namespaces", "excluded", "since", "until", "min_connections", "ingress_only", "egress_only",
              "default_deny", "isolate_idle", "include_unknown", "named_ports", "dns_tcp", "port_range_min",
-             "cidr_aggregate")
+             "cidr_aggregate", "fold_namespaces")
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:

@@ -107,7 +107,8 @@ def _ip_block(raw: Any, field: str) -> IPBlock:
     return IPBlock(cidr, tuple(excepts))
 
 
-def _peer(raw: Any, field: str) -> Peer:
+def parse_peer(raw: Any, field: str) -> Peer:
+    """One ``from``/``to`` entry, validated; errors name ``field`` (the synthesizer proves folds with it)."""
     if not isinstance(raw, Mapping):
         raise PolicyError(f"{field} must be a mapping")
     unknown = set(raw) - {"podSelector", "namespaceSelector", "ipBlock"}
@@ -183,7 +184,7 @@ def _rules(raw: Any, field: str, peer_key: str) -> tuple[Rule, ...]:
         ports_raw = rule.get("ports") or []
         if not isinstance(peers_raw, list) or not isinstance(ports_raw, list):
             raise PolicyError(f"{field}[{i}]: {peer_key} and ports must be lists")
-        peers = tuple(_peer(p, f"{field}[{i}].{peer_key}[{j}]") for j, p in enumerate(peers_raw))
+        peers = tuple(parse_peer(p, f"{field}[{i}].{peer_key}[{j}]") for j, p in enumerate(peers_raw))
         ports = tuple(_port(p, f"{field}[{i}].ports[{j}]") for j, p in enumerate(ports_raw))
         rules.append(Rule(peers, ports))
     return tuple(rules)

@@ -8,12 +8,24 @@ disagree with what was generated. Edges are listed in a stable order: same store
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from netpol_gen.model.learned import LearnedEdge
 
 RULE_FIELDS = ("egress", "ingress")  # the spec keys holding rules, as a key-sorted dump writes them
-RuleEvidence = dict[str, list[tuple[LearnedEdge, ...]]]  # spec field (ingress/egress) -> per rule index -> edges
+
+
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """An observed edge behind a rule and, when its peer was folded with others, the selector of that
+    peer (``app=web``): the value of the fold this edge justifies."""
+
+    edge: LearnedEdge
+    value: str = ""
+
+
+RuleEvidence = dict[str, list[tuple[Behind, ...]]]  # spec field (ingress/egress) -> per rule index -> edges
 
 
 def timestamp(ts: float | None) -> str:
@@ -31,9 +43,10 @@ def edge_line(edge: LearnedEdge) -> str:
     return f"{line}; never seen starting: open connections read from {', '.join(s for s, _ in edge.established)}"
 
 
-def rule_comment(rule_field: str, index: int, edges: Sequence[LearnedEdge], indent: str) -> list[str]:
+def rule_comment(rule_field: str, index: int, edges: Sequence[Behind], indent: str) -> list[str]:
+    """The heading and one line per edge; an edge behind a folded peer is led by its value."""
     heading = f"{indent}# {rule_field}[{index}] allows {len(edges)} observed edge{'s' if len(edges) != 1 else ''}:"
-    return [heading, *(f"{indent}#   {edge_line(edge)}" for edge in edges)]
+    return [heading, *(f"{indent}#   {f'[{b.value}] ' if b.value else ''}{edge_line(b.edge)}" for b in edges)]
 
 
 def annotate_rules(lines: Sequence[str], evidence: RuleEvidence) -> list[str]:

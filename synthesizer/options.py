@@ -14,6 +14,10 @@ class Options:
     ``cidr_aggregate_v6`` fold external IPs that share that prefix and the same ports into one ipBlock.
     ``dns_tcp``: a resolver seen on UDP port P is also allowed on TCP P, because a DNS answer too large
     for UDP is retried over TCP (RFC 7766); a policy with UDP alone breaks those lookups at random.
+    ``fold``: exact folds (:mod:`.fold`): peers of a rule that differ in one label's value become one
+    ``In`` peer, and rules with the same peers merge their ports; what the policies allow is the same
+    for every pod, today's and later ones. ``fold_namespaces`` also writes peers that together select
+    every pod of a namespace as that namespace: exact today, but it admits workloads created there later.
     """
 
     namespaces: frozenset[str] = frozenset()
@@ -31,6 +35,8 @@ class Options:
     port_range_min: int | None = None
     cidr_aggregate: int | None = None
     cidr_aggregate_v6: int | None = None
+    fold: bool = True
+    fold_namespaces: bool = False
 
     def __post_init__(self) -> None:
         if self.ingress_only and self.egress_only:

@@ -15,7 +15,7 @@ from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.model.learned import LearnedEdge, LearnedInputs, workload_key
 from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.ports import PortRef
-from netpol_gen.synthesizer.selectors import SelectorCache
+from netpol_gen.synthesizer.selectors import SelectorCache, ordered_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +30,27 @@ class PeerRef:
     note: str = ""
 
     @property
+    def fold_key(self) -> tuple[tuple[tuple[str, str], ...], str, str]:
+        """(the other labels, the key, its value) for a pod peer: the key is the first of its labels in
+        the selectors' preference order, the one whose values tell workloads apart. Peers of one
+        namespace with the same other labels and key differ only in that value (see :mod:`.fold`)."""
+        if not self.labels:
+            return ((), "", "")
+        key = ordered_keys(k for k, _ in self.labels)[0]
+        return (tuple(item for item in self.labels if item[0] != key), key, dict(self.labels)[key])
+
+    @property
     def sort_key(self) -> tuple[Any, ...]:
+        """Pods by namespace and fold group, so a folded peer sorts where its members did."""
         if self.cidr is None:
-            return (0, self.namespace or "", self.labels)
+            others, key, value = self.fold_key
+            return (0, self.namespace or "", others, key, (value,))
         network = ipaddress.ip_network(self.cidr)
         return (1, network.version, int(network.network_address), network.prefixlen)
+
+    def describe(self) -> str:
+        """The selector as ``key=value,...`` (``--explain`` names the value behind each edge of a fold)."""
+        return ",".join(f"{k}={v}" for k, v in self.labels) if self.cidr is None else self.cidr
 
     def render(self) -> dict[str, Any]:
         if self.cidr is not None:

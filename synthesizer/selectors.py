@@ -55,7 +55,8 @@ class SelectorChoice:
     warning: str | None = None
 
 
-def _ordered(keys: Iterable[str]) -> list[str]:
+def ordered_keys(keys: Iterable[str]) -> list[str]:
+    """Label keys in the order selectors try them (and folds pick the key whose values vary)."""
     keys = set(keys)
     return [k for k in PREFERRED_KEYS if k in keys] + sorted(keys - set(PREFERRED_KEYS))
 
@@ -67,7 +68,7 @@ def _selects_exactly(labels: Mapping[str, str], population: Sequence[tuple[froze
 
 def _smallest(candidates: Mapping[str, str], population: Sequence[tuple[frozenset, bool]]) -> dict[str, str] | None:
     """The first subset, by size then preference order, that selects exactly the own pods."""
-    keys = _ordered(candidates)
+    keys = ordered_keys(candidates)
     for size in range(1, len(keys) + 1):
         for combo in combinations(keys, size):
             labels = {k: candidates[k] for k in combo}

@@ -1,9 +1,9 @@
 """From learned workloads and edges to one NetworkPolicy per workload, verified by the evaluator.
 
 Each policy isolates its workload for the directions asked (explicit ``policyTypes``) and allows
-exactly the observed peers and ports; a direction with no observed traffic stays closed (empty
-list). A workload seen with no traffic gets no policy unless ``isolate_idle``: an accidental
-isolation is worse than a missing policy.
+exactly the observed peers and ports, folded where that is exact (:mod:`.fold`); a direction with no
+observed traffic stays closed (empty list). A workload seen with no traffic gets no policy unless
+``isolate_idle``: an accidental isolation is worse than a missing policy.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from netpol_gen.model.learned import (
     workload_key,
 )
 from netpol_gen.synthesizer.explain import RuleEvidence, timestamp
+from netpol_gen.synthesizer.fold import PeerFolder
 from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.peers import Grant, PeerFactory, PeerRef
 from netpol_gen.synthesizer.ports import PortRef, port_ref
@@ -154,6 +155,7 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     selection = select_edges(inputs, options)
     selectors = SelectorCache(inputs.workloads)
     peer_factory = PeerFactory(inputs, selectors)
+    folder = PeerFolder(inputs, options)
     grants = _grants(selection.kept, options, selectors, peer_factory)
     report = Report(left_out=list(selection.left_out), filtered_edges=selection.filtered,
                     own_node=sorted(selection.own_node, key=lambda e: (e.src.key, e.dst.key, e.port, e.protocol)))
@@ -184,7 +186,10 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
                     observed[peer].ports |= seen.ports
                     observed[peer].edges += seen.edges
             built = build_rules({p: Grant(frozenset(o.ports), tuple(o.edges)) for p, o in observed.items()},
-                                PEER_FIELD[direction], options)
+                                PEER_FIELD[direction], options, folder, workload.namespace)
+            report.warnings.extend(f"{workload}: its {direction.lower()} allows every pod of namespace {ns}, "
+                                   f"workloads created there later included (--fold-namespaces)"
+                                   for ns in built.namespace_wide)
             rules[direction] = built.rules
             rule_evidence[direction.lower()] = built.evidence
             if built.ip_notes:

@@ -134,3 +134,26 @@ def test_kubelet_probes_from_each_pods_node_are_left_to_the_own_node_rule(learne
     assert code == 0
     assert "node " not in out and "cidr: 10.0." not in out
     assert "allowed by the own-node rule: not written: node/node-1 -> booking/Deployment/web 8080/TCP" in err
+
+
+FOLD_NAMESPACES = Path(__file__).parent / "data" / "fold-namespaces"
+
+
+def test_fold_namespaces_writes_a_namespace_covered_whole_as_the_namespace_and_says_so(store_url: str) -> None:
+    """Two jobs, every pod of namespace batch, call the api: one In peer, or with the flag the namespace."""
+    code, _, err = run_cli("import", "--db", store_url, "--cluster", str(FOLD_NAMESPACES / "cluster.yaml"),
+                           "--flows", str(FOLD_NAMESPACES / "flows.jsonl"))
+    assert code == 0, err
+    batch = {"kubernetes.io/metadata.name": "batch"}
+    code, exact, err = run_cli("export", "--db", store_url, "--namespace", "svc")
+    assert code == 0, err
+    [peer] = _policies(exact)["svc/api-netpol-gen"]["spec"]["ingress"][0]["from"]
+    jobs = {"key": "app", "operator": "In", "values": ["job-a", "job-b"]}
+    assert peer == {"namespaceSelector": {"matchLabels": batch}, "podSelector": {"matchExpressions": [jobs]}}
+    assert "--fold-namespaces" not in err
+    code, wide, err = run_cli("export", "--db", store_url, "--namespace", "svc", "--fold-namespaces")
+    assert code == 0, err
+    [peer] = _policies(wide)["svc/api-netpol-gen"]["spec"]["ingress"][0]["from"]
+    assert peer == {"namespaceSelector": {"matchLabels": batch}}
+    assert ("warning: svc/Deployment/api: its ingress allows every pod of namespace batch, workloads created there "
+            "later included (--fold-namespaces)") in err

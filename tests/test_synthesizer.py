@@ -350,8 +350,10 @@ def test_dns_is_an_ordinary_observed_edge(result):
 def test_peers_sharing_ports_share_a_rule_and_names_resolve_per_destination(result):
     egress = by_name(result.policies, "shop", "checkout-netpol-gen")["spec"]["egress"]
     grpc_rule = next(r for r in egress if r["ports"] == [{"port": "grpc", "protocol": "TCP"}])
-    names = [p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in grpc_rule["to"]]
-    assert names == ["cart", "catalog", "currency", "payment"]  # 7070, 3550, 7000, 50051 each on its own pods
+    [peer] = grpc_rule["to"]  # four workloads folded into one peer
+    [names] = peer["podSelector"]["matchExpressions"]
+    assert names == {"key": "app.kubernetes.io/name", "operator": "In",
+                     "values": ["cart", "catalog", "currency", "payment"]}  # 7070, 3550, 7000, 50051 on its own pods
     # shipping's pods disagree on the name: the number
     assert any(r["ports"] == [{"port": 50052, "protocol": "TCP"}] for r in egress)
 
@@ -463,8 +465,12 @@ def test_namespace_scope(shop):
     assert {p["metadata"]["namespace"] for p in only_shop.policies} == {"shop"}
     with_system = synthesize(shop, Options(exclude_namespaces=frozenset()))
     coredns = by_name(with_system.policies, "kube-system", "coredns-netpol-gen")
-    # one rule per port set: UDP+TCP 53 (13 clients: TCP as the DNS fallback), UDP+TCP 53 + metrics (prometheus)
-    assert [len(rule["from"]) for rule in coredns["spec"]["ingress"]] == [13, 1]
+    # one rule per port set: UDP+TCP 53 (13 clients: TCP as the DNS fallback), UDP+TCP 53 + metrics (prometheus);
+    # the 12 clients in namespace shop are two folded peers (ten app names, two tracks of the frontend)
+    clients = [[len(e["values"]) for e in peer["podSelector"].get("matchExpressions", [{"values": [0]}])]
+               for rule in coredns["spec"]["ingress"] for peer in rule["from"]]
+    assert [len(rule["from"]) for rule in coredns["spec"]["ingress"]] == [3, 1]
+    assert clients == [[1], [10], [2], [1]]
     assert with_system.ok
 
 
