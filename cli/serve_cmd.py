@@ -44,11 +44,11 @@ def _check_tls(cert: str | None, key: str | None) -> None:
         return
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", where=exc.filename or cert) from None
-    except ssl.SSLError as exc:
+    except ssl.SSLError as exc:  # before OSError, which it is a kind of
         raise InputError(f"not a certificate and its private key (PEM): {exc.reason or exc}",
                          where=f"{cert}, {key}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", where=exc.filename or cert) from None
 
 
 @click.command("serve")

@@ -82,10 +82,10 @@ def trusted(ca_file: str | None) -> ssl.SSLContext | bool:
         return True
     try:
         return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:  # before OSError, which it is a kind of
+        raise InputError(f"not a PEM certificate: {exc.reason or exc}", where=ca_file) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", where=ca_file) from None
-    except ssl.SSLError as exc:
-        raise InputError(f"not a PEM certificate: {exc.reason or exc}", where=ca_file) from None
 
 
 class StoreClient:
