@@ -55,7 +55,7 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
     # the files being written (the report's failure still makes the exit status non-zero)
     if synthesis.ok and output_dir is None:
         click.echo(render(synthesis.policies, fmt, evidence), nl=False)
-    elif synthesis.ok:
+    elif synthesis.ok and output_dir is not None:
         write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence))
     _print_report(synthesis.report)
     if not synthesis.ok:

@@ -178,10 +178,10 @@ def import_sources(
     except sa.exc.IntegrityError:
         # the unique content hash: a concurrent import of the same file committed first; this
         # transaction was rolled back whole, so nothing is counted twice
-        raced = _known_digests(store, [record["content_hash"] for record in records])
+        raced = _known_digests(store, [str(record["content_hash"]) for record in records])
         if not raced:
             raise
-        paths = ", ".join(record["source"] for record in records if record["content_hash"] in raced)
+        paths = ", ".join(str(record["source"]) for record in records if record["content_hash"] in raced)
         raise ImportConflict("already being imported by another process; nothing written by this run "
                              "(run it again: what that process imported is skipped)", where=paths) from None
     stats = ingest.stats
