@@ -83,6 +83,9 @@ def _established_sources(_ctx: click.Context, _param: click.Parameter, value: st
               help="Deliver batches to `netpol-gen serve` at this URL instead of a local --db.")
 @click.option("--token", default=None, envvar=ENV_TOKEN, show_envvar=True, help="Bearer token for --server.")
 @click.option("--token-file", default=None, help="File holding the token for --server, read at each delivery.")
+@click.option("--ca-file", type=click.Path(dir_okay=False), default=None,
+              help="Trust only this CA (PEM) for an https:// --server, e.g. the one that signed serve's --tls-cert "
+                   "[default: the system's CAs or $SSL_CERT_FILE].")
 @click.option("--cluster", "clusters", multiple=True,
               help="Cluster snapshot file or directory (static) [default: the live API].")
 @click.option("--kubeconfig", default=None,
@@ -92,7 +95,8 @@ def _established_sources(_ctx: click.Context, _param: click.Parameter, value: st
 @click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds between batches.")
 @click.option("--spool", "spool_path", default=":memory:", show_default=True,
-              help="SQLite file for batches the store cannot take yet (a file survives restarts).")
+              help="SQLite file for batches the store cannot take yet (a file survives restarts); batches the "
+                   "store rejects (4xx) are kept in its `rejected` table, never retried.")
 @click.option("--spool-max-mb", type=click.FloatRange(min=0.1), default=256.0, show_default=True)
 @click.option("--health", "listen", default=None, metavar="[HOST:]PORT",
               help="Serve /metrics, /healthz and /readyz here (port 0: any free port, logged).")
@@ -107,9 +111,10 @@ def _established_sources(_ctx: click.Context, _param: click.Parameter, value: st
 @click.option("--established-interval", type=click.FloatRange(min=1.0), default=300.0, show_default=True,
               help="Seconds between reads of the tables of open connections.")
 def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | None, token: str | None,
-                token_file: str | None, clusters: tuple[str, ...], kubeconfig: str | None, interfaces: tuple[str, ...],
-                interval: float, spool_path: str, spool_max_mb: float, listen: str | None, log_format: str,
-                max_tracked: int, established: tuple[str, ...], established_interval: float) -> None:
+                token_file: str | None, ca_file: str | None, clusters: tuple[str, ...], kubeconfig: str | None,
+                interfaces: tuple[str, ...], interval: float, spool_path: str, spool_max_mb: float,
+                listen: str | None, log_format: str, max_tracked: int, established: tuple[str, ...],
+                established_interval: float) -> None:
     """Capture TCP handshakes, UDP requests and DNS answers on this node and learn who talks to whom.
 
     Runs in the foreground until SIGTERM or SIGINT, then writes everything seen so far and exits 0.
@@ -121,7 +126,7 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | 
     name = f"collect:{os.environ.get('NODE_NAME') or socket.gethostname()}"
     target: BatchTarget | None = None
     if server_url:
-        target = ServerTarget(server_url, _token(token, token_file), name)
+        target = ServerTarget(server_url, _token(token, token_file), name, ca_file=ca_file)
     elif db_url or not outputs:
         target = DbTarget(db_url, name)
     sinks, frame_sinks = open_outputs(outputs)

@@ -50,13 +50,16 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
     if explain and fmt != "yaml":
         raise click.UsageError("--explain writes YAML comments: use it with --format yaml")
     synthesis = synthesize(open_learned(db_url, server_url, token), options)
+    evidence = synthesis.evidence if explain else None
+    # the files (or stdout) first, the report after: a reader of stderr that went away must not stop
+    # the files being written (the report's failure still makes the exit status non-zero)
+    if synthesis.ok and output_dir is None:
+        click.echo(render(synthesis.policies, fmt, evidence), nl=False)
+    elif synthesis.ok and output_dir is not None:
+        write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence))
     _print_report(synthesis.report)
     if not synthesis.ok:
         click.echo("netpol-gen: nothing written; please report this with the store attached", err=True)
         raise SystemExit(1)
-    evidence = synthesis.evidence if explain else None
-    if output_dir is None:
-        click.echo(render(synthesis.policies, fmt, evidence), nl=False)
-    else:
-        write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence))
+    if output_dir is not None:
         click.echo(f"wrote {len(synthesis.policies)} policies to {output_dir}", err=True)

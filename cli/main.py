@@ -7,7 +7,9 @@ code 2, so no user ever sees a traceback for a mistake in a file.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 
 import click
@@ -16,6 +18,9 @@ from netpol_gen import __version__
 from netpol_gen.errors import InputError
 
 EXIT_BAD_INPUT = 2
+# stdout or stderr closed by its reader (`| head`, `2>&1 | true`): what a shell reports for a command
+# killed by SIGPIPE, so `set -o pipefail` sees output lost exactly as with coreutils
+EXIT_READER_GONE = 128 + 13
 
 
 # name -> "module:attribute". A command's module is imported only when that command runs (or help
@@ -49,13 +54,33 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # here, not at exit: a failed write must change the exit status
+            return result
         except InputError as exc:
             click.echo(f"netpol-gen: error: {exc.message}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
-        except BrokenPipeError:  # `netpol-gen ... | head`: not an error
-            sys.stderr.close()
-            ctx.exit(0)
+        except BrokenPipeError:
+            _silence("netpol-gen: error: output not delivered: its reader closed the pipe\n")
+            ctx.exit(EXIT_READER_GONE)
+        except OSError as exc:
+            if exc.filename is not None:  # a file a command opened: that is a bug, not a full disk
+                raise
+            _silence(f"netpol-gen: error: cannot write the output: {exc.strerror}\n")
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+def _silence(message: str) -> None:
+    """Say ``message`` on stderr if it still has a reader, then point stdout and stderr at /dev/null, so
+    the interpreter's last flush neither fails again nor prints a traceback of its own."""
+    with contextlib.suppress(OSError):
+        sys.stderr.write(message)
+        sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # not a real file (click's test runner): nothing to do
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

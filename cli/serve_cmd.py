@@ -1,11 +1,20 @@
-"""``netpol-gen serve``: run the central store for collectors and the remote CLI (see store/server.py)."""
+"""``netpol-gen serve``: run the central store for collectors and the remote CLI (see store/server.py).
+
+SIGTERM is how Kubernetes stops a pod: requests in flight are drained, then the process exits 0.
+(uvicorn re-delivers the signal after draining, to the handler that was there before it; left at
+the default, that handler kills the process with status 143 and the pod shows as failed.)
+"""
 
 from __future__ import annotations
+
+import signal
+import ssl
 
 import click
 import uvicorn
 
 from netpol_gen.cli.options import db_option, parse_listen
+from netpol_gen.errors import InputError
 from netpol_gen.service.auth import Authenticator, SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
 from netpol_gen.service.server import Limits, create_app
 from netpol_gen.store.db import open_store
@@ -27,6 +36,21 @@ def _authenticator(token_file: str | None, tokenreview: bool, writers: tuple[str
     return TokenReview(kubernetes_reviewer(audiences), frozenset(writers), frozenset(readers))
 
 
+def _check_tls(cert: str | None, key: str | None) -> None:
+    """Both or neither, and a pair that loads: a bad file is a one-line error now, not a traceback in uvicorn."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:  # before OSError, which it is a kind of
+        raise InputError(f"not a certificate and its private key (PEM): {exc.reason or exc}",
+                         where=f"{cert}, {key}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", where=exc.filename or cert) from None
+
+
 @click.command("serve")
 @db_option
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="[HOST:]PORT")
@@ -41,19 +65,25 @@ def _authenticator(token_file: str | None, tokenreview: bool, writers: tuple[str
               help="With --tokenreview: token audiences accepted (repeatable).")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.01), default=16.0, show_default=True,
               help="Largest request body as sent; 8 times this once decompressed.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM; the chain after it), so tokens never cross in clear.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="The private key of --tls-cert (PEM).")
 @click.option("--writers", "write_slots", type=click.IntRange(min=1), default=None,
               help="Concurrent write transactions [default: 1; more only on PostgreSQL].")
 def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenreview: bool, writers: tuple[str, ...],
-              readers: tuple[str, ...], audiences: tuple[str, ...], max_body_mb: float,
-              write_slots: int | None) -> None:
-    """Serve the store over HTTP: collectors post batches, `--server` commands read what was learnt."""
+              readers: tuple[str, ...], audiences: tuple[str, ...], max_body_mb: float, tls_cert: str | None,
+              tls_key: str | None, write_slots: int | None) -> None:
+    """Serve the store over HTTP(S): collectors post batches, `--server` commands read what was learnt."""
     authenticator = _authenticator(token_file, tokenreview, writers, readers, audiences)
     host, port = parse_listen(listen, "--listen")
+    _check_tls(tls_cert, tls_key)
     store = open_store(db_url)
     max_body = int(max_body_mb * (1 << 20))
     app = create_app(store, authenticator, limits=Limits(max_body, 8 * max_body), writers=write_slots)
-    click.echo(f"serving {store.url} on http://{host}:{port}", err=True)
+    click.echo(f"serving {store.url} on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # where uvicorn re-delivers SIGTERM once drained
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
+                    ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     finally:
         store.close()

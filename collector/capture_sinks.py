@@ -87,8 +87,11 @@ class StoreSink:
         try:
             self._write(interval.batch_id, len(interval.flows), batch)
         except DeliveryError as exc:
-            self._failed(exc)
-            self._park(interval.batch_id, len(interval.flows), batch)
+            if exc.rejected:
+                self._reject(interval.batch_id, len(interval.flows), batch, exc)
+            else:
+                self._failed(exc)
+                self._park(interval.batch_id, len(interval.flows), batch)
             return
         log.info("batch written", extra={"fields": {"batch": interval.batch_id, "flows": len(interval.flows),
                                                     "edges": len(batch.edges), "dns": len(batch.dns)}})
@@ -141,8 +144,11 @@ class StoreSink:
             try:
                 self._write(spooled.batch_id, spooled.flows, spooled.batch)
             except DeliveryError as exc:
-                self._failed(exc)
-                return False
+                if not exc.rejected:
+                    self._failed(exc)
+                    return False
+                self._reject(spooled.batch_id, spooled.flows, spooled.batch, exc)  # the rest goes on
+                continue
             self._spool.remove(spooled.batch_id)
             self._gauge_spool()
         log.info("spool delivered", extra={"fields": {"url": self._target.url}})
@@ -157,6 +163,14 @@ class StoreSink:
         log.warning("store unreachable: batch spooled", extra={"fields": {
             "batch": batch_id, "spooled_batches": self._spool.count(), "spooled_bytes": self._spool.size(),
             "dropped_batches": self._spool.dropped}})
+
+    def _reject(self, batch_id: str, flows: int, batch: Batch, exc: DeliveryError) -> None:
+        """A batch the store will never take: set aside in the spool file, counted, said loudly, not retried."""
+        self._spool.reject(batch_id, flows, batch, str(exc))
+        self._metrics.batches_rejected.inc()
+        self._gauge_spool()
+        log.error("store rejected a batch: kept in the spool's rejected table, not retried", extra={"fields": {
+            "batch": batch_id, "flows": flows, "error": str(exc), "url": self._target.url}})
 
     def _failed(self, exc: DeliveryError) -> None:
         self._hold = min(max(2 * self._hold, HOLD_FIRST), HOLD_MAX)

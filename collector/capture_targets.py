@@ -12,9 +12,10 @@ from collections.abc import Callable
 import httpx
 import sqlalchemy as sa
 
+from netpol_gen.errors import InputError
 from netpol_gen.model.aggregate import Batch
 from netpol_gen.model.cluster import Cluster
-from netpol_gen.service.client import Retry, ServerError, StoreClient
+from netpol_gen.service.client import Retry, ServerError, StoreClient, trusted
 from netpol_gen.service.wire import BatchMessage, ClusterView
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import Store, StoreError, default_url, open_store
@@ -24,7 +25,12 @@ SERVER_RETRY = Retry(deadline=10.0)
 
 
 class DeliveryError(Exception):
-    """The batch was not written (the target is unreachable, or refused it); spool and retry later."""
+    """The batch was not written: the target is unreachable or refused us (spool and retry later), or
+    it ``rejected`` this batch itself (set it aside: it would be refused again)."""
+
+    def __init__(self, what: str, *, rejected: bool = False) -> None:
+        super().__init__(what)
+        self.rejected = rejected
 
 
 def _first_line(exc: BaseException) -> str:
@@ -57,15 +63,19 @@ class DbTarget:
 class ServerTarget:
     """POSTs to a store server; the token is read for every delivery (projected tokens rotate)."""
 
-    def __init__(self, url: str, token: Callable[[], str], source: str, retry: Retry = SERVER_RETRY) -> None:
-        self.url, self._token, self._source, self._retry = url, token, source, retry
+    def __init__(self, url: str, token: Callable[[], str], source: str, retry: Retry = SERVER_RETRY,
+                 ca_file: str | None = None) -> None:
+        self.url, self._token, self._source, self._retry, self._ca_file = url, token, source, retry, ca_file
+        trusted(ca_file)  # a bad --ca-file is a mistake to report now; read again at each delivery (rotation)
 
     def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool:
         message = BatchMessage(batch_id, batch, flows, self._source, ClusterView.of(cluster) if cluster else None)
         try:
-            with StoreClient(self.url, self._token(), retry=self._retry) as client:
+            with StoreClient(self.url, self._token(), retry=self._retry, ca_file=self._ca_file) as client:
                 return client.post(message)
-        except (ServerError, httpx.HTTPError, OSError) as exc:
+        except ServerError as exc:
+            raise DeliveryError(_first_line(exc), rejected=exc.rejects_batch) from exc
+        except (InputError, httpx.HTTPError, OSError) as exc:  # InputError: the --ca-file became unreadable
             raise DeliveryError(_first_line(exc)) from exc
 
     def close(self) -> None:

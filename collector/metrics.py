@@ -40,6 +40,9 @@ class Metrics:
         self.batches_spooled = _counter(r, "batches_spooled", "Batches spooled while the store was unreachable.")
         self.batches_dropped = _counter(r, "spool_batches_dropped", "Oldest spooled batches dropped when full.")
         self.store_errors = _counter(r, "store_errors", "Failed deliveries to the store.")
+        self.batches_rejected = _counter(r, "batches_rejected",
+                                         "Batches the store refused as malformed (4xx), kept in the spool's "
+                                         "rejected table, never retried.")
         self.watch_restarts = _gauge(r, "api_watch_restarts", "Kubernetes API watch restarts, if the source counts.")
         self.interfaces = _gauge(r, "interfaces", "Interfaces captured on.")
         self.tracked = _gauge(r, "tracked_connections", "Connections held by the tracker.")

@@ -4,6 +4,12 @@ A batch is deleted from the spool only after the store committed it; the store r
 delivered twice by its id (:mod:`netpol_gen.store.batches`), so a crash between the two commits
 repeats nothing. When the spool would exceed its size, the oldest batches are dropped (and counted):
 the newest traffic is the most useful when the store has been away for long.
+
+A batch the store *rejected* (HTTP 400/413/415/422: malformed or out of range, never accepted however
+often sent) is moved to the ``rejected`` table of the same file with the store's answer, instead of
+being retried forever ahead of every later batch: recorded traffic is never silently lost, and an
+operator can read it back (``sqlite3 SPOOL 'select batch_id, error from rejected'``). It is bounded
+by the same size, oldest dropped first.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ CREATE TABLE IF NOT EXISTS spool (
     flows INTEGER NOT NULL,
     size INTEGER NOT NULL,
     payload BLOB NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL UNIQUE,
+    flows INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
 """
 
 
@@ -43,7 +57,7 @@ class Spool:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA auto_vacuum=FULL")  # give deleted batches' pages back to the disk
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def put(self, batch_id: str, flows: int, batch: Batch) -> None:
         payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
@@ -54,6 +68,21 @@ class Spool:
             while self.size() > self.max_bytes:
                 self._db.execute("DELETE FROM spool WHERE seq = (SELECT min(seq) FROM spool)")
                 self.dropped += 1
+
+    def reject(self, batch_id: str, flows: int, batch: Batch, error: str) -> None:
+        """Move ``batch_id`` (spooled or not) to the rejected table, with the store's answer."""
+        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM spool WHERE batch_id = ?", (batch_id,))
+            self._db.execute("INSERT OR IGNORE INTO rejected (batch_id, flows, size, error, payload) "
+                             "VALUES (?, ?, ?, ?, ?)", (batch_id, flows, len(payload), error, payload))
+            while self._size("rejected") > self.max_bytes:
+                self._db.execute("DELETE FROM rejected WHERE seq = (SELECT min(seq) FROM rejected)")
+
+    def rejected(self) -> list[tuple[str, str]]:
+        """(batch id, the store's answer) of the batches set aside, oldest first."""
+        return [(row[0], row[1]) for row in self._db.execute("SELECT batch_id, error FROM rejected ORDER BY seq")]
 
     def oldest(self) -> Iterator[Spooled]:
         """Batches oldest first; each is read when reached, so a long spool is not loaded at once."""
@@ -70,7 +99,10 @@ class Spool:
         self._db.execute("DELETE FROM spool WHERE batch_id = ?", (batch_id,))
 
     def size(self) -> int:
-        return int(self._db.execute("SELECT coalesce(sum(size), 0) FROM spool").fetchone()[0])
+        return self._size("spool")
+
+    def _size(self, table: str) -> int:  # table: "spool" or "rejected", never input
+        return int(self._db.execute(f"SELECT coalesce(sum(size), 0) FROM {table}").fetchone()[0])
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM spool").fetchone()[0])

@@ -25,8 +25,12 @@ from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.flows import Flow, iter_flows
 from netpol_gen.store import schema as t
-from netpol_gen.store.db import Store
+from netpol_gen.store.db import Store, StoreError
 from netpol_gen.store.writer import write_batch, write_cluster
+
+
+class ImportConflict(StoreError):
+    """Another process imported the same file between our look at the store and our commit."""
 
 
 @dataclass(frozen=True)
@@ -178,11 +182,26 @@ def import_sources(
         records.append({"content_hash": digest, "source": source.path, "kind": source.kind,
                         "flows": ingest.stats.flows - before, "imported_at": time.time()})
     batch = ingest.take_batch()
-    with store.transaction() as conn:
-        write_cluster(conn, cluster)
-        result = write_batch(conn, batch)
-        if records:
-            conn.execute(sa.insert(t.imports), records)
+    try:
+        with store.transaction() as conn:
+            write_cluster(conn, cluster)
+            result = write_batch(conn, batch)
+            if records:
+                conn.execute(sa.insert(t.imports), records)
+    except (sa.exc.OperationalError, sa.exc.InternalError) as exc:  # InternalError: PostgreSQL read-only
+        refusal = store.refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
+    except sa.exc.IntegrityError:
+        # the unique content hash: a concurrent import of the same file committed first; this
+        # transaction was rolled back whole, so nothing is counted twice
+        raced = _known_digests(store, [str(record["content_hash"]) for record in records])
+        if not raced:
+            raise
+        paths = ", ".join(str(record["source"]) for record in records if record["content_hash"] in raced)
+        raise ImportConflict("already being imported by another process; nothing written by this run "
+                             "(run it again: what that process imported is skipped)", where=paths) from None
     stats = ingest.stats
     report.flows, report.duplicates = stats.flows, stats.duplicates
     report.service_unresolved, report.unknown_ips = stats.service_unresolved, len(stats.unknown_ips)

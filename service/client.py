@@ -3,8 +3,12 @@
 Every request has a timeout and is retried with capped, jittered exponential backoff while the
 server is unreachable or answers 408/429/5xx, for at most ``Retry.deadline`` seconds. Retrying a
 POST is safe because the server records each batch id once: a batch whose answer was lost is
-recognised, not counted twice. Other refusals (bad token, a batch the server cannot take) are
-permanent and raised at once, so a collector does not spool what will never be accepted.
+recognised, not counted twice. Any other 4xx (bad token, a batch the server cannot take) is never
+retried: it is raised at once, and :data:`REJECTS_BATCH` tells a collector when the batch itself is
+at fault (to be set aside, not spooled for a retry that would be refused forever).
+
+``https://`` servers are verified against the system's CA bundle (or ``$SSL_CERT_FILE``), or against
+``ca_file`` alone when given, e.g. the CA of ``serve --tls-cert`` mounted from a Secret.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +37,23 @@ from netpol_gen.store.query import EdgeRow
 ENV_SERVER = "NETPOL_GEN_SERVER"
 ENV_TOKEN = "NETPOL_GEN_TOKEN"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+# the request itself is refused (malformed, out of range, too large): sending it again cannot help,
+# whereas 401/403/404 say the credentials or the address are wrong, not the batch
+REJECTS_BATCH = frozenset({400, 413, 415, 422})
 
 
 class ServerError(InputError):
     """The server refused a request (``permanent``) or could not be reached in time (retry later)."""
 
-    def __init__(self, what: str, *, where: str | None = None, permanent: bool = False) -> None:
+    def __init__(self, what: str, *, where: str | None = None, permanent: bool = False,
+                 status: int | None = None) -> None:
         super().__init__(what, where=where)
         self.permanent = permanent
+        self.status = status  # the HTTP status of a refusal; None when the server was not reached
+
+    @property
+    def rejects_batch(self) -> bool:
+        return self.status in REJECTS_BATCH
 
 
 @dataclass(frozen=True)
@@ -62,16 +76,29 @@ def _refusal(response: httpx.Response) -> str:
     return f"server answered {response.status_code}: {detail}"
 
 
+def trusted(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What httpx verifies servers with: only ``ca_file``'s CAs, or (None) the defaults."""
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:  # before OSError, which it is a kind of
+        raise InputError(f"not a PEM certificate: {exc.reason or exc}", where=ca_file) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", where=ca_file) from None
+
+
 class StoreClient:
     """One connection pool to one server; ``sleep`` and ``clock`` are injectable for tests and benches."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0, retry: Retry | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 ca_file: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url.rstrip("/")
         self.retry = retry or Retry()
         self.stats = ClientStats()
         self._sleep, self._clock = sleep, clock
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=trusted(ca_file), headers={
             "Authorization": f"Bearer {token}", "User-Agent": f"netpol-gen/{__version__}"})
 
     def __enter__(self) -> StoreClient:
@@ -97,7 +124,8 @@ class StoreClient:
                 if response.status_code < 400:
                     return response
                 if response.status_code not in RETRYABLE:
-                    raise ServerError(_refusal(response), where=self.url + path, permanent=True)
+                    raise ServerError(_refusal(response), where=self.url + path, permanent=True,
+                                      status=response.status_code)
                 problem = _refusal(response)
                 wait = float(response.headers.get("retry-after", "0") or 0) if response.headers.get(
                     "retry-after", "").isdigit() else 0.0
@@ -136,7 +164,8 @@ class StoreClient:
 
 
 def post_batch(url: str, token: str, batch: Batch, batch_id: str, *, flows: int = 0, source: str = "",
-               cluster: Cluster | None = None, retry: Retry | None = None, timeout: float = 10.0) -> bool:
+               cluster: Cluster | None = None, retry: Retry | None = None, timeout: float = 10.0,
+               ca_file: str | None = None) -> bool:
     """Deliver one batch (with the cluster view it was attributed against, when that changed).
 
     True when written, False when the server had this batch id already. ServerError with
@@ -144,5 +173,5 @@ def post_batch(url: str, token: str, batch: Batch, batch_id: str, *, flows: int 
     the same id later; with ``permanent`` True it will never be accepted (bad token, malformed).
     """
     message = BatchMessage(batch_id, batch, flows, source, ClusterView.of(cluster) if cluster else None)
-    with StoreClient(url, token, retry=retry, timeout=timeout) as client:
+    with StoreClient(url, token, retry=retry, timeout=timeout, ca_file=ca_file) as client:
         return client.post(message)

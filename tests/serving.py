@@ -7,6 +7,7 @@ started again on the same port, as a restarted pod would be.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,12 +20,12 @@ TOKEN = "test-token-0123456789"
 READY_DEADLINE = 10.0
 
 
-def wait_ready(url: str, deadline: float = READY_DEADLINE) -> None:
+def wait_ready(url: str, deadline: float = READY_DEADLINE, verify: ssl.SSLContext | bool = True) -> None:
     """Poll ``url``/readyz until it answers 200; AssertionError after ``deadline`` seconds."""
     end = time.monotonic() + deadline
     while True:
         try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=1.0, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -191,3 +191,36 @@ def test_container_args_are_accepted_by_the_real_command_line(
     assert subcommand is not None, f"no command {command!r}"
     with subcommand.make_context(command, list(flags), resilient_parsing=False) as ctx:
         assert ctx.params  # parsed: unknown flags or bad values raise a click error above
+
+
+def _mounted(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file at ``path`` in ``container``, from its Secret volume mounts."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(prefix):
+            secret = volumes[mount["name"]]["secret"]
+            (key,) = [item["key"] for item in secret["items"] if item["path"] == path[len(prefix):]]
+            return secret["secretName"], key
+    raise AssertionError(f"nothing mounted at {path}")
+
+
+def _flag(args: list[str], name: str) -> str:
+    (value,) = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{name}=")]
+    return value
+
+
+def test_the_store_service_speaks_tls_with_the_certificate_from_a_secret(objects: list[dict[str, Any]]) -> None:
+    """Bearer tokens cross the node network: the store serves HTTPS with the Secret's certificate and key,
+    its probes use HTTPS, and every collector verifies it against the Secret's ca.crt, never seeing the key."""
+    store = _one(objects, "Deployment", "netpol-gen-store")["spec"]["template"]["spec"]
+    (serve,) = store["containers"]
+    assert _mounted(store, serve, _flag(serve["args"], "--tls-cert")) == ("netpol-gen-store-tls", "tls.crt")
+    assert _mounted(store, serve, _flag(serve["args"], "--tls-key")) == ("netpol-gen-store-tls", "tls.key")
+    assert serve["readinessProbe"]["httpGet"]["scheme"] == serve["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    collector = _one(objects, "DaemonSet", "netpol-gen-collector")["spec"]["template"]["spec"]
+    (collect,) = collector["containers"]
+    assert _flag(collect["args"], "--server") == f"https://netpol-gen-store.netpol-gen.svc:{STORE_PORT}"
+    assert _mounted(collector, collect, _flag(collect["args"], "--ca-file")) == ("netpol-gen-store-tls", "ca.crt")
+    keys = {item["key"] for v in collector["volumes"] if "secret" in v for item in v["secret"]["items"]}
+    assert keys == {"ca.crt"}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from netpol_gen.collector import capture_sinks
 from netpol_gen.collector.agent import Interval
@@ -21,7 +22,7 @@ from netpol_gen.model.cluster import Cluster, Namespace, Pod, Workload
 from netpol_gen.model.flows import Flow
 from netpol_gen.service.auth import SharedSecret
 from netpol_gen.service.client import Retry
-from netpol_gen.service.server import create_app
+from netpol_gen.service.server import Limits, create_app
 from netpol_gen.store import schema as t
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import open_store
@@ -201,3 +202,66 @@ def test_a_store_server_away_then_back_gets_every_batch_once(store_url: str) -> 
     finally:
         server.stop()
         store.close()
+
+
+class _PostsSeen:
+    """ASGI middleware recording each POST the server receives: how many times a batch was sent."""
+
+    def __init__(self, app: ASGIApp, seen: list[int]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            self.seen.append(int(dict(scope["headers"]).get(b"content-length", b"0")))
+        await self.app(scope, receive, send)
+
+
+def _big(batch_id: str, src_port: int) -> Interval:
+    # 3000 flows to as many destination ports: as many edges, a body far over the server's limit below
+    return Interval(batch_id, 0, 1, [Flow("10.0.0.1", "10.0.0.2", port, "TCP", src_port, 1000.0)
+                                     for port in range(1, 3001)], [])
+
+
+def test_a_batch_the_store_rejects_is_set_aside_once_and_never_blocks_the_rest(tmp_path: Path) -> None:
+    """A real 4xx: a server whose body limit (4 KiB) a 3000-edge batch exceeds answers 413. The batch is
+    sent once, kept with the answer in the spool file's rejected table, counted; batches spooled
+    behind it while the store was away are delivered, and it is never sent again."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    posts: list[int] = []
+    app = create_app(store, SharedSecret(TOKEN), limits=Limits(max_body=4096, max_decoded=1 << 20))
+    app.add_middleware(_PostsSeen, seen=posts)
+    server = ThreadServer(app).start()
+    metrics, clock = Metrics(), Clock()
+    spool_path = str(tmp_path / "spool.db")
+    target = ServerTarget(server.url, lambda: TOKEN, "test", retry=Retry(deadline=0.3, base=0.01, cap=0.05))
+    sink = StoreSink(target, StaticClusterSource(_cluster()), Spool(spool_path, 1 << 20), metrics, clock)
+    try:
+        sink.deliver(_big("big-1", 50001))  # delivered at once: rejected, not spooled
+        assert _metric(metrics, "batches_rejected_total") == 1 and _metric(metrics, "spool_batches") == 0
+        assert len(posts) == 1
+        server.stop()  # the store away: the next batches are spooled, the second big one among them
+        sink.deliver(_big("big-2", 50002))
+        sink.deliver(Interval("small-1", 1, 2, [_flow(1)], []))
+        assert _metric(metrics, "spool_batches") == 2
+        server = ThreadServer(server.app, port=server.port).start()
+        posts.clear()
+        clock.now += capture_sinks.HOLD_MAX
+        sink.deliver(Interval("small-2", 2, 3, [_flow(2)], []))
+        clock.now += capture_sinks.HOLD_MAX
+        sink.deliver(Interval("small-3", 3, 4, [_flow(3)], []))
+        assert _metric(metrics, "spool_batches") == 0 and _metric(metrics, "batches_rejected_total") == 2
+        assert len(posts) == 4  # big-2 once, then small-1, small-2, small-3; no retry of a 4xx
+        assert _metric(metrics, "batches_written_total") == 3
+        sink.close()
+    finally:
+        server.stop()
+        store.close()
+    assert _connections(url) == 3
+    kept = Spool(spool_path, 1 << 20)
+    try:
+        assert [(batch_id, "413" in error) for batch_id, error in kept.rejected()] == [("big-1", True),
+                                                                                        ("big-2", True)]
+        assert kept.count() == 0
+    finally:
+        kept.close()
