@@ -174,7 +174,8 @@ def test_dropped_rule_exits_3_and_text_names_the_cut_flows() -> None:
     result = run_diff(proposed=DROP_RULE)
     assert result.exit_code == 3, result.output
     out = result.stdout
-    assert "policies: 0 added, 0 removed, 1 changed, 5 unchanged" in out
+    assert out.startswith("Policies: 1 changed (5 unchanged).\nBREAKS 1 connection seen in the recorded traffic: "
+                          f"6 of {RECORDED} recorded flows would be denied.\n")
     assert "changed booking/data-tier" in out
     assert "-          app.kubernetes.io/name: booking\n" in out
     assert f"  {BOOKING} -> {REDIS} TCP/6379  x6 via booking/redis\n" in out
