@@ -5,7 +5,9 @@ from __future__ import annotations
 from netpol_gen.evaluator.impact import FlowChange
 from netpol_gen.evaluator.policy_diff import Change
 from netpol_gen.review.diff import DiffReport
-from netpol_gen.review.render_text import counts_line, search_note
+from netpol_gen.review.render_mermaid import flowchart
+from netpol_gen.review.render_text import search_note
+from netpol_gen.review.summary import change_summary
 
 
 def _cell(text: str) -> str:
@@ -29,10 +31,10 @@ def _groups(title: str, groups: list[FlowChange], flows: int) -> list[str]:
 
 def render(report: DiffReport) -> str:
     policies, impact = report.policies, report.impact
-    lines = ["## netpol-gen diff", "",
-             f"**Policies:** {counts_line(policies)}. **Recorded flows:** {impact.flows}, "
-             f"**{impact.flows_broken} would be denied**, {impact.flows_opened} newly allowed; "
-             f"{len(impact.opened)} never-observed workload pairs x ports newly opened.", ""]
+    lines = ["## netpol-gen diff", "", *(f"- {line}" for line in change_summary(policies, impact)), ""]
+    chart = flowchart(impact)
+    if chart is not None:
+        lines += ["### Changed edges", "", "```mermaid", chart.rstrip("\n"), "```", ""]
     changed = [c for c in policies.changes if c.change is not Change.UNCHANGED]
     if changed:
         lines += ["### Policies", "", "| policy | change |", "|---|---|"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from netpol_gen.evaluator.impact import FlowChange, Impact
-from netpol_gen.evaluator.policy_diff import Change, PolicySetDiff
+from netpol_gen.evaluator.policy_diff import Change
 from netpol_gen.review.diff import DiffReport
+from netpol_gen.review.summary import change_summary
 
 _CHANGE_COLOURS = {Change.ADDED: "green", Change.REMOVED: "red", Change.CHANGED: "yellow"}
 
@@ -23,16 +24,13 @@ def _diff_line(line: str) -> str:
     return line
 
 
-def counts_line(policies: PolicySetDiff) -> str:
-    return ", ".join(f"{n} {name}" for name, n in policies.counts().items())
-
-
 def search_note(impact: Impact) -> str:
-    note = (f"\nnever-observed connectivity: {impact.affected_workloads} of {impact.workloads} workloads have "
-            f"changed policies; {impact.judgements} workload pair x declared port judgements")
+    """How the never-seen openings were searched, in words (the summary gives what was found)."""
+    note = (f"\nSearched for connections never seen: {impact.judgements} workload pairs x declared ports, "
+            f"those of the {impact.affected_workloads} of {impact.workloads} workloads whose policies change")
     if impact.truncated:
-        note += f" (stopped at the cap of {impact.max_judgements}: the list may be incomplete)"
-    return note
+        note += f"; stopped at the cap of {impact.max_judgements}, so the list may be incomplete"
+    return note + "."
 
 
 def _groups(title: str, colour: str, groups: list[FlowChange], flows: int) -> list[str]:
@@ -49,7 +47,7 @@ def _groups(title: str, colour: str, groups: list[FlowChange], flows: int) -> li
 
 def render(report: DiffReport) -> str:
     policies, impact = report.policies, report.impact
-    lines = [click.style(f"policies: {counts_line(policies)}", bold=True)]
+    lines = [click.style(line, bold=True) for line in change_summary(policies, impact)]
     for change in policies.changes:
         if change.change is Change.UNCHANGED:
             continue

@@ -174,7 +174,8 @@ def test_dropped_rule_exits_3_and_text_names_the_cut_flows() -> None:
     result = run_diff(proposed=DROP_RULE)
     assert result.exit_code == 3, result.output
     out = result.stdout
-    assert "policies: 0 added, 0 removed, 1 changed, 5 unchanged" in out
+    assert out.startswith("Policies: 1 changed (5 unchanged).\nBREAKS 1 connection seen in the recorded traffic: "
+                          f"6 of {RECORDED} recorded flows would be denied.\n")
     assert "changed booking/data-tier" in out
     assert "-          app.kubernetes.io/name: booking\n" in out
     assert f"  {BOOKING} -> {REDIS} TCP/6379  x6 via booking/redis\n" in out
@@ -218,7 +219,8 @@ def test_markdown_is_a_pull_request_comment() -> None:
     assert result.exit_code == 3
     out = result.stdout
     assert out.startswith("## netpol-gen diff\n")
-    assert "**6 would be denied**" in out
+    assert f"- BREAKS 1 connection seen in the recorded traffic: 6 of {RECORDED} recorded flows would be " in out
+    assert f'```mermaid\nflowchart LR\n  n0["{BOOKING}"]\n  n1["{REDIS}"]\n  n0 --x|"CUT: TCP/6379, 6 flows"| n1' in out
     assert "| `booking/data-tier` | changed |" in out
     assert "#### changed: `booking/data-tier`\n\n```diff\n--- a/booking/data-tier\n" in out
     assert "### Flows that would break (6 flows)" in out
