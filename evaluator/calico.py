@@ -126,7 +126,8 @@ def _rule(raw: Any, field: str, egress: bool, namespace: str | None) -> Rule:
     peer_side, own_side = ("destination", "source") if egress else ("source", "destination")
     peer_raw = raw.get(peer_side) or {}
     own_raw = raw.get(own_side) or {}
-    if any(own_raw.get(k) for k in ("selector", "namespaceSelector", "nets", "notNets", "ports", *_REFUSED_ENTITY)):
+    own_fields = ("selector", "namespaceSelector", "nets", "notNets", *_REFUSED_ENTITY, *(("ports",) if egress else ()))
+    if any(own_raw.get(k) for k in own_fields):
         raise PolicyError(f"{field}.{own_side}: matching on the policy's own endpoint is not supported")
     ports = _ports(raw.get("destination", {}).get("ports") if isinstance(raw.get("destination"), Mapping)
                    else None, protocol, f"{field}.destination.ports")

@@ -18,7 +18,8 @@ IPBLOCK_NOTES = ("netpol-gen.io/ingress-ipblocks", "netpol-gen.io/egress-ipblock
 
 # libyaml's emitter when present: the same bytes, several times faster on large policy sets
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_CIDR_LINE = re.compile(r"^(\s*cidr: )(\S+)$")
+# an ipBlock's or a CIDR set's cidr, or an item of a Calico nets list
+_CIDR_LINE = re.compile(r"^(\s*(?:- )?(?:cidr: )?)(\S+/\d+)$")
 
 
 def _notes(policy: Mapping[str, Any]) -> dict[str, str]:
