@@ -9,7 +9,8 @@ TTL, and a connection outlives the lookup that opened it).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 DNS_GRACE = 600.0
@@ -55,3 +56,11 @@ class DnsHistory:
     def boundaries(self) -> set[float]:
         """The instants at which some address's names change (for the cluster's epochs)."""
         return {t for windows in self._by_address.values() for _, start, end in windows for t in (start, end)}
+
+
+def names_throughout(dns_names: Mapping[str, Sequence[str]]) -> list[DnsAnswerSeen]:
+    """Answers that name each address by the names learnt for it at every time: what a learning
+    source (``LearnedInputs.dns_names``) knows, which already kept only the names whose answers were
+    valid when the address was reached."""
+    return [DnsAnswerSeen(name, address, 0, -math.inf, math.inf)
+            for address, names in dns_names.items() for name in names]

@@ -188,3 +188,18 @@ def test_generated_targets_admit_every_flow_the_networkpolicies_admit(
 def test_explain_is_refused_for_other_targets(example_db: str) -> None:
     result = run_cli("export", "--db", example_db, "--target", "calico", "--explain")
     assert result.exit_code == 2 and "--target kubernetes" in result.output
+
+
+@pytest.mark.parametrize("target", ("cilium", "calico"))
+def test_diff_judges_an_exported_set_against_the_policies_in_force(example_db: str, target: str,
+                                                                  tmp_path: Path) -> None:
+    """``diff --db`` on a Cilium or Calico set: the store's names admit the toFQDNs flows, so no
+    recorded flow is cut (exit 1: changes only); the per-policy part lists the new kinds as added."""
+    export(example_db, target, tmp_path)
+    result = run_cli("diff", "--db", example_db, "--proposed", str(tmp_path),
+                     "--against", str(EXAMPLE / "policies"), "--format", "json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["impact"]["flows"] == 94 and report["impact"]["flows_broken"] == 0
+    added = [c["policy"] for c in report["policies"] if c["change"] == "added"]
+    assert added and all(name.startswith(f"{target}:") for name in added)
