@@ -8,8 +8,8 @@ TTL, and a connection outlives the lookup that opened it).
 
 from __future__ import annotations
 
-from collections import defaultdict
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
