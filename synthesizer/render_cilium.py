@@ -6,7 +6,7 @@ entities ``host`` and ``remote-node`` (Cilium's CIDR rules never select nodes); 
 by the DNS names observed for it as ``toFQDNs`` ``matchName`` (or, with ``fqdn_patterns``, a
 ``matchPattern`` ``*.parent`` for two or more names under one parent domain), else as ``toCIDRSet``.
 ``toFQDNs`` only works when Cilium's DNS proxy sees the lookups, so the policy's rule to the observed
-resolver (every edge of it on port 53) carries ``rules.dns`` ``matchPattern: "*"``; a workload with
+resolver (every edge of it on port 53) carries ``rules.dns`` ``matchPattern: "*"`` on port 53 by number; a workload with
 no such rule keeps its named addresses as CIDRs (and the report says so). A direction that is
 enforced with nothing allowed is ``[{}]``, Cilium's default-deny rule.
 """
@@ -104,8 +104,10 @@ class CiliumRenderer:
         def to_ports() -> dict[str, Any]:
             """Fresh per rule: shared objects would dump as YAML anchors."""
             ports = _port_rule(rule.get("ports", []))
-            if ports and is_dns:
-                ports[0]["rules"] = {"dns": [{"matchPattern": "*"}]}
+            if ports and is_dns:  # by number: every edge of the rule is on port 53, named or not
+                protocols = sorted({p["protocol"] for p in ports[0]["ports"]}, reverse=True)
+                ports[0] = {"ports": [{"port": str(DNS_PORT), "protocol": p} for p in protocols],
+                            "rules": {"dns": [{"matchPattern": "*"}]}}
             return {"toPorts": ports} if ports else {}
 
         rules = []
