@@ -29,7 +29,7 @@ from netpol_gen.errors import PolicyError
 from netpol_gen.evaluator.calico_selector import Predicate, parse_selector
 from netpol_gen.evaluator.cilium import NOTHING
 from netpol_gen.evaluator.labels import LabelSelector
-from netpol_gen.evaluator.policy import NetworkPolicy, Peer, PortSpec, Rule, _network
+from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule, _network
 from netpol_gen.model.cluster import Pod
 
 API_VERSIONS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
@@ -186,7 +186,7 @@ def parse_calico(obj: Mapping[str, Any], *, where: str = "", default_namespace: 
         return NetworkPolicy(
             namespace=namespace, name=name, pod_selector=LabelSelector(), policy_types=_types(spec),
             ingress=rules["ingress"], egress=rules["egress"], source=where, subject=subject,
-            cluster_wide=cluster_wide, stage=(math.inf if order is None else float(order), label),
+            cluster_wide=cluster_wide, stage=(TIER_POLICY, math.inf if order is None else float(order), label),
             first_match=True, flavor="calico")
     except PolicyError as exc:
         raise PolicyError(exc.what, where=where or None, obj=label) from None

@@ -12,7 +12,9 @@ all: the policies that select the pod for the direction are judged in stages of 
 ``stage`` (NetworkPolicy and Cilium share one stage; each Calico policy is its own, by ``order``). In a
 stage a matching Deny rule wins over any Allow (Cilium's deny precedence), else a matching Allow
 admits; in a ``first_match`` policy (Calico) the first matching rule decides, and Pass ends the walk
-as allowed (the profile's default). No stage deciding: denied if some policy isolates the pod.
+to the next tier. Tiers (ClusterNetworkPolicy): Admin, then the policies of the namespace
+(NetworkPolicy, Cilium, Calico), then Baseline; in the middle tier, no rule deciding on a pod some
+policy isolates denies it; nothing deciding at all allows (after a Pass, as passed).
 
 Policies are indexed by namespace, the policies isolating each pod are computed once per pod, and
 verdicts are cached per (source, destination, port, protocol), so judging a million flows is a
@@ -21,18 +23,20 @@ dictionary lookup per flow once the distinct connections have been seen.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 from itertools import groupby
 
-from netpol_gen.evaluator.policy import NetworkPolicy, Peer, PortSpec, Rule
+from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule
 from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
 from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod
 from netpol_gen.model.flows import Flow
 
 INGRESS, EGRESS = "Ingress", "Egress"
+HOSTNAME_LABEL = "kubernetes.io/hostname"  # the one node label a snapshot's nodes are known by here
 # Cilium's entities, as the ends the evaluator knows: "host" is the pod's own node (always allowed
 # before policies are asked), "kube-apiserver" needs addresses no snapshot names (see frontends)
 _WORLD = (EndpointKind.EXTERNAL, EndpointKind.UNKNOWN_CLUSTER_IP)
@@ -129,6 +133,8 @@ class Evaluator:
             return peer.ip_block.contains(_address(other.ip))
         if peer.entities:
             return subject is not None and any(entity_matches(e, subject, other) for e in peer.entities)
+        if peer.nodes is not None:
+            return other.node is not None and peer.nodes.matches({HOSTNAME_LABEL: other.node.name})
         if peer.fqdns:
             return other.kind in _WORLD and any(p.matches(other.names) for p in peer.fqdns)
         if peer.generic:
@@ -167,8 +173,25 @@ class Evaluator:
 
     def _decide(self, direction: str, policies: tuple[NetworkPolicy, ...], subject: Pod, other: Endpoint,
                 port: int, protocol: str, dst_pod: Pod | None) -> SideVerdict:
-        """The staged walk of the module docstring over the policies that apply to ``subject``."""
+        """The staged walk of the module docstring over the policies that apply to ``subject``, tier
+        by tier (ClusterNetworkPolicy Admin, the policies of the namespace, Baseline)."""
         names = tuple(policy.key for policy in policies if direction in policy.policy_types)
+        passed: RuleRef | None = None
+        for tier, tier_policies in groupby(policies, key=lambda policy: policy.stage[0]):
+            passed_here = self._walk_tier(direction, tier_policies, subject, other, port, protocol, dst_pod)
+            if isinstance(passed_here, SideVerdict):
+                return dataclasses.replace(passed_here, isolating=names)
+            if passed_here is not None:
+                passed = passed_here  # Pass: the rest of this tier is skipped, with its end-of-tier deny
+            elif tier == TIER_POLICY and names:
+                return SideVerdict(direction, Basis.NO_RULE, names)
+        if passed is not None:
+            return SideVerdict(direction, Basis.PASS, names, (passed,))
+        return SideVerdict(direction, Basis.NOT_ISOLATED, names)
+
+    def _walk_tier(self, direction: str, policies: Iterable[NetworkPolicy], subject: Pod, other: Endpoint,
+                   port: int, protocol: str, dst_pod: Pod | None) -> SideVerdict | RuleRef | None:
+        """One tier's decision, the Pass rule that ended it, or None when nothing in it matched."""
         for _, stage in groupby(policies, key=lambda policy: policy.stage):
             admitted: list[RuleRef] = []
             denied: list[RuleRef] = []
@@ -178,15 +201,15 @@ class Evaluator:
                         continue
                     ref = RuleRef(policy.key, index)
                     if rule.action == "Pass":
-                        return SideVerdict(direction, Basis.PASS, names, (ref,))
+                        return ref
                     (denied if rule.action == "Deny" else admitted).append(ref)
                     if policy.first_match:
                         break
             if denied:
-                return SideVerdict(direction, Basis.DENY_RULE, names, (), tuple(denied))
+                return SideVerdict(direction, Basis.DENY_RULE, (), (), tuple(denied))
             if admitted:
-                return SideVerdict(direction, Basis.RULE, names, tuple(admitted))
-        return SideVerdict(direction, Basis.NO_RULE if names else Basis.NOT_ISOLATED, names)
+                return SideVerdict(direction, Basis.RULE, (), tuple(admitted))
+        return None
 
     def _pod_class(self, pod: Pod) -> tuple[str, frozenset[tuple[str, str]]]:
         """What selectors can see of a pod: its namespace and labels."""
@@ -230,7 +253,8 @@ class Evaluator:
         if found is None:
             peers = [peer for policy in policies for rule in policy.rules(direction) for peer in rule.peers]
             found = self._looks_cache[key] = (
-                any(peer.ip_block is not None or peer.generic or peer.entities or peer.fqdns for peer in peers),
+                any(peer.ip_block is not None or peer.generic or peer.entities or peer.fqdns or peer.nodes is not None
+                    for peer in peers),
                 any(peer.entities for peer in peers))
         return found
 

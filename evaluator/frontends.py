@@ -7,18 +7,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netpol_gen.errors import PolicyError
-from netpol_gen.evaluator import calico, cilium
+from netpol_gen.evaluator import calico, cilium, cluster_network_policy
 from netpol_gen.evaluator.policy import NetworkPolicy, parse_policy
 from netpol_gen.model.documents import load_documents
 
 
 def parse_any(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
-    """Parse a NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or Calico
-    (Global)NetworkPolicy; PolicyError for any other kind."""
+    """Parse a NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, Calico
+    (Global)NetworkPolicy or ClusterNetworkPolicy (v1alpha2); PolicyError for any other kind."""
     group = str(obj.get("apiVersion") or "").split("/")[0]
     kind = obj.get("kind")
     if group == "cilium.io" and kind in cilium.KINDS:
         return cilium.parse_cilium(obj, where=where, default_namespace=default_namespace)
+    if obj.get("apiVersion") == cluster_network_policy.API_VERSION and kind == cluster_network_policy.KIND:
+        return cluster_network_policy.parse_cluster_network_policy(obj, where=where)
     if obj.get("apiVersion") in calico.API_VERSIONS and kind in calico.KINDS:
         return calico.parse_calico(obj, where=where, default_namespace=default_namespace)
     return parse_policy(obj, where=where, default_namespace=default_namespace)

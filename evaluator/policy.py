@@ -54,19 +54,21 @@ class NamePattern:
 
     pattern: str
     exact: bool
+    whole_labels: bool = False  # ClusterNetworkPolicy domainNames: ``*`` is one or more entire labels
 
     def matches(self, names: frozenset[str]) -> bool:
         if self.exact:
             return self.pattern in names
         if self.pattern == "*":
             return bool(names)
-        regex = _name_regex(self.pattern)
+        regex = _name_regex(self.pattern, self.whole_labels)
         return any(regex.match(name) for name in names)
 
 
 @lru_cache(maxsize=1024)
-def _name_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(pattern).replace(r"\*", "[-a-z0-9_]*") + "$")
+def _name_regex(pattern: str, whole_labels: bool) -> re.Pattern[str]:
+    wildcard = r"[-a-z0-9_]+(\.[-a-z0-9_]+)*" if whole_labels else "[-a-z0-9_]*"
+    return re.compile("^" + re.escape(pattern).replace(r"\*", wildcard) + "$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class Peer:
     entities: frozenset[str] = frozenset()
     fqdns: tuple[NamePattern, ...] = ()
     world_only: bool = False
+    nodes: LabelSelector | None = None  # ClusterNetworkPolicy: node addresses, nodes by label
 
     @property
     def generic(self) -> bool:
@@ -116,7 +119,9 @@ class Rule:
     action: str = "Allow"
 
 
-UNION_STAGE = (1000.0, "")  # NetworkPolicy and Cilium: one stage, rules united; Calico's order of NetworkPolicy
+# tiers (ClusterNetworkPolicy): Admin before the namespaces' policies before Baseline
+TIER_ADMIN, TIER_POLICY, TIER_BASELINE = 0, 1, 2
+UNION_STAGE = (TIER_POLICY, 1000.0, "")  # NetworkPolicy and Cilium: one stage, rules united; Calico's order of NP
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +144,7 @@ class NetworkPolicy:
     source: str = ""  # where it was read, "file:doc N"
     subject: EndpointMatcher | None = None
     cluster_wide: bool = False
-    stage: tuple[float, str] = UNION_STAGE
+    stage: tuple[int, float, str] = UNION_STAGE
     first_match: bool = False
     flavor: str = ""
     notes: tuple[str, ...] = ()

@@ -1,8 +1,10 @@
-"""The evaluator on Cilium and Calico policies: truth tables in ``tests/conformance_cni/`` written from
-the upstream policy references (Cilium: docs.cilium.io security/policy language; Calico:
-docs.tigera.io NetworkPolicy / GlobalNetworkPolicy reference), in the format and on the model cluster
-of ``tests/conformance/`` (see its README; ``dns`` lists answers naming external addresses).
-The semantics the front-ends promise are in evaluator/cilium.py and evaluator/calico.py."""
+"""The evaluator on Cilium, Calico and ClusterNetworkPolicy objects: truth tables in
+``tests/conformance_cni/`` written from the upstream references (Cilium: docs.cilium.io security/policy
+language; Calico: docs.tigera.io NetworkPolicy / GlobalNetworkPolicy reference; ClusterNetworkPolicy:
+the v1alpha2 API text and the scenarios of network-policy-api's conformance tests), in the format
+and on the model cluster of ``tests/conformance/`` (see its README; ``dns`` lists answers naming
+external addresses). The semantics the front-ends promise are in the docstrings of
+evaluator/cilium.py, evaluator/calico.py and evaluator/cluster_network_policy.py."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ def test_evaluator_agrees_with_cni_truth_table(path: Path) -> None:
 def test_suite_covers_both_cnis() -> None:
     names = [p.stem for p in SCENARIO_FILES]
     assert sum(n.startswith("cilium-") for n in names) >= 10 and sum(n.startswith("calico-") for n in names) >= 6
+    assert sum(n.startswith("cnp-") for n in names) >= 8
 
 
 def _fqdn_policy() -> dict[str, object]:
@@ -79,6 +82,12 @@ spec:
     ({"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy", "metadata": {"name": "q", "namespace": "x"},
       "spec": {"selector": "all()", "ingress": [{"action": "Allow", "destination": {"ports": [80]}}]}},
      "ports need protocol"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "a"},
+      "spec": {"priority": 1, "subject": {"namespaces": {}}}}, "not a networking.k8s.io/v1 NetworkPolicy"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "d"},
+      "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+               "egress": [{"action": "Deny", "to": [{"domainNames": ["a.example"]}]}]}},
+     "domainNames is only supported in Accept rules"),
 ])
 def test_what_cannot_be_judged_is_refused_with_the_policy_named(obj: dict[str, object], message: str) -> None:
     with pytest.raises(PolicyError) as caught:

@@ -38,6 +38,8 @@ SCHEMAS = {
     ("projectcalico.org/v3", "NetworkPolicy"): _crd_schema(CRDS / "calico" / "projectcalico.org_networkpolicies.yaml"),
     ("projectcalico.org/v3", "GlobalNetworkPolicy"):
         _crd_schema(CRDS / "calico" / "projectcalico.org_globalnetworkpolicies.yaml"),
+    ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"):
+        _crd_schema(CRDS / "network-policy-api" / "policy.networking.k8s.io_clusternetworkpolicies.yaml"),
 }
 
 
@@ -203,3 +205,14 @@ def test_diff_judges_an_exported_set_against_the_policies_in_force(example_db: s
     assert report["impact"]["flows"] == 94 and report["impact"]["flows_broken"] == 0
     added = [c["policy"] for c in report["policies"] if c["change"] == "added"]
     assert added and all(name.startswith(f"{target}:") for name in added)
+
+
+CNI_SCENARIOS = sorted((Path(__file__).parent / "conformance_cni").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CNI_SCENARIOS, ids=lambda path: path.stem)
+def test_conformance_tables_hold_only_valid_objects(path: Path) -> None:
+    """The evaluator is tested on objects the API servers would take: each table's policies against
+    their CRD schemas."""
+    policies = yaml.safe_load(path.read_text())["policies"]
+    assert {p["metadata"]["name"]: schema_errors(p) for p in policies if schema_errors(p)} == {}
