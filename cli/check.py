@@ -9,10 +9,12 @@ from typing import Any
 
 import click
 
-from netpol_gen.evaluator import Evaluator, FlowVerdict, Verdict, load_policies
+from netpol_gen.evaluator import Evaluator, FlowVerdict, Verdict, load_policies, policy_notes
 from netpol_gen.evaluator.replay import ReplaySummary, flow_verdict_to_dict, replay, verdict_to_dict
 from netpol_gen.model import iter_flows, load_cluster
 from netpol_gen.model.flows import FlowReadStats, open_flows
+from netpol_gen.store.db import open_store
+from netpol_gen.store.learned import load_dns_answers
 
 
 class _Connections:
@@ -110,11 +112,18 @@ def _write_json(report: dict[str, Any]) -> None:
 @click.option("--explain", is_flag=True, help="Also name the policy rules that admitted each allowed flow.")
 @click.option("--skip-bad-lines", is_flag=True,
               help="Skip malformed flow lines (counted) instead of aborting at the first one.")
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Name external addresses by the DNS answers recorded in this store (Cilium toFQDNs).")
 def check(clusters: tuple[str, ...], policies: tuple[str, ...], flows_path: str, fmt: str, explain: bool,
-          skip_bad_lines: bool) -> None:
+          skip_bad_lines: bool, db_url: str | None) -> None:
     """Replay flows against policies; report every flow that would be denied, and why."""
     cluster = load_cluster(clusters)
-    evaluator = Evaluator(cluster, load_policies(policies))
+    if db_url is not None:
+        cluster.set_dns(load_dns_answers(open_store(db_url, create=False)))
+    policy_set = load_policies(policies)
+    for note in policy_notes(policy_set):
+        click.echo(f"warning: {note}", err=True)
+    evaluator = Evaluator(cluster, policy_set)
     stream, name = open_flows(flows_path)
     read = FlowReadStats()
     flows = iter_flows(stream, name, skip_bad=skip_bad_lines, stats=read)

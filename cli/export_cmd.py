@@ -14,6 +14,7 @@ from netpol_gen.cli.options import db_option, server_options, synthesis_options
 from netpol_gen.service.source import open_learned
 from netpol_gen.synthesizer import Options, Report, synthesize
 from netpol_gen.synthesizer.render import render, render_files
+from netpol_gen.synthesizer.targets import KUBERNETES, TARGETS
 
 
 def _print_report(report: Report) -> None:
@@ -43,13 +44,20 @@ def _print_report(report: Report) -> None:
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.option("--explain", is_flag=True,
               help="Above each rule, a YAML comment listing the observed edges it allows (counts, first/last seen).")
+@click.option("--target", type=click.Choice(TARGETS), default=KUBERNETES, show_default=True,
+              help="Policy kind: NetworkPolicy, CiliumNetworkPolicy or Calico projectcalico.org/v3 NetworkPolicy.")
+@click.option("--fqdn-patterns", is_flag=True,
+              help="--target cilium: fold two or more names under one parent domain into matchPattern '*.parent'.")
 @synthesis_options
 def export_cmd(db_url: str | None, server_url: str | None, token: str | None, output_dir: Path | None, layout: str,
-               fmt: str, explain: bool, options: Options) -> None:
+               fmt: str, explain: bool, target: str, fqdn_patterns: bool, options: Options) -> None:
     """Write minimal NetworkPolicies that allow exactly the traffic learnt."""
     if explain and fmt != "yaml":
         raise click.UsageError("--explain writes YAML comments: use it with --format yaml")
-    synthesis = synthesize(open_learned(db_url, server_url, token), options)
+    if explain and target != KUBERNETES:
+        raise click.UsageError("--explain annotates NetworkPolicy rules: use it with --target kubernetes")
+    synthesis = synthesize(open_learned(db_url, server_url, token), options, target=target,
+                           fqdn_patterns=fqdn_patterns)
     evidence = synthesis.evidence if explain else None
     # the files (or stdout) first, the report after: a reader of stderr that went away must not stop
     # the files being written (the report's failure still makes the exit status non-zero)

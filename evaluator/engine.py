@@ -5,24 +5,56 @@ A connection is allowed iff the source's egress and the destination's ingress bo
 is judged only when its endpoint is a pod; a pod may always talk to itself and to and from the node
 it runs on (the API reference's two exceptions); a pod is isolated for a direction iff some policy of its
 namespace selects it with that direction in policyTypes, and then the union of those policies' rules
-decides. Policies are indexed by namespace, the policies isolating each pod are computed once per
-pod, and verdicts are cached per (source, destination, port, protocol), so judging a million flows
-is a dictionary lookup per flow once the distinct connections have been seen.
+decides.
+
+Cilium and Calico policies arrive in the same model (see :mod:`.frontends`), so one walk decides for
+all: the policies that select the pod for the direction are judged in stages of ascending
+``stage`` (NetworkPolicy and Cilium share one stage; each Calico policy is its own, by ``order``). In a
+stage a matching Deny rule wins over any Allow (Cilium's deny precedence), else a matching Allow
+admits; in a ``first_match`` policy (Calico) the first matching rule decides, and Pass ends the walk
+to the next tier. Tiers (ClusterNetworkPolicy): Admin, then the policies of the namespace
+(NetworkPolicy, Cilium, Calico), then Baseline; in the middle tier, no rule deciding on a pod some
+policy isolates denies it; nothing deciding at all allows (after a Pass, as passed).
+
+Policies are indexed by namespace, the policies isolating each pod are computed once per pod, and
+verdicts are cached per (source, destination, port, protocol), so judging a million flows is a
+dictionary lookup per flow once the distinct connections have been seen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
+from itertools import groupby
 
-from netpol_gen.evaluator.policy import NetworkPolicy, Peer, PortSpec, Rule
+from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule
 from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
-from netpol_gen.model.cluster import Cluster, Endpoint, Pod
+from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod
 from netpol_gen.model.flows import Flow
 
 INGRESS, EGRESS = "Ingress", "Egress"
+HOSTNAME_LABEL = "kubernetes.io/hostname"  # the one node label a snapshot's nodes are known by here
+# Cilium's entities, as the ends the evaluator knows: "host" is the pod's own node (always allowed
+# before policies are asked), "kube-apiserver" needs addresses no snapshot names (see frontends)
+_WORLD = (EndpointKind.EXTERNAL, EndpointKind.UNKNOWN_CLUSTER_IP)
+
+
+def entity_matches(entity: str, subject: Pod, other: Endpoint) -> bool:
+    if entity == "all":
+        return True
+    if entity in ("world", "world-ipv4", "world-ipv6"):
+        family = {"world-ipv4": 4, "world-ipv6": 6}.get(entity)
+        return other.kind in _WORLD and (family is None or _address(other.ip).version == family)
+    if entity == "cluster":
+        return other.kind not in _WORLD
+    if entity == "host":
+        return other.node is not None and other.node.name == subject.node_name
+    if entity == "remote-node":
+        return other.node is not None and other.node.name != subject.node_name
+    return False
 
 
 @lru_cache(maxsize=65536)
@@ -53,33 +85,60 @@ class Evaluator:
         self.cluster = cluster
         self.policies = list(policies)
         self._by_namespace: dict[str, list[NetworkPolicy]] = defaultdict(list)
+        self._cluster_wide: list[NetworkPolicy] = []
         for policy in self.policies:
-            self._by_namespace[policy.namespace].append(policy)
+            if policy.cluster_wide:
+                self._cluster_wide.append(policy)
+            else:
+                self._by_namespace[policy.namespace].append(policy)
         self._isolating: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
+        self._applying: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
         self._label_keys: dict[int, tuple[str, frozenset[tuple[str, str]]]] = {}
         self._sides: dict[tuple[object, ...], SideVerdict] = {}
+        self._looks_cache: dict[tuple[int, str], tuple[bool, bool]] = {}
         self._verdicts: dict[tuple[Endpoint, Endpoint, int, str], Verdict] = {}
 
     # --- isolation ------------------------------------------------------------------------------
+
+    def applying(self, pod: Pod, direction: str) -> tuple[NetworkPolicy, ...]:
+        """The policies that select ``pod`` and whose rules for ``direction`` are judged, in the order
+        they are judged (by stage)."""
+        key = (id(pod), direction)
+        found = self._applying.get(key)
+        if found is None:
+            labels = self.cluster.namespace_labels(pod.namespace)
+            candidates = (*self._by_namespace.get(pod.namespace, ()), *self._cluster_wide)
+            found = tuple(sorted(
+                (policy for policy in candidates
+                 if policy.applies(direction) and policy.selects(pod, labels)),
+                key=lambda policy: policy.stage))
+            self._applying[key] = found
+        return found
 
     def isolating(self, pod: Pod, direction: str) -> tuple[NetworkPolicy, ...]:
         """The policies that select ``pod`` for ``direction`` ("Ingress" or "Egress")."""
         key = (id(pod), direction)
         found = self._isolating.get(key)
         if found is None:
-            found = tuple(
-                policy
-                for policy in self._by_namespace.get(pod.namespace, ())
-                if direction in policy.policy_types and policy.pod_selector.matches(pod.labels)
-            )
-            self._isolating[key] = found
+            found = self._isolating[key] = tuple(
+                policy for policy in self.applying(pod, direction) if direction in policy.policy_types)
         return found
 
     # --- matching -------------------------------------------------------------------------------
 
-    def peer_matches(self, peer: Peer, policy_namespace: str, other: Endpoint) -> bool:
+    def peer_matches(self, peer: Peer, policy_namespace: str, other: Endpoint, subject: Pod | None = None) -> bool:
         if peer.ip_block is not None:
+            if peer.world_only and other.kind not in _WORLD:
+                return False  # Cilium: CIDR rules never select pods or nodes
             return peer.ip_block.contains(_address(other.ip))
+        if peer.entities:
+            return subject is not None and any(entity_matches(e, subject, other) for e in peer.entities)
+        if peer.nodes is not None:
+            return other.node is not None and peer.nodes.matches({HOSTNAME_LABEL: other.node.name})
+        if peer.fqdns:
+            return other.kind in _WORLD and any(p.matches(other.names) for p in peer.fqdns)
+        if peer.generic:
+            return self._generic_matches(peer, other)
         pod = other.pod
         if pod is None:
             return False  # selectors select pods only; nodes and external IPs need an ipBlock
@@ -91,12 +150,66 @@ class Evaluator:
             return False
         return peer.pod_selector is None or peer.pod_selector.matches(pod.labels)
 
+    def _generic_matches(self, peer: Peer, other: Endpoint) -> bool:
+        """Calico's entity rule: the endpoint selector and the address sets, all of them."""
+        if peer.nets or peer.not_nets:
+            address = _address(other.ip)
+            if peer.nets and not any(address.version == n.version and address in n for n in peer.nets):
+                return False
+            if any(address.version == n.version and address in n for n in peer.not_nets):
+                return False
+        if peer.endpoint is None:
+            return True
+        pod = other.pod
+        return pod is not None and peer.endpoint.matches(pod, self.cluster.namespace_labels(pod.namespace))
+
     def rule_matches(
-        self, rule: Rule, policy_namespace: str, other: Endpoint, port: int, protocol: str, dst_pod: Pod | None
+        self, rule: Rule, policy_namespace: str, other: Endpoint, port: int, protocol: str, dst_pod: Pod | None,
+        subject: Pod | None = None,
     ) -> bool:
         if rule.ports and not any(port_matches(spec, port, protocol, dst_pod) for spec in rule.ports):
             return False
-        return not rule.peers or any(self.peer_matches(p, policy_namespace, other) for p in rule.peers)
+        return not rule.peers or any(self.peer_matches(p, policy_namespace, other, subject) for p in rule.peers)
+
+    def _decide(self, direction: str, policies: tuple[NetworkPolicy, ...], subject: Pod, other: Endpoint,
+                port: int, protocol: str, dst_pod: Pod | None) -> SideVerdict:
+        """The staged walk of the module docstring over the policies that apply to ``subject``, tier
+        by tier (ClusterNetworkPolicy Admin, the policies of the namespace, Baseline)."""
+        names = tuple(policy.key for policy in policies if direction in policy.policy_types)
+        passed: RuleRef | None = None
+        for tier, tier_policies in groupby(policies, key=lambda policy: policy.stage[0]):
+            passed_here = self._walk_tier(direction, tier_policies, subject, other, port, protocol, dst_pod)
+            if isinstance(passed_here, SideVerdict):
+                return dataclasses.replace(passed_here, isolating=names)
+            if passed_here is not None:
+                passed = passed_here  # Pass: the rest of this tier is skipped, with its end-of-tier deny
+            elif tier == TIER_POLICY and names:
+                return SideVerdict(direction, Basis.NO_RULE, names)
+        if passed is not None:
+            return SideVerdict(direction, Basis.PASS, names, (passed,))
+        return SideVerdict(direction, Basis.NOT_ISOLATED, names)
+
+    def _walk_tier(self, direction: str, policies: Iterable[NetworkPolicy], subject: Pod, other: Endpoint,
+                   port: int, protocol: str, dst_pod: Pod | None) -> SideVerdict | RuleRef | None:
+        """One tier's decision, the Pass rule that ended it, or None when nothing in it matched."""
+        for _, stage in groupby(policies, key=lambda policy: policy.stage):
+            admitted: list[RuleRef] = []
+            denied: list[RuleRef] = []
+            for policy in stage:
+                for index, rule in enumerate(policy.rules(direction)):
+                    if not self.rule_matches(rule, policy.namespace, other, port, protocol, dst_pod, subject):
+                        continue
+                    ref = RuleRef(policy.key, index)
+                    if rule.action == "Pass":
+                        return ref
+                    (denied if rule.action == "Deny" else admitted).append(ref)
+                    if policy.first_match:
+                        break
+            if denied:
+                return SideVerdict(direction, Basis.DENY_RULE, (), (), tuple(denied))
+            if admitted:
+                return SideVerdict(direction, Basis.RULE, (), tuple(admitted))
+        return None
 
     def _pod_class(self, pod: Pod) -> tuple[str, frozenset[tuple[str, str]]]:
         """What selectors can see of a pod: its namespace and labels."""
@@ -114,31 +227,36 @@ class Evaluator:
             return SideVerdict(direction, Basis.SAME_POD)
         if other.node is not None and other.node.name == pod.node_name:
             return SideVerdict(direction, Basis.OWN_NODE)
-        policies = self.isolating(pod, direction)
+        policies = self.applying(pod, direction)
         if not policies:
             return SideVerdict(direction, Basis.NOT_ISOLATED)
         # Past the identity checks above, the decision depends only on what selectors, ipBlocks and
         # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
-        # end's namespace and labels (or that it is no pod), its address when some rule has an
-        # ipBlock, the destination pod's container ports, and port/protocol. Pods alike in those
-        # share one decision, so a new pod of a known workload costs a dictionary lookup.
-        uses_ip = any(peer.ip_block is not None for policy in policies for rule in policy.rules(direction)
-                      for peer in rule.peers)
+        # end's namespace and labels (or that it is no pod), its address (and what it is, and the
+        # names it answered for) when some rule looks at addresses, the destination pod's container
+        # ports, and port/protocol; the subject's node only for Cilium's node entities. Pods alike in
+        # those share one decision, so a new pod of a known workload costs a dictionary lookup.
+        looks = self._looks(policies, direction)
         key = (direction, self._pod_class(pod), self._pod_class(other.pod) if other.pod is not None else None,
-               other.ip if uses_ip else None, dst_pod.container_ports if dst_pod is not None else None,
-               port, protocol)
+               (other.ip, other.kind, other.names, other.node) if looks[0] else None,
+               pod.node_name if looks[1] else None,
+               dst_pod.container_ports if dst_pod is not None else None, port, protocol)
         verdict = self._sides.get(key)
         if verdict is None:
-            admitted = tuple(
-                RuleRef(policy.key, index)
-                for policy in policies
-                for index, rule in enumerate(policy.rules(direction))
-                if self.rule_matches(rule, policy.namespace, other, port, protocol, dst_pod)
-            )
-            names = tuple(policy.key for policy in policies)
-            verdict = self._sides[key] = SideVerdict(
-                direction, Basis.RULE if admitted else Basis.NO_RULE, names, admitted)
+            verdict = self._sides[key] = self._decide(direction, policies, pod, other, port, protocol, dst_pod)
         return verdict
+
+    def _looks(self, policies: tuple[NetworkPolicy, ...], direction: str) -> tuple[bool, bool]:
+        """Whether some rule of ``policies`` looks at the other end's address, and at nodes (entities)."""
+        key = (id(policies), direction)
+        found = self._looks_cache.get(key)
+        if found is None:
+            peers = [peer for policy in policies for rule in policy.rules(direction) for peer in rule.peers]
+            found = self._looks_cache[key] = (
+                any(peer.ip_block is not None or peer.generic or peer.entities or peer.fqdns or peer.nodes is not None
+                    for peer in peers),
+                any(peer.entities for peer in peers))
+        return found
 
     # --- public API -----------------------------------------------------------------------------
 

@@ -59,9 +59,9 @@ def _side_reasons(verdict: Verdict, directions: Iterable[str]) -> set[str]:
 
 
 def _responsible(side: SideVerdict) -> set[str]:
-    """The rules that admit (``policy#i``) or the policies that isolate a side."""
-    if side.admitted_by:
-        return {str(ref) for ref in side.admitted_by}
+    """The rules that admit or deny (``policy#i``) or the policies that isolate a side."""
+    if side.admitted_by or side.denied_by:
+        return {str(ref) for ref in (*side.admitted_by, *side.denied_by)}
     return set(side.isolating)
 
 

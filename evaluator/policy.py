@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
 from netpol_gen.errors import PolicyError
 from netpol_gen.evaluator.labels import LabelSelector
-from netpol_gen.model.documents import load_documents
+from netpol_gen.model.cluster import Pod
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
@@ -39,13 +40,64 @@ class IPBlock:
         return not any(address in ex for ex in self.excepts)
 
 
+class EndpointMatcher(Protocol):
+    """A CNI's own selector (Cilium endpoint selector, Calico selector expression) over a pod as
+    that CNI labels it: its labels plus what it derives from the pod's namespace."""
+
+    def matches(self, pod: Pod, namespace_labels: Mapping[str, str]) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NamePattern:
+    """A Cilium ``toFQDNs`` entry: ``matchName`` (exact) or ``matchPattern`` (``*`` within a label,
+    ``*`` alone: every name), matched case-insensitively against the names an address answered for."""
+
+    pattern: str
+    exact: bool
+    whole_labels: bool = False  # ClusterNetworkPolicy domainNames: ``*`` is one or more entire labels
+
+    def matches(self, names: frozenset[str]) -> bool:
+        if self.exact:
+            return self.pattern in names
+        if self.pattern == "*":
+            return bool(names)
+        regex = _name_regex(self.pattern, self.whole_labels)
+        return any(regex.match(name) for name in names)
+
+
+@lru_cache(maxsize=1024)
+def _name_regex(pattern: str, whole_labels: bool) -> re.Pattern[str]:
+    wildcard = r"[-a-z0-9_]+(\.[-a-z0-9_]+)*" if whole_labels else "[-a-z0-9_]*"
+    return re.compile("^" + re.escape(pattern).replace(r"\*", wildcard) + "$")
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """One ``from``/``to`` entry: selectors (ANDed when both given) or an ipBlock."""
+    """One ``from``/``to`` entry. NetworkPolicy: selectors (ANDed when both given) or an ipBlock.
+    The CNI front-ends add: ``endpoint`` (their selectors), ``nets``/``not_nets`` (Calico, ANDed with
+    ``endpoint``), ``entities`` and ``fqdns`` (Cilium); ``world_only`` makes an ipBlock match only
+    addresses outside the cluster, as Cilium's CIDR rules do."""
 
     pod_selector: LabelSelector | None = None
     namespace_selector: LabelSelector | None = None
     ip_block: IPBlock | None = None
+    endpoint: EndpointMatcher | None = None
+    nets: tuple[IPNetwork, ...] = ()
+    not_nets: tuple[IPNetwork, ...] = ()
+    entities: frozenset[str] = frozenset()
+    fqdns: tuple[NamePattern, ...] = ()
+    world_only: bool = False
+    nodes: LabelSelector | None = None  # ClusterNetworkPolicy: node addresses, nodes by label
+
+    @property
+    def generic(self) -> bool:
+        """A Calico-style conjunction of an endpoint matcher and address sets."""
+        return self.endpoint is not None or bool(self.nets) or bool(self.not_nets)
+
+    def address_blocks(self) -> tuple[IPBlock, ...]:
+        """The address sets this peer tests (for grouping addresses the peer cannot tell apart)."""
+        return ((self.ip_block,) if self.ip_block is not None else ()) + tuple(
+            IPBlock(net) for net in (*self.nets, *self.not_nets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +111,30 @@ class PortSpec:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """An ingress or egress rule. Empty ``peers`` means every peer, empty ``ports`` every port."""
+    """An ingress or egress rule. Empty ``peers`` means every peer, empty ``ports`` every port.
+    ``action`` is Allow for NetworkPolicy; Deny (Cilium deny sections, Calico) or Pass (Calico)."""
 
     peers: tuple[Peer, ...] = ()
     ports: tuple[PortSpec, ...] = ()
+    action: str = "Allow"
+
+
+# tiers (ClusterNetworkPolicy): Admin before the namespaces' policies before Baseline
+TIER_ADMIN, TIER_POLICY, TIER_BASELINE = 0, 1, 2
+UNION_STAGE = (TIER_POLICY, 1000.0, "")  # NetworkPolicy and Cilium: one stage, rules united; Calico's order of NP
 
 
 @dataclass(frozen=True, eq=False)
 class NetworkPolicy:
+    """The evaluator's policy model, which every front-end produces (see :mod:`.frontends`).
+
+    NetworkPolicy fills the first fields. A CNI front-end may add: ``subject`` (its own selector,
+    replacing ``pod_selector``), ``cluster_wide`` (selects pods of every namespace), ``stage`` (the
+    precedence: policies of one stage are judged together, stages in ascending order; Calico's
+    ``order``), ``first_match`` (the first matching rule decides, as in Calico), ``flavor`` (a prefix
+    of the key, so a Cilium policy and a NetworkPolicy of the same name stay apart) and ``notes``
+    (what the evaluator does not judge, reported once)."""
+
     namespace: str
     name: str
     pod_selector: LabelSelector
@@ -74,10 +142,27 @@ class NetworkPolicy:
     ingress: tuple[Rule, ...] = ()
     egress: tuple[Rule, ...] = ()
     source: str = ""  # where it was read, "file:doc N"
+    subject: EndpointMatcher | None = None
+    cluster_wide: bool = False
+    stage: tuple[int, float, str] = UNION_STAGE
+    first_match: bool = False
+    flavor: str = ""
+    notes: tuple[str, ...] = ()
+    rules_without_isolation: bool = False  # Cilium's enableDefaultDeny false: rules count, no isolation
+
+    def applies(self, direction: str) -> bool:
+        """Whether the policy's rules of ``direction`` are judged for the pods it selects."""
+        return direction in self.policy_types or (self.rules_without_isolation and bool(self.rules(direction)))
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        name = self.name if self.cluster_wide else f"{self.namespace}/{self.name}"
+        return f"{self.flavor}:{name}" if self.flavor else name
+
+    def selects(self, pod: Pod, namespace_labels: Mapping[str, str]) -> bool:
+        if self.subject is not None:
+            return self.subject.matches(pod, namespace_labels)
+        return self.pod_selector.matches(pod.labels)
 
     def rules(self, direction: str) -> tuple[Rule, ...]:
         return self.ingress if direction == "Ingress" else self.egress
@@ -246,17 +331,3 @@ def parse_policy(obj: Mapping[str, Any], *, where: str = "", default_namespace: 
         )
     except PolicyError as exc:
         raise PolicyError(exc.what, where=where or None, obj=label) from None
-
-
-def load_policies(paths: Iterable[str], *, default_namespace: str = "default") -> list[NetworkPolicy]:
-    """All NetworkPolicies in the given files/directories; other kinds are an error, duplicates too."""
-    policies: list[NetworkPolicy] = []
-    seen: dict[str, str] = {}
-    for doc in load_documents(paths, PolicyError):
-        policy = parse_policy(doc.obj, where=doc.where, default_namespace=default_namespace)
-        if policy.key in seen:
-            raise PolicyError(f"duplicate of the policy at {seen[policy.key]}", where=doc.where,
-                              obj=f"policy {policy.key}")
-        seen[policy.key] = doc.where
-        policies.append(policy)
-    return policies

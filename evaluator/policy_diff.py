@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from netpol_gen.errors import PolicyError
-from netpol_gen.evaluator.policy import POLICY_TYPES, NetworkPolicy, parse_policy
+from netpol_gen.evaluator.frontends import parse_any
+from netpol_gen.evaluator.policy import POLICY_TYPES, NetworkPolicy
 from netpol_gen.model.documents import Document, load_documents
 
 VOLATILE_METADATA = (
@@ -71,10 +72,14 @@ def _default_protocols(rules: Any) -> None:
 def canonical(obj: dict[str, Any], policy: NetworkPolicy) -> dict[str, Any]:
     """The canonical form of ``obj``, which ``policy`` was parsed from (so it is known to be valid)."""
     metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in VOLATILE_METADATA}
-    metadata["namespace"] = policy.namespace
+    if not policy.cluster_wide:
+        metadata["namespace"] = policy.namespace
     annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != LAST_APPLIED}
     metadata["annotations"] = annotations or None
     spec = copy.deepcopy(obj.get("spec") or {})
+    if policy.flavor:  # a CNI's policy: compared as written, with no API server defaults known here
+        return _omit_empty({"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": metadata,
+                            "spec": spec})
     spec["policyTypes"] = [t for t in POLICY_TYPES if t in policy.policy_types]
     spec.setdefault("podSelector", {})
     for direction in ("ingress", "egress"):
@@ -90,7 +95,7 @@ def policy_documents(documents: Iterable[Document], *, default_namespace: str = 
     found: list[PolicyDocument] = []
     seen: dict[str, str] = {}
     for doc in documents:
-        policy = parse_policy(doc.obj, where=doc.where, default_namespace=default_namespace)
+        policy = parse_any(doc.obj, where=doc.where, default_namespace=default_namespace)
         if policy.key in seen:
             raise PolicyError(f"duplicate of the policy at {seen[policy.key]}", where=doc.where,
                               obj=f"policy {policy.key}")

@@ -74,6 +74,7 @@ def _policies_credited(verdicts: tuple[Verdict, ...]) -> tuple[frozenset[str], f
                 admitted.update(ref.policy for ref in side.admitted_by)
             else:
                 denying.update(side.isolating)
+                denying.update(ref.policy for ref in side.denied_by)
     return frozenset(admitted), frozenset(denying)
 
 

@@ -31,6 +31,11 @@ class Basis(Enum):
     NOT_ISOLATED = "not isolated"  # no policy selects the pod for this direction
     RULE = "allowed by rule"
     NO_RULE = "no rule allows it"
+    DENY_RULE = "denied by rule"  # a Cilium deny section or a Calico Deny rule matched
+    PASS = "passed"  # a Calico Pass rule matched: the policies after it are skipped, the profile allows
+
+
+DENYING = (Basis.NO_RULE, Basis.DENY_RULE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +46,11 @@ class SideVerdict:
     basis: Basis
     isolating: tuple[str, ...] = ()
     admitted_by: tuple[RuleRef, ...] = ()
+    denied_by: tuple[RuleRef, ...] = ()  # with DENY_RULE: the rules that denied it
 
     @property
     def allowed(self) -> bool:
-        return self.basis is not Basis.NO_RULE
+        return self.basis not in DENYING
 
     @property
     def isolated(self) -> bool:
@@ -55,6 +61,10 @@ class SideVerdict:
             return f"allowed by {', '.join(str(r) for r in self.admitted_by)}"
         if self.basis is Basis.NO_RULE:
             return f"isolated by {', '.join(self.isolating)} and no rule allows it"
+        if self.basis is Basis.DENY_RULE:
+            return f"denied by {', '.join(str(r) for r in self.denied_by)}"
+        if self.basis is Basis.PASS:
+            return f"passed by {', '.join(str(r) for r in self.admitted_by)}"
         if self.basis is Basis.NOT_ISOLATED:
             return f"not isolated for {self.direction.lower()}"
         return self.basis.value
@@ -66,7 +76,7 @@ class SideVerdict:
             "isolating_policies": list(self.isolating),
             "admitted_by": [str(r) for r in self.admitted_by],
             "reason": self.reason(),
-        }
+        } | ({"denied_by": [str(r) for r in self.denied_by]} if self.denied_by else {})
 
 
 @dataclass(frozen=True, slots=True)

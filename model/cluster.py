@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 from netpol_gen.model.bounds import DestinationPort, NamespaceName, ObjectName, Protocol, Seconds
+from netpol_gen.model.dns import DnsAnswerSeen, DnsHistory
 
 METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
 LOOKUP_CACHE_LIMIT = 1 << 18  # memoised lookups per cache; beyond it the cache starts over
@@ -162,6 +163,7 @@ class Endpoint:
     kind: EndpointKind
     pod: Pod | None = None
     node: Node | None = None
+    names: frozenset[str] = frozenset()  # an external address: the DNS names it answered for at the time
 
     @classmethod
     def of_pod(cls, pod: Pod, peer_ip: str) -> Endpoint:
@@ -218,6 +220,7 @@ class Cluster:
     _pod_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
         default_factory=list, repr=False
     )
+    dns: DnsHistory = field(default_factory=DnsHistory)
     _pod_times: list[float] = field(default_factory=list, repr=False)
     _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict, repr=False)
     _targets: dict[tuple[str, int, str, int], ServiceTarget | None] = field(default_factory=dict, repr=False)
@@ -230,6 +233,7 @@ class Cluster:
         services: Iterable[Service] = (),
         endpoint_slices: Iterable[EndpointSlice] = (),
         nodes: Iterable[Node] = (),
+        dns: Iterable[DnsAnswerSeen] = (),
     ) -> Cluster:
         cluster = cls(
             namespaces={ns.name: ns for ns in namespaces},
@@ -237,6 +241,7 @@ class Cluster:
             services=list(services),
             endpoint_slices=list(endpoint_slices),
             nodes=list(nodes),
+            dns=DnsHistory.of(dns),
         )
         cluster._index()
         return cluster
@@ -255,7 +260,8 @@ class Cluster:
                 pod.namespace, Namespace(pod.namespace, {METADATA_NAME_LABEL: pod.namespace})
             )
         self._pods_by_ip, self._pods_by_ns, self._pods_by_key = dict(by_ip), dict(by_ns), dict(by_key)
-        self._pod_times = sorted({t for pod in self.pods for t in (pod.created, pod.ended) if t is not None})
+        self._pod_times = sorted({t for pod in self.pods for t in (pod.created, pod.ended) if t is not None}
+                                 | self.dns.boundaries())
         self._endpoints, self._targets = {}, {}
         self._node_by_ip = {ip: node for node in self.nodes for ip in node.addresses}
         self._pod_networks = [
@@ -273,6 +279,11 @@ class Cluster:
         for eps in self.endpoint_slices:
             slices[f"{eps.namespace}/{eps.service_name}"].append(eps)
         self._slices_by_service = dict(slices)
+
+    def set_dns(self, answers: Iterable[DnsAnswerSeen]) -> None:
+        """Replace the DNS answers external addresses are named by (``check --db``), re-indexing."""
+        self.dns = DnsHistory.of(answers)
+        self._index()
 
     # --- lookups -------------------------------------------------------------------------------
 
@@ -300,9 +311,10 @@ class Cluster:
     def epoch(self, ts: float | None) -> int:
         """Which stretch of time ``ts`` falls in, for memoising time-dependent lookups.
 
-        Which pods hold their IPs changes only at a pod's creation or end, so between two consecutive
-        such instants every lookup by time gives the same answer; the epoch numbers those stretches
-        (-1 for no time, i.e. the live pods)."""
+        Which pods hold their IPs changes only at a pod's creation or end, and which names an address
+        stands for only at the edges of a DNS answer's window, so between two consecutive such
+        instants every lookup by time gives the same answer; the epoch numbers those stretches (-1 for
+        no time, i.e. the live pods)."""
         return -1 if ts is None else bisect_right(self._pod_times, ts)
 
     def endpoint(self, ip: str, ts: float | None = None) -> Endpoint:
@@ -322,7 +334,7 @@ class Cluster:
             return Endpoint(ip, EndpointKind.NODE, node=node)
         if self._pods_by_ip.get(ip) or self.in_pod_network(ip):
             return Endpoint(ip, EndpointKind.UNKNOWN_CLUSTER_IP)
-        return Endpoint(ip, EndpointKind.EXTERNAL)
+        return Endpoint(ip, EndpointKind.EXTERNAL, names=self.dns.names_at(ip, ts))
 
     def service_target(
         self, ip: str, port: int, protocol: str, ts: float | None = None

@@ -25,6 +25,7 @@ from netpol_gen.evaluator.policy_diff import (
     policy_documents,
 )
 from netpol_gen.model import Cluster, Flow, iter_flows, load_cluster
+from netpol_gen.model.dns import names_throughout
 from netpol_gen.model.documents import Document
 from netpol_gen.model.flows import open_flows
 from netpol_gen.model.learned import LearnedInputs
@@ -107,6 +108,8 @@ def review_change(request: DiffRequest, source: LearningSource | None, options: 
         cluster = load_cluster(request.clusters)
     else:
         cluster = LearnedCluster(learned(), source.services()).cluster
+    if learned is not None:  # external addresses named as learnt, for Cilium toFQDNs
+        cluster.set_dns(names_throughout(learned().dns_names))
     if request.flows is None and source is not None:
         report = diff_sets(current, proposed, cluster, source.evidence())
     else:

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from netpol_gen.model.cluster import ContainerPort, Service, ServicePort
+from netpol_gen.model.dns import DnsAnswerSeen
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.model.learned import LearnedEdge, LearnedInputs, LearnedWorkload, PodView
@@ -134,6 +135,14 @@ def load_learned(store: Store) -> LearnedInputs:
             dns_names={ip: tuple(sorted(set(ns))) for ip, ns in names.items()},
         )
 
+
+def load_dns_answers(store: Store) -> list[DnsAnswerSeen]:
+    """The DNS answers recorded (name, address, TTL, first and last seen): what names an external
+    address stood for at a flow's time (``check --db``, Cilium ``toFQDNs``)."""
+    table = schema.dns_answers
+    with store.reading() as conn:
+        return [DnsAnswerSeen(row.name, row.address, row.ttl, row.first_seen, row.last_seen)
+                for row in conn.execute(sa.select(table).order_by(table.c.address, table.c.name))]
 
 
 def load_evidence(store: Store) -> list[Flow]:

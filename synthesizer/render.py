@@ -30,7 +30,8 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mi
 _Dumper.add_representer(Inline, lambda dumper, data: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", data, flow_style=True))
 _DUMPER = _Dumper
-_CIDR_LINE = re.compile(r"^(\s*cidr: )(\S+)$")
+# an ipBlock's or a CIDR set's cidr, or an item of a Calico nets list
+_CIDR_LINE = re.compile(r"^(\s*(?:- )?(?:cidr: )?)(\S+/\d+)$")
 
 
 def _notes(policy: Mapping[str, Any]) -> dict[str, str]:

@@ -35,6 +35,7 @@ from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
 from netpol_gen.synthesizer.rules import build_rules
 from netpol_gen.synthesizer.scope import EdgeSelection, LeftOut, select_edges
 from netpol_gen.synthesizer.selectors import SelectorCache, selected_workloads
+from netpol_gen.synthesizer.targets import KUBERNETES, translate
 from netpol_gen.synthesizer.verify import Verification, newly_opened, verify
 
 GENERATOR = f"netpol-gen {version('netpol-gen')}"
@@ -148,9 +149,11 @@ def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorC
     return grants
 
 
-def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure_tightness: bool = False) -> Synthesis:
+def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure_tightness: bool = False,
+               target: str = KUBERNETES, fqdn_patterns: bool = False) -> Synthesis:
     """Policies for every workload in scope, in (namespace, name) order, and the report; the result is
-    verified with the evaluator (``Synthesis.ok``)."""
+    verified with the evaluator (``Synthesis.ok``). ``target`` (see :mod:`.targets`) renders them for
+    Cilium or Calico before verification, which then judges that set."""
     options = options or Options()
     selection = select_edges(inputs, options)
     selectors = SelectorCache(inputs.workloads)
@@ -203,6 +206,11 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     ends = (end for lo in selection.left_out for end in (lo.edge.src, lo.edge.dst))
     report.unknown_ips = sorted({end.ip for end in ends if end.kind is IdentityKind.UNKNOWN and end.ip})
     _measure(report, policies)
+    policies, translation_warnings = translate(policies, evidence, inputs, target, fqdn_patterns)
+    report.warnings.extend(translation_warnings)
+    if target != KUBERNETES:
+        report.yaml_lines = render_yaml(policies).count("\n")
+        evidence = {}  # the rules' provenance is per NetworkPolicy rule
     report.verification = verify(policies, inputs, options)
     report.warnings.extend(d.bug_message() for d in report.verification.denied)
     if measure_tightness:

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netpol_gen.evaluator.engine import Evaluator
+from netpol_gen.evaluator.frontends import parse_any
 from netpol_gen.evaluator.impact import Connection, Impact, OpenedConnection, find_opened
-from netpol_gen.evaluator.policy import IPBlock, parse_policy
+from netpol_gen.evaluator.policy import IPBlock
 from netpol_gen.model.cluster import (
     METADATA_NAME_LABEL,
     Cluster,
@@ -125,6 +126,7 @@ class LearnedCluster:
             services=services,
         )
         self._endpoints: dict[Identity, list[Addressed]] = {}
+        self.dns_names = {ip: frozenset(n.rstrip(".").lower() for n in names) for ip, names in inputs.dns_names.items()}
 
     def endpoints(self, identity: Identity) -> list[Addressed]:
         """The identity's endpoints with their IP version, built once."""
@@ -142,8 +144,11 @@ class LearnedCluster:
         if kind is IdentityKind.NODE:
             node = self.nodes.get(identity.node or "")
             return [Endpoint(ip, EndpointKind.NODE, node=node) for ip in node.addresses] if node else []
-        endpoint_kind = EndpointKind.UNKNOWN_CLUSTER_IP if kind is IdentityKind.UNKNOWN else EndpointKind.EXTERNAL
-        return [Endpoint(identity.ip, endpoint_kind)] if identity.ip else []
+        if kind is IdentityKind.UNKNOWN:
+            return [Endpoint(identity.ip, EndpointKind.UNKNOWN_CLUSTER_IP)] if identity.ip else []
+        # an external address with the names it answered for while it was reached (toFQDNs)
+        return [Endpoint(identity.ip, EndpointKind.EXTERNAL, names=self.dns_names.get(identity.ip, frozenset()))
+                ] if identity.ip else []
 
 
 def _pairs(sources: Iterable[Addressed], destinations: Sequence[Addressed]) -> Iterable[tuple[Endpoint, Endpoint]]:
@@ -155,7 +160,7 @@ def _pairs(sources: Iterable[Addressed], destinations: Sequence[Addressed]) -> I
 
 
 def _evaluator(policies: Iterable[Mapping[str, Any]], learned: LearnedCluster) -> Evaluator:
-    return Evaluator(learned.cluster, [parse_policy(p, where="generated") for p in policies])
+    return Evaluator(learned.cluster, [parse_any(p, where="generated") for p in policies])
 
 
 @dataclass
@@ -183,8 +188,8 @@ class _Classifier:
 
     def __init__(self, learned: LearnedCluster, evaluator: Evaluator) -> None:
         self._learned = learned
-        blocks = {peer.ip_block for policy in evaluator.policies for direction in ("Ingress", "Egress")
-                  for rule in policy.rules(direction) for peer in rule.peers if peer.ip_block is not None}
+        blocks = {block for policy in evaluator.policies for direction in ("Ingress", "Egress")
+                  for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks()}
         self._blocks: list[IPBlock] = list(blocks)
         self._cache: dict[tuple[Identity, bool], list[_Class]] = {}
 
@@ -260,7 +265,7 @@ def newly_opened(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs) -
     rules, so only what the rules allow beyond the isolation the policies impose counts (traffic
     between pods no policy isolates was open before)."""
     learned = LearnedCluster(inputs)
-    proposed = [parse_policy(p, where="generated") for p in policies]
+    proposed = [parse_any(p, where="generated") for p in policies]
     isolation_only = [dataclasses.replace(p, ingress=(), egress=()) for p in proposed]
     observed = {Connection("/".join(workload_key(e.src)), "/".join(workload_key(e.dst)), e.port, e.protocol)
                 for e in inputs.edges if e.src.kind is IdentityKind.POD and e.dst.kind is IdentityKind.POD}
