@@ -196,7 +196,8 @@ def import_sources(
     except sa.exc.IntegrityError:
         # the unique content hash: a concurrent import of the same file committed first; this
         # transaction was rolled back whole, so nothing is counted twice
-        raced = _known_digests(store, [str(record["content_hash"]) for record in records])
+        pending = {record["content_hash"] for record in records}
+        raced = _known_digests(store, {s: d for s, d in digests.items() if d.kinded in pending})
         if not raced:
             raise
         paths = ", ".join(str(record["source"]) for record in records if record["content_hash"] in raced)

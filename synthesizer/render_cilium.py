@@ -129,7 +129,7 @@ class CiliumRenderer:
             egress = field == "egress"
             rules_in = spec.get(field, [])
             dns_rules = {i for i, edges in enumerate(evidence.get(field, []))
-                         if egress and edges and all(_is_dns(e) for e in edges)}
+                         if egress and edges and all(_is_dns(behind.edge) for behind in edges)}
             wants_names = egress and any(self._names.get(self._host_ip(p["ipBlock"]["cidr"]) or "")
                                          for r in rules_in for p in r.get("to", []) if "ipBlock" in p)
             if wants_names and not dns_rules:
