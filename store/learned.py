@@ -25,6 +25,7 @@ from netpol_gen.model.learned import LearnedEdge, LearnedInputs, LearnedWorkload
 from netpol_gen.store import schema
 from netpol_gen.store.db import Store
 from netpol_gen.store.query import read_established
+from netpol_gen.store.sound import report_unsound, sound_dns_answer, sound_edge, sound_sample
 
 
 def _identity(row: Any) -> Identity:
@@ -118,8 +119,9 @@ def load_learned(store: Store) -> LearnedInputs:
                 pod_nodes=pod_nodes.get(row.id, frozenset()),
                 established=established.get(row.id, ()),
             )
-            for row in conn.execute(sa.select(schema.edges).order_by(schema.edges.c.id))
+            for row in conn.execute(sa.select(schema.edges).where(sound_edge()).order_by(schema.edges.c.id))
         )
+        report_unsound(conn, schema.edges, sound_edge())
         names: dict[str, list[str]] = defaultdict(list)
         query = sa.select(schema.identities.c.ip, schema.identity_names.c.name).join(
             schema.identity_names, schema.identity_names.c.identity_id == schema.identities.c.id
@@ -142,7 +144,8 @@ def load_dns_answers(store: Store) -> list[DnsAnswerSeen]:
     table = schema.dns_answers
     with store.reading() as conn:
         return [DnsAnswerSeen(row.name, row.address, row.ttl, row.first_seen, row.last_seen)
-                for row in conn.execute(sa.select(table).order_by(table.c.address, table.c.name))]
+                for row in conn.execute(sa.select(table).where(sound_dns_answer())
+                                        .order_by(table.c.address, table.c.name))]
 
 
 def load_evidence(store: Store) -> list[Flow]:
@@ -150,7 +153,7 @@ def load_evidence(store: Store) -> list[Flow]:
     recorded traffic of ``diff --db``."""
     samples, edges = schema.edge_samples, schema.edges
     query = (sa.select(samples, edges.c.protocol).join(edges, edges.c.id == samples.c.edge_id)
-             .order_by(samples.c.edge_id, samples.c.slot))
+             .where(sound_sample(), sound_edge()).order_by(samples.c.edge_id, samples.c.slot))
     with store.reading() as conn:
         return [Flow(row.src_ip, row.dst_ip, row.dst_port, row.protocol, row.src_port, row.ts, row.packets, row.bytes)
                 for row in conn.execute(query)]

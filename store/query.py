@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.store import schema as t
+from netpol_gen.store.sound import report_unsound, sound_edge
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,10 @@ def list_edges(conn: Connection, namespace: str | None = None) -> list[EdgeRow]:
                   *_identity_columns(src, "src_"), *_identity_columns(dst, "dst_"))
         .join_from(t.edges, src, e.src_id == src.c.id)
         .join(dst, e.dst_id == dst.c.id)
+        .where(sound_edge())
         .order_by(e.connections.desc(), src.c.key, dst.c.key, e.dst_port, e.protocol)
     )
+    report_unsound(conn, t.edges, sound_edge())
     if namespace is not None:
         query = query.where(sa.or_(src.c.namespace == namespace, dst.c.namespace == namespace))
     names: dict[int, list[str]] = defaultdict(list)
