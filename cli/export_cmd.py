@@ -11,14 +11,17 @@ import click
 
 from netpol_gen.cli.atomic import write_files
 from netpol_gen.cli.options import db_option, server_options, synthesis_options
+from netpol_gen.review.summary import export_summary
 from netpol_gen.service.source import open_learned
 from netpol_gen.synthesizer import Options, Report, synthesize
 from netpol_gen.synthesizer.render import render, render_files
 from netpol_gen.synthesizer.targets import KUBERNETES, TARGETS
 
 
-def _print_report(report: Report) -> None:
+def _print_report(report: Report, workloads: int) -> None:
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr
+    for line in export_summary(report, workloads):  # the plain summary first, the detail after
+        echo(line)
     echo(f"policies: {report.policies}, rules: {report.rules}, peers: {report.peers}, "
          f"YAML lines: {report.yaml_lines}; verified {report.verification.judged} observed connections "
          f"({report.verification.evaluated} judgements)")
@@ -56,8 +59,8 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
         raise click.UsageError("--explain writes YAML comments: use it with --format yaml")
     if explain and target != KUBERNETES:
         raise click.UsageError("--explain annotates NetworkPolicy rules: use it with --target kubernetes")
-    synthesis = synthesize(open_learned(db_url, server_url, token), options, target=target,
-                           fqdn_patterns=fqdn_patterns)
+    learned = open_learned(db_url, server_url, token)
+    synthesis = synthesize(learned, options, target=target, fqdn_patterns=fqdn_patterns)
     evidence = synthesis.evidence if explain else None
     # the files (or stdout) first, the report after: a reader of stderr that went away must not stop
     # the files being written (the report's failure still makes the exit status non-zero)
@@ -65,7 +68,7 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
         click.echo(render(synthesis.policies, fmt, evidence), nl=False)
     elif synthesis.ok and output_dir is not None:
         write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence))
-    _print_report(synthesis.report)
+    _print_report(synthesis.report, len(learned.workloads))
     if not synthesis.ok:
         click.echo("netpol-gen: nothing written; please report this with the store attached", err=True)
         raise SystemExit(1)

@@ -6,6 +6,7 @@
 #   2. export: write least-privilege policies for what was learnt (verified by the evaluator)
 #   3. check:  replay the recorded flows against the generated policies: all must be allowed
 #   4. diff:   compare with the hand-written policies in force, and show what each side would cut
+#   5. map:    the same change drawn as one HTML page (open it in a browser)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -42,3 +43,6 @@ case $status in
   3) echo "== diff exited 3: some recorded flow would be denied (see above)"; exit 1 ;;
   *) exit "$status" ;;
 esac
+
+echo; echo "== 5. map: netpol-gen map --proposed $OUT/policies --against $EX/policies --output $OUT/map.html"
+$BIN/netpol-gen map --db "$DB" --proposed "$OUT/policies" --against "$EX/policies" --output "$OUT/map.html"

@@ -85,6 +85,18 @@ def test_per_policy_layout_writes_one_file_per_policy(learned: str, tmp_path: Pa
     assert not list(tmp_path.glob(".*.tmp")), "no staging files left behind"
 
 
+def test_the_report_opens_with_a_plain_summary_that_agrees_with_the_detail(learned: str) -> None:
+    """Issue #12: a reviewer reads what export writes in the first line; its numbers are the report's."""
+    code, out, err = run_cli("export", "--db", learned)
+    assert code == 0
+    first, detail = err.splitlines()[0], next(line for line in err.splitlines() if line.startswith("policies: "))
+    policies = len(_policies(out))
+    assert first.startswith(f"{policies} policies for 11 workloads learnt (")
+    assert "every observed connection is allowed" in first
+    rules, lines = detail.split("rules: ")[1].split(",")[0], detail.split("YAML lines: ")[1].split(";")[0]
+    assert f"({rules} rules, {lines} YAML lines)" in first
+
+
 def test_missing_store_is_a_one_line_error(tmp_path: Path) -> None:
     code, _, err = run_cli("export", "--db", f"sqlite:///{tmp_path / 'none.db'}")
     assert code == 2
