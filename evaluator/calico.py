@@ -29,7 +29,16 @@ from netpol_gen.errors import PolicyError
 from netpol_gen.evaluator.calico_selector import Predicate, parse_selector
 from netpol_gen.evaluator.cilium import NOTHING
 from netpol_gen.evaluator.labels import LabelSelector
-from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule, _network
+from netpol_gen.evaluator.policy import (
+    TIER_POLICY,
+    NetworkPolicy,
+    Peer,
+    PortSpec,
+    Rule,
+    _network,
+    object_names,
+    required_spec,
+)
 from netpol_gen.model.cluster import Pod
 
 API_VERSIONS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
@@ -153,17 +162,10 @@ def _types(spec: Mapping[str, Any]) -> frozenset[str]:
 def parse_calico(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
     kind = str(obj.get("kind"))
     cluster_wide = KINDS[kind]
-    raw_meta = obj.get("metadata")
-    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    name = str(meta.get("name") or "")
-    namespace = "" if cluster_wide else str(meta.get("namespace") or default_namespace)
+    name, namespace = object_names(obj, cluster_wide=cluster_wide, default_namespace=default_namespace)
     label = f"Calico {kind} {name if cluster_wide else namespace + '/' + name}"
     try:
-        if not name:
-            raise PolicyError("metadata.name is required")
-        spec = obj.get("spec")
-        if not isinstance(spec, Mapping):
-            raise PolicyError("spec is required")
+        spec = required_spec(obj, name)
         tier = spec.get("tier") or "default"
         if tier != "default":
             raise PolicyError(f"spec.tier {tier!r}: only the default tier is supported")

@@ -39,6 +39,7 @@ from netpol_gen.evaluator.policy import (
     Rule,
     _ip_block,
     _network,
+    object_names,
 )
 from netpol_gen.model.cluster import Pod
 
@@ -194,10 +195,7 @@ def _rule(raw: Any, field: str, egress: bool, action: str, namespace: str | None
 def parse_cilium(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
     kind = str(obj.get("kind"))
     cluster_wide = KINDS[kind]
-    raw_meta = obj.get("metadata")
-    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    name = str(meta.get("name") or "")
-    namespace = "" if cluster_wide else str(meta.get("namespace") or default_namespace)
+    name, namespace = object_names(obj, cluster_wide=cluster_wide, default_namespace=default_namespace)
     label = f"{kind} {name if cluster_wide else namespace + '/' + name}"
     try:
         if obj.get("apiVersion") != API_VERSION:

@@ -36,6 +36,8 @@ from netpol_gen.evaluator.policy import (
     PortSpec,
     Rule,
     _network,
+    object_names,
+    required_spec,
 )
 from netpol_gen.model.cluster import Pod
 
@@ -133,16 +135,10 @@ def _rules(raw: Any, field: str, egress: bool) -> tuple[Rule, ...]:
 
 
 def parse_cluster_network_policy(obj: Mapping[str, Any], *, where: str = "") -> NetworkPolicy:
-    raw_meta = obj.get("metadata")
-    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-    name = str(meta.get("name") or "")
+    name, _namespace = object_names(obj, cluster_wide=True)
     label = f"{KIND} {name}"
     try:
-        if not name:
-            raise PolicyError("metadata.name is required")
-        spec = obj.get("spec")
-        if not isinstance(spec, Mapping):
-            raise PolicyError("spec is required")
+        spec = required_spec(obj, name)
         tier = TIERS.get(spec.get("tier"))  # type: ignore[arg-type]
         if tier is None:
             raise PolicyError(f"spec.tier: {spec.get('tier')!r} is not Admin or Baseline")

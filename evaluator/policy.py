@@ -168,6 +168,26 @@ class NetworkPolicy:
         return self.ingress if direction == "Ingress" else self.egress
 
 
+def object_names(obj: Mapping[str, Any], *, cluster_wide: bool = False,
+                 default_namespace: str = "default") -> tuple[str, str]:
+    """A CNI policy object's ``metadata.name`` and namespace ("" when cluster-wide or absent), read
+    leniently so that every front-end can label its errors before it validates anything."""
+    raw_meta = obj.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+    name = str(meta.get("name") or "")
+    return name, "" if cluster_wide else str(meta.get("namespace") or default_namespace)
+
+
+def required_spec(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The object's ``spec``, after checking it has a name and a spec (what every kind requires)."""
+    if not name:
+        raise PolicyError("metadata.name is required")
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise PolicyError("spec is required")
+    return spec
+
+
 def _network(raw: Any, field: str) -> IPNetwork:
     if not isinstance(raw, str) or "/" not in raw:
         raise PolicyError(f"{field}: {raw!r} is not a CIDR (address/prefix)")
