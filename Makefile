@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # graphviz lays out `netpol-gen map`; chromium (with a font) runs the map's browser tests.
-DEB_PACKAGES := tcpdump libpcap0.8 iproute2 nftables iptables postgresql graphviz chromium fonts-dejavu-core
+# openssl makes the TLS tests' self-signed certificates.
+DEB_PACKAGES := tcpdump libpcap0.8 iproute2 nftables iptables postgresql graphviz chromium fonts-dejavu-core openssl
 # The subpackages, read from pyproject.toml (the one list); the root package is the repository's own *.py.
 PACKAGES = $(shell $(PYTHON) -c "import tomllib; print(*(p.split('.')[1] for p in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages'] if '.' in p))")
 
