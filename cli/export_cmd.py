@@ -51,16 +51,22 @@ def _print_report(report: Report, workloads: int) -> None:
               help="Policy kind: NetworkPolicy, CiliumNetworkPolicy or Calico projectcalico.org/v3 NetworkPolicy.")
 @click.option("--fqdn-patterns", is_flag=True,
               help="--target cilium: fold two or more names under one parent domain into matchPattern '*.parent'.")
+@click.option("--baseline", is_flag=True,
+              help="Also a Baseline-tier ClusterNetworkPolicy holding the egress every namespace does alike "
+                   "(e.g. DNS); policies of workloads doing only that leave egress to it.")
 @synthesis_options
 def export_cmd(db_url: str | None, server_url: str | None, token: str | None, output_dir: Path | None, layout: str,
-               fmt: str, explain: bool, target: str, fqdn_patterns: bool, options: Options) -> None:
+               fmt: str, explain: bool, target: str, fqdn_patterns: bool, baseline: bool, options: Options) -> None:
     """Write minimal NetworkPolicies that allow exactly the traffic learnt."""
     if explain and fmt != "yaml":
         raise click.UsageError("--explain writes YAML comments: use it with --format yaml")
     if explain and target != KUBERNETES:
         raise click.UsageError("--explain annotates NetworkPolicy rules: use it with --target kubernetes")
+    if baseline and target != KUBERNETES:
+        raise click.UsageError("--baseline writes a ClusterNetworkPolicy over NetworkPolicies: use it with "
+                               "--target kubernetes")
     learned = open_learned(db_url, server_url, token)
-    synthesis = synthesize(learned, options, target=target, fqdn_patterns=fqdn_patterns)
+    synthesis = synthesize(learned, options, target=target, fqdn_patterns=fqdn_patterns, baseline=baseline)
     evidence = synthesis.evidence if explain else None
     # the files (or stdout) first, the report after: a reader of stderr that went away must not stop
     # the files being written (the report's failure still makes the exit status non-zero)

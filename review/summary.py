@@ -24,6 +24,10 @@ def export_summary(report: Report, workloads: int) -> list[str]:
     lines = [f"{_plural(report.policies, 'policy', 'policies')} for {workloads} workloads learnt "
              f"({_plural(report.rules, 'rule')}, {report.yaml_lines} YAML lines); checked against the learnt "
              f"traffic: {checked} ({verification.judged} pod-to-pod connections judged)."]
+    if report.baseline_namespaces:
+        lines.append(f"Baseline: the egress every namespace does alike ({len(report.baseline_namespaces)} "
+                     f"namespaces) is one Baseline-tier ClusterNetworkPolicy; "
+                     f"{_plural(len(report.baseline_workloads), 'workload')} leave their egress to it.")
     left = []
     if report.own_node:
         left.append(f"{_plural(len(report.own_node), 'node-to-pod edge')} need no rule (a pod's own node is "

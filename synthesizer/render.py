@@ -15,6 +15,7 @@ import yaml
 from netpol_gen.synthesizer.explain import RuleEvidence, annotate_rules
 
 IPBLOCK_NOTES = ("netpol-gen.io/ingress-ipblocks", "netpol-gen.io/egress-ipblocks")
+CLUSTER_SCOPED = "_cluster"  # the file of cluster-scoped policies: never a namespace's (no "_" in DNS labels)
 
 
 
@@ -85,7 +86,8 @@ def render_files(policies: list[dict[str, Any]], layout: str, fmt: str, evidence
     groups: dict[str, list[dict[str, Any]]] = {}
     for policy in policies:
         meta = policy["metadata"]
-        key = meta["namespace"] if layout == "namespace" else f"{meta['namespace']}.{meta['name']}"
+        namespace = meta.get("namespace") or CLUSTER_SCOPED  # a ClusterNetworkPolicy (export --baseline)
+        key = namespace if layout == "namespace" else f"{namespace}.{meta['name']}"
         groups.setdefault(key, []).append(policy)
     suffix = ".json" if fmt == "json" else ".yaml"
     return {key + suffix: render(group, fmt, evidence) for key, group in groups.items()}

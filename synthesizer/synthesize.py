@@ -26,6 +26,7 @@ from netpol_gen.model.learned import (
     WorkloadKey,
     workload_key,
 )
+from netpol_gen.synthesizer.baseline import Item, baseline_policy, common_egress, egress_items
 from netpol_gen.synthesizer.explain import RuleEvidence, timestamp
 from netpol_gen.synthesizer.fold import PeerFolder
 from netpol_gen.synthesizer.options import Options
@@ -53,6 +54,7 @@ PolicyKey = tuple[str, str]  # (namespace, name)
 class _Observed:
     ports: set[PortRef] = field(default_factory=set)
     edges: list[LearnedEdge] = field(default_factory=list)
+    numbers: set[tuple[str, int]] = field(default_factory=set)  # (protocol, port number) behind ``ports``
 
 
 Grants = dict[WorkloadKey, dict[PeerRef, _Observed]]
@@ -74,6 +76,8 @@ class Report:
     yaml_lines: int = 0
     verification: Verification = field(default_factory=Verification)
     opened: list[OpenedConnection] | None = None  # None: tightness not measured
+    baseline_namespaces: list[str] = field(default_factory=list)  # subject of the Baseline policy (--baseline)
+    baseline_workloads: list[str] = field(default_factory=list)  # whose egress the Baseline policy holds
 
 
 @dataclass
@@ -137,23 +141,40 @@ def _grants(edges: Iterable[LearnedEdge], options: Options, selectors: SelectorC
         return selectors.workloads[workload_key(identity)].pods if identity.kind is IdentityKind.POD else ()
 
     for edge in edges:
-        ports = {port_ref(edge.port, edge.protocol, pods_of(edge.dst), options.named_ports)}
+        numbers = {(edge.protocol, edge.port)}
         if options.dns_tcp and edge.protocol == "UDP" and edge.port == DNS_PORT:
-            ports.add(port_ref(edge.port, "TCP", pods_of(edge.dst), options.named_ports))
+            numbers.add(("TCP", edge.port))
+        ports = {port_ref(port, protocol, pods_of(edge.dst), options.named_ports) for protocol, port in numbers}
         for direction, subject, other in (("Egress", edge.src, edge.dst), ("Ingress", edge.dst, edge.src)):
             if subject.kind is IdentityKind.POD and options.in_scope(subject.namespace or ""):
                 for peer in peers.peers(other, subject.namespace or ""):
                     observed = grants[direction][workload_key(subject)][peer]
                     observed.ports |= ports
+                    observed.numbers |= numbers
                     observed.edges.append(edge)
     return grants
 
 
+def _observed(grants: Grants, keys: Iterable[WorkloadKey]) -> dict[PeerRef, _Observed]:
+    """The peers of one direction of the workloads ``keys`` (a writer and the orphans it carries), merged."""
+    observed: dict[PeerRef, _Observed] = defaultdict(_Observed)
+    for key in keys:
+        for peer, seen in grants.get(key, {}).items():
+            observed[peer].ports |= seen.ports
+            observed[peer].numbers |= seen.numbers
+            observed[peer].edges += seen.edges
+    return observed
+
+
 def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure_tightness: bool = False,
-               target: str = KUBERNETES, fqdn_patterns: bool = False) -> Synthesis:
+               target: str = KUBERNETES, fqdn_patterns: bool = False, baseline: bool = False) -> Synthesis:
     """Policies for every workload in scope, in (namespace, name) order, and the report; the result is
     verified with the evaluator (``Synthesis.ok``). ``target`` (see :mod:`.targets`) renders them for
-    Cilium or Calico before verification, which then judges that set."""
+    Cilium or Calico before verification, which then judges that set. ``baseline`` (NetworkPolicies
+    only) moves the egress every namespace does alike into a Baseline-tier ClusterNetworkPolicy
+    (:mod:`.baseline`), verified with the rest."""
+    if baseline and target != KUBERNETES:
+        raise ValueError("baseline ClusterNetworkPolicies go with NetworkPolicies (target kubernetes)")
     options = options or Options()
     selection = select_edges(inputs, options)
     selectors = SelectorCache(inputs.workloads)
@@ -167,9 +188,25 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     names = policy_names(inputs.workloads)
     policies: list[dict[str, Any]] = []
     evidence: dict[PolicyKey, RuleEvidence] = {}
+    carried_by = {w.key: [o for o in selected_workloads(selectors.choice(w.key).match_labels, orphans)
+                          if o.namespace == w.namespace] for w in writers}
+    common: frozenset[Item] = frozenset()
+    egress: dict[WorkloadKey, frozenset[Item]] = {}
+    if baseline and "Egress" in options.directions:
+        orphaned = {o.namespace for o in orphans}
+        for w in writers:
+            if w.namespace not in orphaned:
+                merged = _observed(grants["Egress"], (w.key, *(o.key for o in carried_by[w.key])))
+                egress[w.key] = egress_items({p: o.numbers for p, o in merged.items()}, w.namespace)
+        common, report.baseline_namespaces = common_egress(egress)
+        if not common:
+            report.warnings.append("--baseline: no workloads of two or more namespaces have exactly the same "
+                                   "egress; no ClusterNetworkPolicy written")
+    elif baseline:
+        report.warnings.append("--baseline holds egress only: nothing to do with --ingress-only")
     for workload in writers:
         labels = selectors.choice(workload.key).match_labels
-        carried = [o for o in selected_workloads(labels, orphans) if o.namespace == workload.namespace]
+        carried = carried_by[workload.key]
         report.warnings.extend(f"{workload}: its policy also allows the traffic of {o}, whose pods it selects "
                                f"and which has no policy of its own" for o in carried)
         annotations = {
@@ -183,11 +220,10 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
         for direction, notes_key in zip(("Ingress", "Egress"), IPBLOCK_NOTES, strict=True):
             if direction not in options.directions:
                 continue
-            observed: dict[PeerRef, _Observed] = defaultdict(_Observed)
-            for key in (workload.key, *(o.key for o in carried)):
-                for peer, seen in grants[direction].get(key, {}).items():
-                    observed[peer].ports |= seen.ports
-                    observed[peer].edges += seen.edges
+            if direction == "Egress" and common and egress.get(workload.key) == common:
+                report.baseline_workloads.append(str(workload))
+                continue  # the Baseline policy allows exactly this egress and denies the rest
+            observed = _observed(grants[direction], (workload.key, *(o.key for o in carried)))
             built = build_rules({p: Grant(frozenset(o.ports), tuple(o.edges)) for p, o in observed.items()},
                                 PEER_FIELD[direction], options, folder, workload.namespace)
             report.warnings.extend(f"{workload}: its {direction.lower()} allows every pod of namespace {ns}, "
@@ -197,10 +233,14 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
             rule_evidence[direction.lower()] = built.evidence
             if built.ip_notes:
                 annotations[notes_key] = json.dumps(built.ip_notes, sort_keys=True)
+        if not rules:  # --egress-only and its egress left to the Baseline policy
+            del evidence[(workload.namespace, names[workload.key])]
+            continue
         policies.append(_policy(workload.namespace, names[workload.key],
                                 {"matchLabels": dict(sorted(labels.items()))}, rules, annotations))
     if options.default_deny:
-        policies.extend(_default_deny(inputs, options, {o.namespace for o in orphans}, report))
+        policies.extend(_default_deny(inputs, options, {o.namespace for o in orphans}, report,
+                                      set(report.baseline_namespaces)))
     policies.sort(key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
     report.warnings = sorted({*report.warnings, *selectors.warnings(), *peer_factory.warnings})
     ends = (end for lo in selection.left_out for end in (lo.edge.src, lo.edge.dst))
@@ -211,6 +251,15 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     if target != KUBERNETES:
         report.yaml_lines = render_yaml(policies).count("\n")
         evidence = {}  # the rules' provenance is per NetworkPolicy rule
+    if common:
+        policies.append(baseline_policy(common, report.baseline_namespaces, {
+            "netpol-gen.io/generated-by": GENERATOR, "netpol-gen.io/learned-since": since,
+            "netpol-gen.io/learned-until": until}, MANAGED_BY))
+        closed = [w for w in report.idle if w.split("/", 1)[0] in report.baseline_namespaces]
+        report.warnings.extend(f"{w}: no traffic seen; the Baseline policy closes its egress to all but the "
+                               f"common egress" for w in closed)
+        report.policies += 1
+        report.yaml_lines = render_yaml(policies).count("\n")
     report.verification = verify(policies, inputs, options)
     report.warnings.extend(d.bug_message() for d in report.verification.denied)
     if measure_tightness:
@@ -238,15 +287,19 @@ def _plan(inputs: LearnedInputs, options: Options, selection: EdgeSelection, sel
     return writers, orphans
 
 
-def _default_deny(inputs: LearnedInputs, options: Options, orphaned: set[str], report: Report) -> list[dict[str, Any]]:
+def _default_deny(inputs: LearnedInputs, options: Options, orphaned: set[str], report: Report,
+                  baseline: set[str]) -> list[dict[str, Any]]:
     """A select-all policy per namespace in scope with workloads, for the directions asked; none where
-    a workload with observed traffic has no policy of its own, as the default-deny would cut it off."""
+    a workload with observed traffic has no policy of its own, as the default-deny would cut it off.
+    In the ``baseline`` namespaces egress is left out: the Baseline policy denies it (a NetworkPolicy
+    isolating egress would decide before the Baseline tier and cut the egress it holds)."""
     report.warnings.extend(f"namespace {ns}: no default-deny policy, a workload with traffic has no policy"
                            for ns in sorted(orphaned))
     namespaces = sorted({w.namespace for w in inputs.workloads if options.in_scope(w.namespace)} - orphaned)
     annotations = {"netpol-gen.io/generated-by": GENERATOR}
-    return [_policy(ns, DEFAULT_DENY_NAME, {}, {d: [] for d in options.directions}, dict(annotations))
-            for ns in namespaces]
+    directions = {ns: [d for d in options.directions if not (d == "Egress" and ns in baseline)] for ns in namespaces}
+    return [_policy(ns, DEFAULT_DENY_NAME, {}, {d: [] for d in directions[ns]}, dict(annotations))
+            for ns in namespaces if directions[ns]]
 
 
 def _measure(report: Report, policies: Sequence[dict[str, Any]]) -> None:
