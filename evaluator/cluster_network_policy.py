@@ -15,7 +15,12 @@ clusternetworkpolicy_types.go``; https://network-policy-api.sigs.k8s.io/):
 - ``protocols``: ``tcp``/``udp``/``sctp`` ``destinationPort`` ``number`` or ``range``, or
   ``destinationNamedPort``; none given: every port.
 
-v1alpha1 AdminNetworkPolicy / BaselineAdminNetworkPolicy are not read (refused as unknown kinds).
+v1alpha1 AdminNetworkPolicy / BaselineAdminNetworkPolicy (network-policy-api v0.1.x, ``apis/v1alpha1/``),
+which v1alpha2 replaced, are read as their v1alpha2 equivalents: an AdminNetworkPolicy is an Admin-tier
+policy of its ``priority``, the one BaselineAdminNetworkPolicy (named ``default``) a Baseline-tier
+policy; action ``Allow`` is ``Accept``; ``ports`` (``portNumber``, ``portRange`` with a protocol,
+default TCP, or ``namedPort``) are ``protocols``. Subjects, peers and the order of judgement are the
+same in both versions.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ from netpol_gen.model.cluster import Pod
 
 API_VERSION = "policy.networking.k8s.io/v1alpha2"
 KIND = "ClusterNetworkPolicy"
+V1ALPHA1 = "policy.networking.k8s.io/v1alpha1"
+# v1alpha1 kind -> (v1alpha2 tier, key flavor, actions it allows)
+V1ALPHA1_KINDS = {"AdminNetworkPolicy": ("Admin", "anp", ("Allow", "Deny", "Pass")),
+                  "BaselineAdminNetworkPolicy": ("Baseline", "banp", ("Allow", "Deny"))}
+BANP_NAME = "default"
 TIERS = {"Admin": TIER_ADMIN, "Baseline": TIER_BASELINE}
 ACTIONS = {"Accept": "Allow", "Deny": "Deny", "Pass": "Pass"}
 
@@ -138,19 +148,75 @@ def parse_cluster_network_policy(obj: Mapping[str, Any], *, where: str = "") -> 
     name, _namespace = object_names(obj, cluster_wide=True)
     label = f"{KIND} {name}"
     try:
-        spec = required_spec(obj, name)
-        tier = TIERS.get(spec.get("tier"))  # type: ignore[arg-type]
-        if tier is None:
-            raise PolicyError(f"spec.tier: {spec.get('tier')!r} is not Admin or Baseline")
-        priority = spec.get("priority")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
-            raise PolicyError(f"spec.priority: {priority!r} must be an integer 0-1000")
-        subject = _pods_in(spec.get("subject") or {}, "spec.subject")
-        return NetworkPolicy(
-            namespace="", name=name, pod_selector=LabelSelector(), policy_types=frozenset(),
-            ingress=_rules(spec.get("ingress"), "spec.ingress", False),
-            egress=_rules(spec.get("egress"), "spec.egress", True), source=where, subject=subject,
-            cluster_wide=True, stage=(tier, float(priority), name), first_match=True, flavor="cnp",
-            rules_without_isolation=True)
+        return _parse(name, required_spec(obj, name), where, "cnp")
     except PolicyError as exc:
         raise PolicyError(exc.what, where=where or None, obj=label) from None
+
+
+def parse_admin_network_policy(obj: Mapping[str, Any], *, where: str = "") -> NetworkPolicy:
+    """A v1alpha1 AdminNetworkPolicy or BaselineAdminNetworkPolicy, read as its v1alpha2 equivalent."""
+    name, _namespace = object_names(obj, cluster_wide=True)
+    kind = str(obj.get("kind"))
+    tier, flavor, actions = V1ALPHA1_KINDS[kind]
+    try:
+        spec = required_spec(obj, name)
+        if tier == "Baseline" and name != BANP_NAME:
+            raise PolicyError(f"metadata.name must be {BANP_NAME!r}: a cluster has one {kind}")
+        converted = {
+            "tier": tier, "priority": spec.get("priority") if tier == "Admin" else 0, "subject": spec.get("subject"),
+            **{direction: [_v1alpha1_rule(rule, f"spec.{direction}[{i}]", actions)
+                           for i, rule in enumerate(spec.get(direction) or [])]
+               for direction in ("ingress", "egress")}}
+        return _parse(name, converted, where, flavor)
+    except PolicyError as exc:
+        raise PolicyError(exc.what, where=where or None, obj=f"{kind} {name}") from None
+
+
+def _v1alpha1_rule(rule: Any, field: str, actions: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(rule, Mapping):
+        raise PolicyError(f"{field} must be a mapping")
+    if rule.get("action") not in actions:
+        raise PolicyError(f"{field}.action: {rule.get('action')!r} is not one of {', '.join(actions)}")
+    converted = {k: v for k, v in rule.items() if k not in ("action", "ports")}
+    converted["action"] = "Accept" if rule["action"] == "Allow" else rule["action"]
+    if rule.get("ports") is not None:
+        converted["protocols"] = [_v1alpha1_port(p, f"{field}.ports[{i}]") for i, p in enumerate(rule["ports"])]
+    return converted
+
+
+def _v1alpha1_port(raw: Any, field: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in ("portNumber", "portRange", "namedPort"):
+        raise PolicyError(f"{field}: exactly one of portNumber, portRange, namedPort must be set")
+    (key, value), = raw.items()
+    if key == "namedPort":
+        return {"destinationNamedPort": value}
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{field}.{key} must be a mapping")
+    protocol = value.get("protocol") or "TCP"
+    if protocol not in PROTOCOLS:
+        raise PolicyError(f"{field}.{key}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    numbers = ("port",) if key == "portNumber" else ("start", "end")
+    for number in numbers:
+        port = value.get(number)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise PolicyError(f"{field}.{key}.{number}: {port!r} is not a port number 1-65535")
+    destination = ({"number": value["port"]} if key == "portNumber"
+                   else {"range": {"start": value["start"], "end": value["end"]}})
+    return {protocol.lower(): {"destinationPort": destination}}
+
+
+def _parse(name: str, spec: Mapping[str, Any], where: str, flavor: str) -> NetworkPolicy:
+    """The evaluator's policy of a v1alpha2 ``spec`` (read from v1alpha2, or converted from v1alpha1)."""
+    tier = TIERS.get(spec.get("tier"))  # type: ignore[arg-type]
+    if tier is None:
+        raise PolicyError(f"spec.tier: {spec.get('tier')!r} is not Admin or Baseline")
+    priority = spec.get("priority")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
+        raise PolicyError(f"spec.priority: {priority!r} must be an integer 0-1000")
+    subject = _pods_in(spec.get("subject") or {}, "spec.subject")
+    return NetworkPolicy(
+        namespace="", name=name, pod_selector=LabelSelector(), policy_types=frozenset(),
+        ingress=_rules(spec.get("ingress"), "spec.ingress", False),
+        egress=_rules(spec.get("egress"), "spec.egress", True), source=where, subject=subject,
+        cluster_wide=True, stage=(tier, float(priority), name), first_match=True, flavor=flavor,
+        rules_without_isolation=True)

@@ -14,13 +14,16 @@ from netpol_gen.model.documents import load_documents
 
 def parse_any(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
     """Parse a NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, Calico
-    (Global)NetworkPolicy or ClusterNetworkPolicy (v1alpha2); PolicyError for any other kind."""
+    (Global)NetworkPolicy, ClusterNetworkPolicy (v1alpha2) or v1alpha1 (Baseline)AdminNetworkPolicy;
+    PolicyError for any other kind."""
     group = str(obj.get("apiVersion") or "").split("/")[0]
     kind = obj.get("kind")
     if group == "cilium.io" and kind in cilium.KINDS:
         return cilium.parse_cilium(obj, where=where, default_namespace=default_namespace)
     if obj.get("apiVersion") == cluster_network_policy.API_VERSION and kind == cluster_network_policy.KIND:
         return cluster_network_policy.parse_cluster_network_policy(obj, where=where)
+    if obj.get("apiVersion") == cluster_network_policy.V1ALPHA1 and kind in cluster_network_policy.V1ALPHA1_KINDS:
+        return cluster_network_policy.parse_admin_network_policy(obj, where=where)
     if obj.get("apiVersion") in calico.API_VERSIONS and kind in calico.KINDS:
         return calico.parse_calico(obj, where=where, default_namespace=default_namespace)
     return parse_policy(obj, where=where, default_namespace=default_namespace)

@@ -1,7 +1,8 @@
 """The evaluator on Cilium, Calico and ClusterNetworkPolicy objects: truth tables in
 ``tests/conformance_cni/`` written from the upstream references (Cilium: docs.cilium.io security/policy
 language; Calico: docs.tigera.io NetworkPolicy / GlobalNetworkPolicy reference; ClusterNetworkPolicy:
-the v1alpha2 API text and the scenarios of network-policy-api's conformance tests), in the format
+the v1alpha2 API text and the scenarios of network-policy-api's conformance tests; the v1alpha1
+AdminNetworkPolicy/BaselineAdminNetworkPolicy tables are the v1alpha2 ones written in v1alpha1), in the format
 and on the model cluster of ``tests/conformance/`` (see its README; ``dns`` lists answers naming
 external addresses). The semantics the front-ends promise are in the docstrings of
 evaluator/cilium.py, evaluator/calico.py and evaluator/cluster_network_policy.py."""
@@ -30,6 +31,18 @@ def test_suite_covers_both_cnis() -> None:
     names = [p.stem for p in SCENARIO_FILES]
     assert sum(n.startswith("cilium-") for n in names) >= 10 and sum(n.startswith("calico-") for n in names) >= 6
     assert sum(n.startswith("cnp-") for n in names) >= 8
+    assert sum(n.startswith(("anp-", "banp-")) for n in names) >= 8  # v1alpha1 twins of the cnp- tables
+
+
+def test_v1alpha1_and_v1alpha2_policies_sit_side_by_side() -> None:
+    """An AdminNetworkPolicy and a ClusterNetworkPolicy of one name are two policies (as two
+    resources of the API server), not a duplicate."""
+    spec = {"priority": 1, "subject": {"namespaces": {}}}
+    anp = parse_any({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+                     "metadata": {"name": "p"}, "spec": spec})
+    cnp = parse_any({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                     "metadata": {"name": "p"}, "spec": {**spec, "tier": "Admin"}})
+    assert (anp.key, cnp.key) == ("anp:p", "cnp:p")
 
 
 def _fqdn_policy() -> dict[str, object]:
@@ -82,8 +95,25 @@ spec:
     ({"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy", "metadata": {"name": "q", "namespace": "x"},
       "spec": {"selector": "all()", "ingress": [{"action": "Allow", "destination": {"ports": [80]}}]}},
      "ports need protocol"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+      "metadata": {"name": "mine"}, "spec": {"subject": {"namespaces": {}}}},
+     "BaselineAdminNetworkPolicy mine: metadata.name must be 'default'"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+      "metadata": {"name": "default"},
+      "spec": {"subject": {"namespaces": {}}, "ingress": [{"action": "Pass", "from": [{"namespaces": {}}]}]}},
+     "spec.ingress[0].action: 'Pass' is not one of Allow, Deny"),
     ({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "a"},
-      "spec": {"priority": 1, "subject": {"namespaces": {}}}}, "not a networking.k8s.io/v1 NetworkPolicy"),
+      "spec": {"priority": 1, "subject": {"namespaces": {}},
+               "egress": [{"action": "Allow", "to": [{"namespaces": {}}],
+                           "ports": [{"portNumber": {"protocol": "ICMP", "port": 1}}]}]}},
+     "AdminNetworkPolicy a: spec.egress[0].ports[0].portNumber.protocol: 'ICMP' is not one of TCP, UDP, SCTP"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "a"},
+      "spec": {"priority": 1, "subject": {"namespaces": {}},
+               "ingress": [{"action": "Allow", "from": [{"namespaces": {}}],
+                            "ports": [{"portRange": {"start": 80}}]}]}},
+     "spec.ingress[0].ports[0].portRange.end: None is not a port number 1-65535"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "a"},
+      "spec": {"priority": 1001, "subject": {"namespaces": {}}}}, "spec.priority: 1001 must be an integer 0-1000"),
     ({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "d"},
       "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
                "egress": [{"action": "Deny", "to": [{"domainNames": ["a.example"]}]}]}},

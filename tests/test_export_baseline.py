@@ -84,7 +84,7 @@ def _verdicts(cluster: Path, policies: Path, flows: Path) -> list[bool]:
     return [json.loads(line)["allowed"] for line in result.stdout.splitlines()]
 
 
-def test_the_common_egress_becomes_one_baseline_policy_and_the_policies_get_shorter(store: Store, tmp_path: Path) -> None:
+def test_the_common_egress_becomes_one_baseline_policy_and_policies_get_shorter(store: Store, tmp_path: Path) -> None:
     """DNS to CoreDNS (UDP, and TCP for truncated answers) and nothing else is the egress of the
     databases of all three namespaces: it is one Baseline-tier ClusterNetworkPolicy, valid for the
     upstream CRD; the databases lose their egress section; the webs, which do more, keep theirs (a

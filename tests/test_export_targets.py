@@ -40,6 +40,10 @@ SCHEMAS = {
         _crd_schema(CRDS / "calico" / "projectcalico.org_globalnetworkpolicies.yaml"),
     ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"):
         _crd_schema(CRDS / "network-policy-api" / "policy.networking.k8s.io_clusternetworkpolicies.yaml"),
+    ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy"):
+        _crd_schema(CRDS / "network-policy-api" / "policy.networking.k8s.io_adminnetworkpolicies.yaml"),
+    ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy"):
+        _crd_schema(CRDS / "network-policy-api" / "policy.networking.k8s.io_baselineadminnetworkpolicies.yaml"),
 }
 
 
