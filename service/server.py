@@ -3,7 +3,8 @@
 Collectors POST batches to ``/v1/batches``; readers GET what the local learning source
 (:class:`~netpol_gen.service.source.LocalSource`) returns, serialised by :mod:`netpol_gen.service.wire`,
 and synthesise locally, so remote and local runs share every line of policy logic. No endpoint writes
-anything but batches and shadow sets (`/v1/shadow/sets`, write access). The endpoints are module-level functions; :data:`ROUTES` is the route table.
+anything but batches and shadow sets (``/v1/shadow/sets``, write access). The endpoints are
+module-level functions; :data:`ROUTES` is the route table.
 
 Every request but the probes needs a bearer token (401 without a valid one, 403 when it may not do
 this). Bodies are bounded twice: on the wire (413 once the limit is passed, whatever Content-Length

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model import Flow, load_cluster
@@ -196,3 +198,18 @@ def test_watch_follow_prints_an_edge_when_it_is_denied_and_stops_on_sigterm(prop
     finally:
         if watcher.poll() is None:
             watcher.kill()
+
+
+def test_the_example_alerts_use_only_metrics_serve_exports(serving: tuple[str, ThreadServer], proposed: str) -> None:
+    """Stands in for Prometheus evaluating deploy/monitoring/prometheusrule.yaml: every metric its rules
+    name is one /metrics exposes (after one delivery, so each family has a sample)."""
+    _, server = serving
+    assert run_cli("shadow", "add", "proposed", proposed, "--server", server.url, "--token", TOKEN).exit_code == 0
+    assert post_batch(server.url, TOKEN, _batch(_flows()), "b1", cluster=load_cluster([CLUSTER]), retry=FAST)
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    rule = yaml.safe_load((EXAMPLE.parent.parent / "deploy" / "monitoring" / "prometheusrule.yaml").read_text())
+    named = {name for group in rule["spec"]["groups"] for r in group["rules"]
+             for name in re.findall(r"netpol_gen_[a-z_]+", r["expr"])}
+    assert named and named <= exported, named - exported
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
