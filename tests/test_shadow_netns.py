@@ -9,7 +9,9 @@ ingress admits only shop/api) is added with `shadow add --server` before the tra
    denials are written in the very transaction of the batch that brought the edge, so they are there
    within the interval that delivered it;
 2. serve is stopped (SIGTERM) while the worker talks again (the collectors spool), and started again on
-   the same database: the store ends holding every connection once, and the denials match them.
+   the same database: the store ends holding every connection once, and the denials match them;
+3. the set is "enforced" by an nftables drop of that edge on the host: the worker's attempt times out
+   unanswered, and is still learnt and shown by `watch` (denied in force, seen as well).
 
 Stands in for a cluster running netpol-gen while a proposed set is watched before it is enforced.
 """
@@ -17,6 +19,7 @@ Stands in for a cluster running netpol-gen while a proposed set is watched befor
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.collect_netns import Bed
+from tests.collect_netns import CLIENT, Bed, run
 from tests.serving import TOKEN, free_port
 from tests.test_serve_e2e import DEADLINE, Collector, Edge, Serve, _await_store, _build, _cli, _snapshot, _traffic
 
@@ -88,6 +91,20 @@ def test_a_proposed_set_missing_one_edge_reports_it_live_and_a_serve_restart_los
         _await_store(serve.url, made)
         assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress")]
         assert _counted(serve.url) == {series: made[OMITTED]}
+
+        # 3. the set enforced: an nftables drop on the host stands in for the CNI; the worker's attempt
+        # times out, yet its SYN left the worker's interface, so it is learnt and reported as denied
+        bed.nft("""table ip npgdeny {
+  chain deny { type filter hook forward priority 0;
+    ip saddr 10.199.1.60 ip daddr 10.199.2.20 tcp dport 5432 drop
+  }
+}""")
+        attempt = run(*bed.exec_args("worker-1"), sys.executable, "-c", CLIENT,
+                      json.dumps([["tcp", "10.199.2.20", 5432]]), check=False)
+        assert attempt.returncode != 0 and "timed out" in attempt.stderr  # dropped, never answered
+        made[OMITTED] += 1
+        _await_store(serve.url, made)
+        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress")]
         a.stop()
         b.stop()
     finally:
