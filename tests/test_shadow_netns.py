@@ -10,8 +10,9 @@ ingress admits only shop/api) is added with `shadow add --server` before the tra
    within the interval that delivered it;
 2. serve is stopped (SIGTERM) while the worker talks again (the collectors spool), and started again on
    the same database: the store ends holding every connection once, and the denials match them;
-3. the set is "enforced" by an nftables drop of that edge on the host: the worker's attempt times out
-   unanswered, and is still learnt and shown by `watch` (denied in force, seen as well).
+3. the set is "enforced" by an nftables drop of that edge on the host: the worker's attempt times out;
+   the collector counts it as an unanswered attempt (its SYN retransmitted, never answered), learns it
+   once (not once per retransmission) and `watch` shows it (denied in force, seen as well).
 
 Stands in for a cluster running netpol-gen while a proposed set is watched before it is enforced.
 """
@@ -102,7 +103,10 @@ def test_a_proposed_set_missing_one_edge_reports_it_live_and_a_serve_restart_los
         attempt = run(*bed.exec_args("worker-1"), sys.executable, "-c", CLIENT,
                       json.dumps([["tcp", "10.199.2.20", 5432]]), check=False)
         assert attempt.returncode != 0 and "timed out" in attempt.stderr  # dropped, never answered
-        made[OMITTED] += 1
+        made[OMITTED] += 1  # once: its retransmitted SYNs (across interval cuts) are no new connections
+        assert a.log is not None
+        a.log.wait("the attempt counted unanswered", lambda e: e["msg"] == "interval"
+                   and e.get("unanswered_total", 0) >= 1, DEADLINE)
         _await_store(serve.url, made)
         assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress")]
         a.stop()
