@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 import msgspec
 
-from netpol_gen.errors import InputError, PolicyError
+from netpol_gen.errors import PolicyError
 from netpol_gen.model.documents import Document, load_documents
-from netpol_gen.service.client import ENV_TOKEN, Retry, StoreClient
+from netpol_gen.service.client import StoreClient
 from netpol_gen.service.shadow import check_name, validate
+from netpol_gen.service.source import store_or_server
 from netpol_gen.service.wire import read
-from netpol_gen.store.db import Store, open_store
+from netpol_gen.store.db import Store
 from netpol_gen.store.shadow import DeniedEdge, ShadowSet, add_set, denied_edges, list_sets, remove_set
 
 
@@ -97,17 +98,5 @@ class RemoteShadow:
 def shadow_source(db_url: str | None, server_url: str | None, token: str | None, *,
                   writing: bool = False) -> Iterator[ShadowSource]:
     """The store at ``db_url`` (opened to write when ``writing``) or the server at ``server_url``."""
-    if server_url and db_url:
-        raise InputError("--db and --server exclude each other")
-    if server_url:
-        if not token:
-            raise InputError(f"--server needs --token or ${ENV_TOKEN}")
-        with StoreClient(server_url, token, retry=Retry(deadline=10.0)) as client:
-            yield RemoteShadow(client)
-        return
-    store = open_store(db_url, create=writing)
-    try:
-        yield LocalShadow(store)
-    finally:
-        store.close()
-
+    with store_or_server(db_url, server_url, token, create=writing) as opened:
+        yield LocalShadow(opened) if isinstance(opened, Store) else RemoteShadow(opened)
