@@ -35,6 +35,8 @@ COMMANDS = {
     "collect": "netpol_gen.cli.collect_cmd:collect_cmd",
     "serve": "netpol_gen.cli.serve_cmd:serve_cmd",
     "status": "netpol_gen.cli.status_cmd:status_cmd",
+    "shadow": "netpol_gen.cli.shadow_cmd:shadow_cmd",
+    "watch": "netpol_gen.cli.watch_cmd:watch_cmd",
 }
 
 

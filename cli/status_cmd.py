@@ -10,8 +10,9 @@ from dataclasses import asdict
 import click
 
 from netpol_gen.cli.options import db_option, server_options
-from netpol_gen.service.source import learning_source
-from netpol_gen.store.progress import Status, summarize
+from netpol_gen.service.status_report import status_report
+from netpol_gen.store.progress import Status
+from netpol_gen.store.readiness import TREND_HOURS, Readiness
 
 _VERDICT = {
     "empty": "nothing learnt yet; are the collectors running and shipping to this store?",
@@ -37,6 +38,18 @@ def _print(status: Status, hours: int) -> None:
     click.echo(f"{status.state}: {_VERDICT[status.state]}")
 
 
+def _print_readiness(readiness: Readiness) -> None:
+    click.echo(f"trend: {readiness.trend} ({readiness.new_recent} new edges in the last {TREND_HOURS} h, "
+               f"{readiness.new_before} in the {TREND_HOURS} h before)")
+    click.echo(f"workloads seen talking: {readiness.workloads_seen} of {readiness.workloads_known} known")
+    for workload in readiness.never_seen:
+        click.echo(f"  warning: {workload} never seen talking (a job that runs rarely? its policy would allow "
+                   "nothing it has not done)")
+    for name, connections in readiness.denied_by_set.items():
+        click.echo(f"shadow set {name}: would have denied {connections} connections (netpol-gen watch --set {name})")
+    click.echo(f"recommendation: {readiness.recommendation} ({readiness.reason})")
+
+
 @click.command("status")
 @db_option
 @server_options
@@ -45,10 +58,9 @@ def _print(status: Status, hours: int) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def status_cmd(db_url: str | None, server_url: str | None, token: str | None, hours: int, fmt: str) -> None:
     """Learning progress: edges over time and new edges in the last hour, to tell when learning has settled."""
-    with learning_source(db_url, server_url, token) as source:
-        edges, deliveries = source.edges(), source.deliveries()
-    status = summarize(edges, deliveries, time.time(), hours)
+    report = status_report(db_url, server_url, token, time.time(), hours)
     if fmt == "json":
-        click.echo(json.dumps(asdict(status), indent=2))
+        click.echo(json.dumps(asdict(report.status) | {"readiness": asdict(report.readiness)}, indent=2))
     else:
-        _print(status, hours)
+        _print(report.status, hours)
+        _print_readiness(report.readiness)

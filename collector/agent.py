@@ -206,6 +206,7 @@ class Agent:
 
     def _cut(self, capture: Capture, tracker: FrameTracker, start: float, end: float) -> None:
         before = tracker.stats.packets_filtered_in, tracker.other_end, tracker.stats.dns_answers
+        handshakes = tracker.syn_retransmits, tracker.unanswered
         self.metrics.tracked.set(tracker.tracked())
         flows, dns = tracker.take()
         if self._scanner is not None:
@@ -216,6 +217,8 @@ class Agent:
         metrics.other_end.inc(tracker.other_end - before[1])
         metrics.dns_answers.inc(stats.dns_answers - before[2])
         metrics.flows.inc(len(flows))
+        metrics.syn_retransmits.inc(tracker.syn_retransmits - handshakes[0])
+        metrics.unanswered.inc(tracker.unanswered - handshakes[1])
         metrics.kernel_drops.inc(drops.drops)
         for sink in self.frame_sinks:
             sink.flush()
@@ -226,7 +229,8 @@ class Agent:
         metrics.backlog.set(self._queue.qsize())
         log.info("interval", extra={"fields": {
             "flows": len(flows), "dns_answers": len(dns), "packets_total": stats.packets_filtered_in,
-            "flows_total": stats.flows, "kernel_drops": drops.drops, "interfaces": len(capture.interfaces)}})
+            "flows_total": stats.flows, "kernel_drops": drops.drops, "interfaces": len(capture.interfaces),
+            "unanswered_total": tracker.unanswered, "syn_retransmits_total": tracker.syn_retransmits}})
 
     def _deliver_all(self) -> None:
         while True:

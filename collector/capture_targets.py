@@ -16,8 +16,8 @@ from netpol_gen.errors import InputError
 from netpol_gen.model.aggregate import Batch
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.service.client import Retry, ServerError, StoreClient, trusted
+from netpol_gen.service.shadow import ShadowJudge, deliver_judged
 from netpol_gen.service.wire import BatchMessage, ClusterView
-from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import Store, StoreError, default_url, open_store
 
 # How long one delivery may retry a server before the batch is spooled (the capture goes on meanwhile).
@@ -44,12 +44,14 @@ class DbTarget:
     def __init__(self, url: str | None, source: str) -> None:
         self.url, self._source = url or default_url(), source  # the URL shown in logs and metrics
         self._store: Store | None = None
+        self._judge: ShadowJudge | None = None
 
     def write(self, batch_id: str, batch: Batch, flows: int, cluster: Cluster | None) -> bool:
         try:
-            if self._store is None:
+            if self._store is None or self._judge is None:
                 self._store = open_store(self.url)
-            return deliver_batch(self._store, batch_id, batch, flows, self._source, cluster)
+                self._judge = ShadowJudge(self._store)
+            return deliver_judged(self._judge, batch_id, batch, flows, self._source, cluster)
         except (sa.exc.SQLAlchemyError, StoreError, OSError) as exc:
             self.close()
             raise DeliveryError(_first_line(exc)) from exc

@@ -12,6 +12,14 @@ node where the collector runs, which is every node for a DaemonSet.
 Flows are taken every interval with :meth:`FrameTracker.take`: only handshakes are captured, so a
 connection is complete as soon as its SYN is seen; a SYN-ACK arriving after the cut starts a second
 sighting of the same connection (deduplicated downstream when within the deduplication window).
+
+Attempts never answered: each SYN (4-tuple and initial sequence number) is remembered for
+:data:`SYN_WINDOW` seconds, across interval cuts. A SYN seen again within it is a retransmission,
+counted, never a new connection (a SYN a policy drops is retransmitted for two minutes, across many
+intervals); a SYN-ACK acknowledging it marks it answered. The first retransmission of a SYN not yet
+answered counts an unanswered attempt (``unanswered``): a connection that an enforcement point (the
+CNI's policies) or a dead peer dropped. The connection itself is learnt from its first SYN, so a
+shadow set judges it like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +34,10 @@ from netpol_gen.ingest.pcap import CaptureStats, dns_answers, dns_over_tcp_answe
 from netpol_gen.model.flows import Flow
 
 DNS_PORT = 53
+SYN_WINDOW = 130.0  # seconds Linux retransmits an unanswered SYN (tcp_syn_retries 6: 1+2+...+64 s)
+
+
+_WAITING, _ANSWERED, _UNANSWERED = 0.0, 1.0, 2.0  # what became of a remembered SYN
 
 
 class FrameTracker:
@@ -44,6 +56,11 @@ class FrameTracker:
         self._tracker = FlowTracker(udp_timeout=float("inf"), tcp_timeout=float("inf"), count_tcp=False)
         self._dns: list[DnsAnswer] = []
         self._decode = DECODERS[LINKTYPE_ETHERNET]
+        # SYNs of the last SYN_WINDOW seconds: (initiator, port, responder, port, ISN) -> [first seen, state]
+        self._syns: dict[tuple[Address, int, Address, int, int], list[float]] = {}
+        self._latest = 0.0
+        self.syn_retransmits = 0
+        self.unanswered = 0
 
     def frame(self, ts: float, outgoing: bool, frame: bytes) -> None:
         """One frame captured on a pod's host-side interface; ``outgoing``: sent by the host to the pod."""
@@ -70,6 +87,8 @@ class FrameTracker:
         if not at_initiator and initiator in self.pod_addresses:
             self.other_end += 1
             return
+        if proto == PROTO_TCP and flags & TCP_SYN and self._handshake(ts, src, dst, sport, dport, flags, seq, ack):
+            return
         tracker = self._tracker
         if proto == PROTO_TCP:
             tracker.tcp(ts, src, dst, sport, dport, flags, seq, ack, ip_len)
@@ -77,6 +96,27 @@ class FrameTracker:
             tracker.udp(ts, src, dst, sport, dport, ip_len)
         if tracker.tracked() >= self._max:
             tracker.flush()
+
+    def _handshake(self, ts: float, src: Address, dst: Address, sport: int, dport: int, flags: int, seq: int,
+                   ack: int) -> bool:
+        """Note a SYN or SYN-ACK; True for a retransmitted SYN (not to be tracked again)."""
+        self._latest = max(self._latest, ts)
+        if flags & TCP_ACK:  # the responder's SYN-ACK answers the SYN whose ISN it acknowledges
+            seen = self._syns.get((dst, dport, src, sport, (ack - 1) & 0xFFFFFFFF))
+            if seen is not None:
+                seen[1] = _ANSWERED
+            return False
+        key = (src, sport, dst, dport, seq)
+        seen = self._syns.get(key)
+        if seen is None:
+            if len(self._syns) < self._max:
+                self._syns[key] = [ts, _WAITING]
+            return False
+        self.syn_retransmits += 1
+        if seen[1] == _WAITING:
+            seen[1] = _UNANSWERED
+            self.unanswered += 1
+        return True
 
     def tracked(self) -> int:
         """Connections held now (reported before each take: how close the interval came to the bound)."""
@@ -89,6 +129,8 @@ class FrameTracker:
         flows, answers = list(tracker.done), self._dns
         tracker.done.clear()
         self._dns = []
+        horizon = self._latest - SYN_WINDOW
+        self._syns = {key: seen for key, seen in self._syns.items() if seen[0] >= horizon}
         self.stats.flows = tracker.stats.flows
         self.stats.direction_unknown = tracker.stats.direction_unknown
         return flows, answers

@@ -36,6 +36,10 @@ class Metrics:
                                   "Frames skipped: a pod's connection seen at the receiving pod.")
         self.flows = _counter(r, "flows", "Connections taken from the tracker.")
         self.dns_answers = _counter(r, "dns_answers", "DNS answer records parsed.")
+        self.syn_retransmits = _counter(r, "syn_retransmits",
+                                        "TCP SYNs seen again (retransmitted), not new connections.")
+        self.unanswered = _counter(r, "unanswered_attempts",
+                                   "TCP connection attempts no SYN-ACK answered within an interval (dropped).")
         self.batches_written = _counter(r, "batches_written", "Batches committed to the store.")
         self.batches_spooled = _counter(r, "batches_spooled", "Batches spooled while the store was unreachable.")
         self.batches_dropped = _counter(r, "spool_batches_dropped", "Oldest spooled batches dropped when full.")

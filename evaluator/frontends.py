@@ -9,7 +9,7 @@ from typing import Any
 from netpol_gen.errors import PolicyError
 from netpol_gen.evaluator import calico, cilium, cluster_network_policy
 from netpol_gen.evaluator.policy import NetworkPolicy, parse_policy
-from netpol_gen.model.documents import load_documents
+from netpol_gen.model.documents import Document, load_documents
 
 
 def parse_any(obj: Mapping[str, Any], *, where: str = "", default_namespace: str = "default") -> NetworkPolicy:
@@ -31,9 +31,14 @@ def parse_any(obj: Mapping[str, Any], *, where: str = "", default_namespace: str
 
 def load_policies(paths: Iterable[str], *, default_namespace: str = "default") -> list[NetworkPolicy]:
     """All policies in the given files/directories; unknown kinds are an error, duplicates too."""
+    return parse_documents(load_documents(paths, PolicyError), default_namespace=default_namespace)
+
+
+def parse_documents(docs: Iterable[Document], *, default_namespace: str = "default") -> list[NetworkPolicy]:
+    """The policies of documents read before (a stored shadow set's); PolicyError as :func:`load_policies`."""
     policies: list[NetworkPolicy] = []
     seen: dict[str, str] = {}
-    for doc in load_documents(paths, PolicyError):
+    for doc in docs:
         policy = parse_any(doc.obj, where=doc.where, default_namespace=default_namespace)
         if policy.key in seen:
             raise PolicyError(f"duplicate of the policy at {seen[policy.key]}", where=doc.where,

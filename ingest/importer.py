@@ -24,6 +24,7 @@ from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.flows import Flow, iter_flows
+from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store, StoreError
 from netpol_gen.store.writer import write_batch, write_cluster
@@ -182,10 +183,12 @@ def import_sources(
         records.append({"content_hash": digest, "source": source.path, "kind": source.kind,
                         "flows": ingest.stats.flows - before, "imported_at": time.time()})
     batch = ingest.take_batch()
+    record_shadow = ShadowJudge(store).recorder(batch, cluster)
     try:
         with store.transaction() as conn:
             write_cluster(conn, cluster)
             result = write_batch(conn, batch)
+            record_shadow(conn)
             if records:
                 conn.execute(sa.insert(t.imports), records)
     except (sa.exc.OperationalError, sa.exc.InternalError) as exc:  # InternalError: PostgreSQL read-only

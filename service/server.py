@@ -3,7 +3,8 @@
 Collectors POST batches to ``/v1/batches``; readers GET what the local learning source
 (:class:`~netpol_gen.service.source.LocalSource`) returns, serialised by :mod:`netpol_gen.service.wire`,
 and synthesise locally, so remote and local runs share every line of policy logic. No endpoint writes
-anything but batches. The endpoints are module-level functions; :data:`ROUTES` is the route table.
+anything but batches and shadow sets (``/v1/shadow/sets``, write access). The endpoints are
+module-level functions; :data:`ROUTES` is the route table.
 
 Every request but the probes needs a bearer token (401 without a valid one, 403 when it may not do
 this). Bodies are bounded twice: on the wire (413 once the limit is passed, whatever Content-Length
@@ -31,7 +32,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -41,11 +44,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from netpol_gen.errors import InputError
+from netpol_gen.model.documents import Document
 from netpol_gen.service.auth import Access, Authenticator, Principal
+from netpol_gen.service.metrics import render_metrics
+from netpol_gen.service.shadow import ShadowJudge, deliver_judged
+from netpol_gen.service.shadow_source import LocalShadow, SetMessage, add_checked
 from netpol_gen.service.source import LocalSource
 from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
-from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.db import Store
+from netpol_gen.store.shadow import remove_set
 
 log = logging.getLogger("netpol_gen.serve")
 
@@ -63,6 +71,7 @@ class Ingestor:
 
     def __init__(self, store: Store, writers: int) -> None:
         self.store = store
+        self.judge = ShadowJudge(store)
         self._slots = threading.BoundedSemaphore(writers)
 
     def deliver(self, message: BatchMessage, principal: Principal) -> bool:
@@ -73,7 +82,7 @@ class Ingestor:
         while True:
             try:
                 with self._slots:
-                    return deliver_batch(self.store, message.batch_id, message.batch, message.flows, source, cluster)
+                    return deliver_judged(self.judge, message.batch_id, message.batch, message.flows, source, cluster)
             except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
                 # a lock or deadlock, or the same batch id committed meanwhile (found on the next try)
                 if attempt == WRITE_ATTEMPTS:
@@ -178,6 +187,46 @@ def _reading(read: Callable[[LocalSource, Request], Any]) -> Callable[[Request],
     return endpoint
 
 
+async def post_shadow_set(request: Request) -> Response:
+    """Add a shadow set: every policy validated here too (400 naming the document), nothing stored on error."""
+    state = _state(request)
+    await _principal(request, Access.WRITE)
+    body = await _body(request, state.limits)
+    try:
+        message = msgspec.json.decode(body, type=SetMessage)
+        added = await run_in_threadpool(add_checked, state.store, message.name, message.source,
+                                        [Document(d.where, d.obj) for d in message.documents])
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise HTTPException(400, f"shadow set: {exc}") from None
+    except InputError as exc:
+        raise HTTPException(400, exc.message) from None
+    return _json(added)
+
+
+async def delete_shadow_set(request: Request) -> Response:
+    state = _state(request)
+    await _principal(request, Access.WRITE)
+    try:
+        await run_in_threadpool(remove_set, state.store, request.path_params["name"])
+    except InputError as exc:
+        raise HTTPException(404, exc.message) from None
+    return _json({"removed": request.path_params["name"]})
+
+
+def _since(request: Request) -> float | None:
+    raw = request.query_params.get("since")
+    try:
+        return None if raw is None else float(raw)
+    except ValueError:
+        raise HTTPException(400, "since: expected seconds since the epoch") from None
+
+
+async def metrics(request: Request) -> Response:
+    await _principal(request, Access.READ)
+    text = await run_in_threadpool(render_metrics, _state(request).store)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
 async def healthz(_request: Request) -> Response:
     return PlainTextResponse("ok\n")
 
@@ -200,6 +249,12 @@ ROUTES = [
     Route("/v1/deliveries", _reading(lambda source, _r: source.deliveries()), methods=["GET"]),
     Route("/v1/services", _reading(lambda source, _r: source.services()), methods=["GET"]),
     Route("/v1/evidence", _reading(lambda source, _r: source.evidence()), methods=["GET"]),
+    Route("/v1/shadow/sets", _reading(lambda source, _r: LocalShadow(source.store).sets()), methods=["GET"]),
+    Route("/v1/shadow/sets", post_shadow_set, methods=["POST"]),
+    Route("/v1/shadow/sets/{name}", delete_shadow_set, methods=["DELETE"]),
+    Route("/v1/shadow/denied", _reading(lambda source, r: LocalShadow(source.store).denied(
+        r.query_params.get("set"), _since(r))), methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),  # probes: anonymous, and they reveal nothing
     Route("/readyz", readyz, methods=["GET"]),
 ]

@@ -54,9 +54,11 @@ class LocalSource:
 
 
 @contextmanager
-def learning_source(db_url: str | None, server_url: str | None, token: str | None) -> Iterator[LearningSource]:
-    """The store at ``db_url`` (default ``$NETPOL_GEN_DB`` or ./netpol-gen.db), or the server at
-    ``server_url`` with bearer ``token``; InputError when both or a server without token are given."""
+def store_or_server(db_url: str | None, server_url: str | None, token: str | None, *,
+                    create: bool = False) -> Iterator[Store | StoreClient]:
+    """The store at ``db_url`` (default ``$NETPOL_GEN_DB`` or ./netpol-gen.db; created when ``create``), or a
+    client of the server at ``server_url`` with bearer ``token``; InputError when both or a server without
+    token are given."""
     if server_url and db_url:
         raise InputError("--db and --server exclude each other")
     if server_url:
@@ -65,11 +67,18 @@ def learning_source(db_url: str | None, server_url: str | None, token: str | Non
         with StoreClient(server_url, token, retry=Retry(deadline=10.0)) as client:
             yield client
         return
-    store = open_store(db_url, create=False)
+    store = open_store(db_url, create=create)
     try:
-        yield LocalSource(store)
+        yield store
     finally:
         store.close()
+
+
+@contextmanager
+def learning_source(db_url: str | None, server_url: str | None, token: str | None) -> Iterator[LearningSource]:
+    """What was learnt, from the store or the server (see :func:`store_or_server`)."""
+    with store_or_server(db_url, server_url, token) as opened:
+        yield LocalSource(opened) if isinstance(opened, Store) else opened
 
 
 def open_learned(db_url: str | None, server_url: str | None, token: str | None) -> LearnedInputs:

@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from netpol_gen.errors import InputError
-from netpol_gen.store.schema import SCHEMA_VERSION, meta, metadata
+from netpol_gen.store.schema import ADDED_TABLES, SCHEMA_VERSION, meta, metadata
 
 DEFAULT_URL = "sqlite:///netpol-gen.db"
 ENV_URL = "NETPOL_GEN_DB"
@@ -186,6 +186,8 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
                     raise StoreError("no store here (run netpol-gen import first)", where=shown)
                 metadata.create_all(conn)
                 conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif create:  # tables added since (shadow sets): created where missing, the rest untouched
+                metadata.create_all(conn, tables=ADDED_TABLES)
     except StoreError:
         engine.dispose()
         raise

@@ -172,3 +172,37 @@ edge_established = sa.Table(
     sa.Column("source", sa.String(16), primary_key=True),
     sa.Column("connections", sa.BigInteger, nullable=False),
 )
+
+# Shadow sets (#13): named policy sets every connection ingested after ``added_at`` is judged against
+# (``documents``: the policy objects as given, validated when added). A connection a set denies is
+# recorded once per (set, edge, hour its connections were last seen) with the denying side
+# (egress | ingress | both), the policies on that side, and the addresses of one denied connection
+# (what ``watch`` names a node by). New tables only: writers create them in older stores on open.
+shadow_sets = sa.Table(
+    "shadow_sets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(63), nullable=False, unique=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("documents", sa.JSON, nullable=False),
+    sa.Column("added_at", sa.Double, nullable=False),
+)
+
+shadow_denials = sa.Table(
+    "shadow_denials",
+    metadata,
+    sa.Column("set_id", sa.Integer, sa.ForeignKey("shadow_sets.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("edge_id", sa.Integer, sa.ForeignKey("edges.id"), primary_key=True),
+    sa.Column("hour", sa.Double, primary_key=True),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("policies", sa.JSON, nullable=False),
+    sa.Column("src_ip", sa.String(45), nullable=False),
+    sa.Column("dst_ip", sa.String(45), nullable=False),
+    sa.Column("connections", sa.BigInteger, nullable=False),
+    sa.Column("first_seen", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Index("ix_shadow_denials_last_seen", "last_seen"),
+)
+
+# Tables added within schema version 1: a writer opening an older store creates them (nothing else changes).
+ADDED_TABLES = [shadow_sets, shadow_denials]

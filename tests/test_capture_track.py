@@ -77,3 +77,27 @@ def test_the_tracker_is_bounded_and_loses_nothing_when_full() -> None:
 
 def test_the_kernel_filter_compiles_without_privileges() -> None:
     assert compile_bpf().bf_len > 10
+
+
+def test_a_retransmitted_syn_across_cuts_is_one_connection_and_one_unanswered_attempt() -> None:
+    """Stands in for a SYN a policy drops: the client retransmits it at 1, 3, 7 s while intervals are cut."""
+    tracker = _tracker()
+    syn = _tcp(POD_A, POD_B, 40000, 5432, "S")
+    tracker.frame(1.0, False, syn)
+    assert _key(tracker) == [(POD_A, POD_B, 5432, "TCP")]
+    for ts in (2.0, 4.0, 8.0):
+        tracker.frame(ts, False, syn)
+        assert _key(tracker) == []  # not a new connection
+    assert (tracker.syn_retransmits, tracker.unanswered) == (3, 1)
+    # an answered connection whose SYN is seen twice is no unanswered attempt
+    other = _tcp(POD_A, POD_B, 40001, 8080, "S", seq=500)
+    tracker.frame(10.0, False, other)
+    tracker.frame(10.0, True, _tcp(POD_B, POD_A, 8080, 40001, "SA", seq=900, ack=501))
+    tracker.frame(11.0, False, other)
+    assert _key(tracker) == [(POD_A, POD_B, 8080, "TCP")]
+    assert (tracker.syn_retransmits, tracker.unanswered) == (4, 1)
+    # past the window, the same 4-tuple and ISN is a new attempt again
+    tracker.frame(200.0, False, _tcp(POD_A, POD_B, 40002, 8080, "S"))
+    tracker.take()
+    tracker.frame(201.0, False, syn)
+    assert _key(tracker) == [(POD_A, POD_B, 5432, "TCP")]

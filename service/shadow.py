@@ -1,0 +1,148 @@
+"""Shadow sets judged: every batch the store takes, from a collector, ``serve`` or ``import``, goes
+through the evaluator against each set added before it, and what a set would deny is recorded in the
+batch's own transaction (exactly once, however often the batch is delivered).
+
+The evaluator decides; this module only asks it. Each edge of a batch keeps a few of its flows as
+samples (every edge has at least one); each sample is judged as ``check`` judges a flow
+(:meth:`Evaluator.judge_flow`: its addresses at its time, a Service address as its backends), keeping
+the verdicts that land on the edge's destination workload and port. When every sample is denied, all
+the edge's connections are; when only some are (pods of one workload that policies tell apart), the
+same share of its connections is counted, at least one. The cluster judged against is the one the
+batch was attributed against when it came with it, else the last one seen, else the store's own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from netpol_gen.errors import PolicyError
+from netpol_gen.evaluator.engine import Evaluator
+from netpol_gen.evaluator.frontends import parse_documents
+from netpol_gen.evaluator.policy import NetworkPolicy
+from netpol_gen.evaluator.verdict import SideVerdict, Verdict
+from netpol_gen.model.aggregate import Batch, EdgeKey, EdgeTotals
+from netpol_gen.model.bounds import name_problem
+from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.documents import Document
+from netpol_gen.model.flows import Flow
+from netpol_gen.model.identity import Identity
+from netpol_gen.store.batches import deliver_batch
+from netpol_gen.store.cluster_view import load_cluster
+from netpol_gen.store.db import Store
+from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, set_versions
+
+
+def check_name(name: str) -> None:
+    """A set name is a DNS-1123 label (it becomes a metric label and a URL path segment)."""
+    problem = name_problem(name, namespace=True)
+    if problem:
+        raise ShadowSetError(problem, where=f"shadow set {name!r}")
+
+
+def documents_of(raw: Iterable[Any]) -> list[Document]:
+    """Stored or sent documents (``{"where", "obj"}``) as documents."""
+    return [Document(str(item["where"]), dict(item["obj"])) for item in raw]
+
+
+def validate(documents: Sequence[Document]) -> list[NetworkPolicy]:
+    """The set's policies, or PolicyError naming the document (as ``check --policies`` would)."""
+    if not documents:
+        raise PolicyError("no policy in this set")
+    return parse_documents(documents)
+
+
+def _side_policies(side: SideVerdict) -> tuple[str, ...]:
+    return (*side.isolating, *(ref.policy for ref in side.denied_by))
+
+
+def _lands(verdict: Verdict, dst: Identity, port: int) -> bool:
+    pod = verdict.dst.pod
+    return verdict.port == port and (pod is None or Identity.of_pod(pod) == dst)
+
+
+def judge_edge(evaluator: Evaluator, set_id: int, key: EdgeKey, totals: EdgeTotals, now: float) -> Denial | None:
+    """What ``evaluator`` says of one edge of a batch: None when it allows every sample."""
+    src, dst, port, protocol = key
+    denied: list[Verdict] = []
+    denied_samples = 0
+    for sample in totals.samples:
+        result = evaluator.judge_flow(Flow(sample.src_ip, sample.dst_ip, sample.dst_port, protocol, sample.src_port,
+                                           sample.ts))
+        verdicts = [v for v in result.verdicts if _lands(v, dst, port)] or list(result.verdicts)
+        refused = [v for v in verdicts if not v.allowed]
+        denied.extend(refused)
+        denied_samples += bool(refused)
+    if not denied:
+        return None
+    sides = {side.direction.lower() for verdict in denied for side in (verdict.egress, verdict.ingress)
+             if not side.allowed}
+    policies = sorted({name for verdict in denied for side in (verdict.egress, verdict.ingress) if not side.allowed
+                       for name in _side_policies(side)})
+    share = totals.connections if denied_samples == len(totals.samples) else max(
+        1, round(totals.connections * denied_samples / len(totals.samples)))
+    return Denial(set_id, src, dst, port, protocol, "both" if len(sides) == 2 else sides.pop(), tuple(policies),
+                  denied[0].src.ip, denied[0].dst.ip, share, totals.first_seen or now, totals.last_seen or now)
+
+
+@dataclass
+class _Judged:
+    stored: StoredSet
+    policies: list[NetworkPolicy]
+    evaluator: Evaluator | None = None
+    cluster: Cluster | None = None
+
+
+class ShadowJudge:
+    """Judges batches against the store's shadow sets; parsed sets and their evaluators are kept
+    between batches (an evaluator caches its verdicts) until the set or the cluster view changes."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store, self._clock = store, clock
+        self._sets: dict[int, _Judged] = {}
+        self._cluster: Cluster | None = None
+        self._lock = threading.Lock()
+
+    def judge(self, batch: Batch, cluster: Cluster | None = None) -> list[Denial]:
+        """The denials of ``batch`` by every set in the store now (read, not written)."""
+        with self._lock:
+            with self.store.reading() as conn:
+                versions = set_versions(conn)
+                changed = [i for i, added in versions.items() if i not in self._sets
+                           or self._sets[i].stored.added_at != added]
+                for stored in load_sets(conn, changed) if changed else ():
+                    self._sets[stored.id] = _Judged(stored, parse_documents(documents_of(stored.documents)))
+            for gone in set(self._sets) - set(versions):
+                del self._sets[gone]
+            if not self._sets or not batch.edges:
+                return []
+            if cluster is not None:
+                self._cluster = cluster
+            elif self._cluster is None:
+                self._cluster = load_cluster(self.store)
+            now = self._clock()
+            denials = []
+            for judged in self._sets.values():
+                if judged.evaluator is None or judged.cluster is not self._cluster:
+                    judged.evaluator, judged.cluster = Evaluator(self._cluster, judged.policies), self._cluster
+                for key, totals in batch.edges.items():
+                    denial = judge_edge(judged.evaluator, judged.stored.id, key, totals, now)
+                    if denial is not None:
+                        denials.append(denial)
+            return denials
+
+    def recorder(self, batch: Batch, cluster: Cluster | None = None) -> Callable[[Connection], None]:
+        """What to run in the batch's transaction: record its denials (judged now, before the transaction)."""
+        denials = self.judge(batch, cluster)
+        return lambda conn: record_denials(conn, denials)
+
+
+def deliver_judged(judge: ShadowJudge, batch_id: str, batch: Batch, flows: int, source: str,
+                   cluster: Cluster | None = None) -> bool:
+    """:func:`deliver_batch` with the batch's shadow denials recorded in its transaction."""
+    return deliver_batch(judge.store, batch_id, batch, flows, source, cluster, then=judge.recorder(batch, cluster))
