@@ -152,7 +152,7 @@ def replay_stream(
             group = connection.groups.get(slot)
             if group is None:
                 result = judge(flow_from_record(record, latest))
-                outcome = (tuple(map(id, result.verdicts)), result.service and result.service.service.key)
+                outcome = (tuple(map(id, result.verdicts)), result.service.service.key if result.service else None)
                 group = groups.get(outcome)
                 if group is None:
                     group = groups[outcome] = _Group(result, _tail(result, explain))
