@@ -22,6 +22,7 @@ not to exercise a YAML library.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import re
@@ -32,7 +33,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,34 @@ CHURN_AT = T0 + WINDOW / 2  # terminating pods lose their IP here; their success
 NODE_CIDR = "10.0.0.0/24"
 EXTERNAL_IPS = ("142.250.74.46", "151.101.1.69", "52.95.110.1", "104.16.132.229", "140.82.121.4")
 CLIENT_IPS = ("203.0.113.7", "198.51.100.23", "192.0.2.55", "81.2.69.142", "89.160.20.112")
+
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The dimensions that change what ``check``, ``import`` and ``export`` cost, beyond the sizes.
+
+    The defaults are the original generator's (same seed, same bytes); ``PRESETS`` name other shapes.
+    Each knob is a command-line option of the same name (``--backends``, ``--overlap``, ...)."""
+
+    backends: int = 0  # replicas of every Deployment (0: 2 to 8 at random); more backends, fewer Services
+    overlap: int = 0  # extra policies per namespace selecting whole tiers, their rules matching nothing
+    overlap_peers: int = 6  # peers per rule of those policies (what a linear rule scan pays for)
+    egress_share: float = 0.35  # share of applications with an egress policy (ipBlock with except)
+    ipblocks: int = 0  # extra ipBlock ingress rules per application policy (distinct client ranges)
+    external_ips: int = 0  # distinct internet addresses talking to and from the cluster (0: five each way)
+    service_share: float = 1.0  # share of app-to-app flows sent to the ClusterIP (the rest to a pod IP)
+    ipv6: float = 0.0  # share of pod-to-pod and internet flows over IPv6 (pods and Services get dual-stack)
+    churn: float = 0.08  # share of Deployments with a pod replaced mid-window (its IP reused)
+    restarts: int = 1  # distinct instants at which those replacements happen, spread over the window
+
+
+PRESETS = {
+    # issue #15: ~3,000 pods, ~1,000 policies, 1.0M flows; Services with several backends, many
+    # overlapping policies per namespace, ipBlocks on every isolated pod, far more distinct connections
+    "issue15": Shape(backends=5, overlap=4, egress_share=0.5, ipblocks=2, external_ips=20_000, service_share=0.8,
+                     ipv6=0.1, churn=0.3, restarts=40),
+}
 
 _WORDS = (  # noqa: SIM905 - a word list reads better as text
     "payments checkout cart catalog search orders billing invoices shipping inventory users auth "
@@ -113,6 +142,11 @@ class PodInfo:
     uid: str
     created: float
     ended: float | None = None
+    ip6: str | None = None  # dual-stack (Shape.ipv6)
+
+    @property
+    def ips(self) -> list[str]:
+        return [self.ip] if self.ip6 is None else [self.ip, self.ip6]
 
 
 @dataclass(eq=False)  # identity: apps reference each other through callers/deps
@@ -133,6 +167,7 @@ class App:
     extra_labels: dict[str, str] = field(default_factory=dict)
     pods: list[PodInfo] = field(default_factory=list)
     cluster_ip: str | None = None
+    cluster_ip6: str | None = None
     callers: list[App] = field(default_factory=list)  # who may call it (becomes its ingress policy)
     deps: list[App] = field(default_factory=list)  # what it calls
     egress_policy: bool = False
@@ -148,8 +183,13 @@ class App:
 class Cluster:
     """Builds namespaces, nodes, apps and pods, allocating IPs from per-node pod CIDRs."""
 
-    def __init__(self, rng: random.Random, namespaces: int, pods: int, nodes: int) -> None:
+    def __init__(self, rng: random.Random, namespaces: int, pods: int, nodes: int, shape: Shape | None = None) -> None:
         self.rng = rng
+        self.shape = shape = shape or Shape()
+        self.dual_stack = shape.ipv6 > 0
+        # the instants pods are replaced at: the middle of the window, or spread over it
+        self.restart_times = [CHURN_AT] if shape.restarts <= 1 else [
+            T0 + WINDOW * (k + 1) / (shape.restarts + 1) for k in range(shape.restarts)]
         self.node_count = nodes
         self.next_host = [2] * nodes
         self.next_service = 10
@@ -170,6 +210,9 @@ class Cluster:
     def pod_cidr(self, node: int) -> str:
         return f"10.{244 + node // 256}.{node % 256}.0/24"
 
+    def pod_cidrs(self, node: int) -> list[str]:
+        return [self.pod_cidr(node)] + ([f"fd00:244:{node:x}::/64"] if self.dual_stack else [])
+
     def node_ip(self, node: int) -> str:
         return f"10.0.0.{10 + node}"
 
@@ -177,6 +220,10 @@ class Cluster:
         n = self.next_service
         self.next_service += 1
         return f"10.96.{n // 256}.{n % 256}"
+
+    def _pod_ip6(self, node: int, ip: str) -> str | None:
+        """The pod's IPv6 address next to its IPv4 one (same host number), when dual-stack."""
+        return f"fd00:244:{node:x}::{int(ip.rsplit('.', 1)[1]):x}" if self.dual_stack else None
 
     def _uid(self) -> str:
         h = f"{self.rng.getrandbits(128):032x}"
@@ -201,18 +248,23 @@ class Cluster:
                 name = f"{app.name}-{template_hash}-{suffix}"
             ip = self.node_ip(node) if app.host_network else self._pod_ip(node)
             created = T0 - rng.uniform(3600, 30 * 86400)
-            app.pods.append(PodInfo(name, ip, node, self._uid(), created))
-        if app.kind == "Deployment" and rng.random() < 0.08 and app.pods:
+            ip6 = None if app.host_network else self._pod_ip6(node, ip)
+            app.pods.append(PodInfo(name, ip, node, self._uid(), created, ip6=ip6))
+        if app.kind == "Deployment" and rng.random() < self.shape.churn and app.pods:
             # a rollout mid-window: the old pod terminates and a new one gets its IP right after
             old = app.pods[0]
-            old.ended = CHURN_AT
+            at = self.restart_times[0] if len(self.restart_times) == 1 else rng.choice(self.restart_times)
+            old.ended = at
             suffix = "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
             app.pods.append(
-                PodInfo(f"{app.name}-{template_hash}-{suffix}", old.ip, old.node, self._uid(), CHURN_AT + 5)
+                PodInfo(f"{app.name}-{template_hash}-{suffix}", old.ip, old.node, self._uid(), at + 5, ip6=old.ip6)
             )
             self.churned.append(old)
         if app.service_port:
             app.cluster_ip = self._service_ip()
+            if self.dual_stack:
+                n = self.next_service - 1
+                app.cluster_ip6 = f"fd00:96::{n:x}"
         self.apps.append(app)
         return app
 
@@ -259,12 +311,14 @@ class Cluster:
             roles = list(_ROLES[1:])
             rng.shuffle(roles)
             roles.insert(0, _ROLES[0])  # every namespace serves something to the ingress controller
+            if self.shape.backends:  # few replicas each: more applications fill the namespace
+                roles += [f"{role}{k}" for k in range(2, 2 + int(per_ns)) for role in _ROLES]
             for role in roles:
                 if budget <= 0:
                     break
                 tier = "frontend" if role in ("web", "gateway") else "backend"
                 port_name, port = ("grpc", 9000) if role == "grpc" else ("http", 8080)
-                replicas = rng.choice((2, 3, 3, 4, 4, 5, 6, 8))
+                replicas = self.shape.backends or rng.choice((2, 3, 3, 4, 4, 5, 6, 8))
                 self._add(App(ns, f"{ns}-{role}", "Deployment", tier, team, port_name, port,
                               service_port=0 if role in ("worker", "cron") else 80), replicas)
                 budget -= replicas
@@ -293,7 +347,7 @@ class Cluster:
                 if dep is not app and dep not in app.deps:
                     app.deps.append(dep)
                     dep.callers.append(app)
-            app.egress_policy = rng.random() < 0.35
+            app.egress_policy = rng.random() < self.shape.egress_share
         for app in self.ingress.deps:
             app.callers.append(self.ingress)
 
@@ -357,7 +411,7 @@ def _pod_object(cluster: Cluster, app: App, pod: PodInfo) -> dict[str, Any]:
             "hostIP": cluster.node_ip(pod.node),
             "phase": "Running",
             "podIP": pod.ip,
-            "podIPs": [{"ip": pod.ip}],
+            "podIPs": [{"ip": ip} for ip in pod.ips],
             "qosClass": "Burstable",
             "startTime": _stamp(pod.created + 2),
         },
@@ -385,8 +439,10 @@ def _service_objects(app: App) -> Iterator[dict[str, Any]]:
         "kind": "Service",
         "metadata": {"labels": {"app.kubernetes.io/name": app.name}, "name": name, "namespace": app.namespace,
                      "uid": _stable_uid(app.namespace, "Service", name)},
-        "spec": {"clusterIP": app.cluster_ip, "clusterIPs": [app.cluster_ip], "internalTrafficPolicy": "Cluster",
-                 "ipFamilies": ["IPv4"], "ports": ports, "selector": selector, "type": "ClusterIP"},
+        "spec": {"clusterIP": app.cluster_ip,
+                 "clusterIPs": [app.cluster_ip, *([app.cluster_ip6] if app.cluster_ip6 else [])],
+                 "internalTrafficPolicy": "Cluster", "ipFamilies": ["IPv4", *(["IPv6"] if app.cluster_ip6 else [])],
+                 "ports": ports, "selector": selector, "type": "ClusterIP"},
         "status": {"loadBalancer": {}},
     }
     live = app.live_pods(T0 + WINDOW)
@@ -425,7 +481,7 @@ def cluster_objects(cluster: Cluster) -> list[dict[str, Any]]:
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                     "topology.kubernetes.io/zone": f"zone-{'abc'[n % 3]}"}, "name": name},
-            "spec": {"podCIDR": cluster.pod_cidr(n), "podCIDRs": [cluster.pod_cidr(n)]},
+            "spec": {"podCIDR": cluster.pod_cidr(n), "podCIDRs": cluster.pod_cidrs(n)},
             "status": {"addresses": [{"address": cluster.node_ip(n), "type": "InternalIP"},
                                      {"address": name, "type": "Hostname"}]},
         })
@@ -448,7 +504,7 @@ def _peer(caller: App, namespace: str) -> dict[str, Any]:
             "podSelector": pods}
 
 
-def _ingress_policy(app: App) -> dict[str, Any]:
+def _ingress_policy(app: App, shape: Shape) -> dict[str, Any]:
     same = sorted(c.name for c in app.callers if c.namespace == app.namespace)
     peers = [_peer(c, app.namespace) for c in app.callers if c.namespace != app.namespace]
     if same:  # several local callers: one matchExpressions In instead of a peer each
@@ -467,12 +523,15 @@ def _ingress_policy(app: App) -> dict[str, Any]:
                 {"key": "purpose", "operator": "In", "values": ["observability"]}]},
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
             "ports": [{"port": 9090, "protocol": "TCP"}]})
+    for k in range(shape.ipblocks):  # partner ranges (CGNAT space: no generated client is in them)
+        ingress.append({"from": [{"ipBlock": {"cidr": f"100.{64 + k}.0.0/16", "except": [f"100.{64 + k}.0.0/24"]}}],
+                        "ports": [{"port": app.port, "protocol": "TCP"}]})
     return _policy(app.namespace, f"{app.name}-ingress", {
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": app.name}},
         "policyTypes": ["Ingress"], "ingress": ingress})
 
 
-def _egress_policy(app: App, dns: App) -> dict[str, Any]:
+def _egress_policy(app: App, dns: App, ipv6: bool) -> dict[str, Any]:
     egress: list[dict[str, Any]] = [{
         "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
@@ -482,6 +541,8 @@ def _egress_policy(app: App, dns: App) -> dict[str, Any]:
     egress.append({
         "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}],
         "ports": [{"port": 443, "protocol": "TCP"}]})
+    if ipv6:
+        egress[-1]["to"].append({"ipBlock": {"cidr": "::/0", "except": ["fd00::/8"]}})
     return _policy(app.namespace, f"{app.name}-egress", {
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": app.name}},
         "policyTypes": ["Egress"], "egress": egress})
@@ -502,9 +563,9 @@ def policy_objects(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
         if app.tier in ("platform", "edge"):
             continue
         policies = by_ns.setdefault(app.namespace, [])
-        policies.append(_ingress_policy(app))
+        policies.append(_ingress_policy(app, cluster.shape))
         if app.egress_policy:
-            policies.append(_egress_policy(app, cluster.dns))
+            policies.append(_egress_policy(app, cluster.dns, cluster.dual_stack))
         if app.tier == "data":  # caches and databases never call out except DNS
             policies.append(_policy(app.namespace, f"{app.name}-no-egress", {
                 "podSelector": {"matchExpressions": [
@@ -513,7 +574,30 @@ def policy_objects(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
                 "policyTypes": ["Egress"],
                 "egress": [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": app.name}}}]},
                            {"ports": [{"port": 53, "protocol": "UDP"}]}]}))
+    for ns, policies in by_ns.items():
+        policies.extend(_overlapping_policies(ns, cluster.shape))
     return by_ns
+
+
+def _overlapping_policies(namespace: str, shape: Shape) -> Iterator[dict[str, Any]]:
+    """``shape.overlap`` policies selecting a whole tier or team (so a pod is selected by several), with
+    rules of many peers that no generated traffic matches: they leave every verdict as it was and
+    make every rule scan longer, as the hand-written policy sets of large clusters do."""
+    selectors = ({"matchLabels": {"tier": "backend"}}, {"matchLabels": {"tier": "frontend"}},
+                 {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["backend", "data"]}]}, {})
+    for k in range(shape.overlap):
+        peers = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": f"{namespace}-legacy-{k}-{j}"}}}
+                 for j in range(shape.overlap_peers)]
+        peers.append({"namespaceSelector": {"matchLabels": {"team": f"retired-{k}"}}})
+        direction = "Egress" if k % 2 else "Ingress"
+        rules = [{("to" if k % 2 else "from"): peers, "ports": [{"port": 7000 + k, "protocol": "TCP"}]}]
+        if k % 2:  # an egress policy must keep DNS open for the pods it isolates
+            rules.append({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})
+            rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
+            rules.append({"to": [{"ipBlock": {"cidr": "::/0"}}]})
+            rules.append({"to": [{"namespaceSelector": {}}]})
+        yield _policy(namespace, f"shared-{k}", {"podSelector": selectors[k % len(selectors)],
+                                                 "policyTypes": [direction], direction.lower(): rules})
 
 
 # --- flows ----------------------------------------------------------------------------------------
@@ -532,6 +616,8 @@ def flow_lines(cluster: Cluster, count: int) -> Iterator[str]:
     scraped = [a for a in apps if a.metrics]
     nodes = [cluster.node_ip(n) for n in range(cluster.node_count)]
     dns = cluster.dns
+    shape = cluster.shape
+    servers_out, clients_in = _internet(shape.external_ips)
     random_ = rng.random
     choice = rng.choice
     randrange = rng.randrange
@@ -540,10 +626,16 @@ def flow_lines(cluster: Cluster, count: int) -> Iterator[str]:
         ts = T0 + i * step
         r = random_()
         proto = "TCP"
-        if r < 0.55:  # app -> dependency, through its Service
+        if r < 0.55:  # app -> dependency, through its Service (or, past service_share, a backend directly)
             app = choice(callers)
             dep = choice(app.deps)
-            src, dst, port = choice(app.live_pods(ts)).ip, dep.cluster_ip, dep.service_port
+            src_pod = choice(app.live_pods(ts))
+            src, dst, port = src_pod.ip, dep.cluster_ip, dep.service_port
+            if shape.service_share < 1.0 and random_() >= shape.service_share:
+                dst_pod = choice(dep.live_pods(ts))
+                src, dst, port = src_pod.ip, dst_pod.ip, dep.port
+                if shape.ipv6 and random_() < shape.ipv6:
+                    src, dst = src_pod.ip6 or src, dst_pod.ip6 or dst
         elif r < 0.67:  # DNS through the kube-dns ClusterIP
             src, dst, port = choice(choice(talkers).live_pods(ts)).ip, dns.cluster_ip, 53
             proto = "UDP" if random_() < 0.9 else "TCP"
@@ -551,15 +643,21 @@ def flow_lines(cluster: Cluster, count: int) -> Iterator[str]:
             app = choice(cluster.ingress.deps)
             src, dst, port = choice(cluster.ingress.pods).ip, app.cluster_ip, app.service_port
         elif r < 0.81:  # Prometheus scrapes pod IPs directly on the metrics port
-            src, dst, port = choice(cluster.prometheus.pods).ip, choice(choice(scraped).live_pods(ts)).ip, 9090
+            src_pod, dst_pod = choice(cluster.prometheus.pods), choice(choice(scraped).live_pods(ts))
+            src, dst, port = src_pod.ip, dst_pod.ip, 9090
+            if shape.ipv6 and random_() < shape.ipv6:
+                src, dst = src_pod.ip6 or src, dst_pod.ip6 or dst
         elif r < 0.85:  # kubelet probes from the node address
             app = choice(apps)
             pod = choice(app.live_pods(ts))
             src, dst, port = cluster.node_ip(pod.node), pod.ip, app.port
         elif r < 0.90:  # to the internet on 443
-            src, dst, port = choice(choice(talkers).live_pods(ts)).ip, choice(EXTERNAL_IPS), 443
+            src_pod = choice(choice(talkers).live_pods(ts))
+            src, dst, port = src_pod.ip, choice(servers_out), 443
+            if shape.ipv6 and random_() < shape.ipv6 and src_pod.ip6:
+                src, dst = src_pod.ip6, _ipv6_internet(dst)
         elif r < 0.93:  # clients on the internet -> ingress controller
-            src, dst, port = choice(CLIENT_IPS), choice(cluster.ingress.pods).ip, 443
+            src, dst, port = choice(clients_in), choice(cluster.ingress.pods).ip, 443
         elif r < 0.97:  # node-exporter and other host traffic
             src, dst, port = choice(nodes), choice(cluster.node_exporter.pods).ip, 9100
         else:  # unlisted: a pod calls a Service it has no rule for
@@ -569,6 +667,21 @@ def flow_lines(cluster: Cluster, count: int) -> Iterator[str]:
         packets = randrange(2, 400)
         yield (f'{{"src_ip":"{src}","src_port":{sport},"dst_ip":"{dst}","dst_port":{port},'
                f'"protocol":"{proto}","ts":{ts:.3f},"packets":{packets},"bytes":{packets * randrange(60, 1400)}}}\n')
+
+
+def _internet(count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Internet servers the pods call and clients calling in: the five of each of the original
+    generator, or ``count`` of each (public space outside every range the policies name)."""
+    if not count:
+        return EXTERNAL_IPS, CLIENT_IPS
+    def address(i: int, last: int) -> str:
+        return f"{20 + (i >> 16) % 60}.{(i >> 8) & 255}.{i & 255}.{last}"
+    return tuple(address(i, 9) for i in range(count)), tuple(address(i, 17) for i in range(count))
+
+
+def _ipv6_internet(ipv4: str) -> str:
+    a, b, c, d = (int(part) for part in ipv4.split("."))
+    return f"2001:db8:{a:x}{b:02x}:{c:x}{d:02x}::1"
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -588,10 +701,10 @@ class Sizes:
 
 
 def generate(out: Path, *, seed: int = 1, namespaces: int = 50, pods: int = 3000, nodes: int = 20,
-             flows: int = 1_000_000, fmt: str = "yaml") -> Sizes:
+             flows: int = 1_000_000, fmt: str = "yaml", shape: Shape | None = None) -> Sizes:
     """Write ``cluster.<fmt>``, ``policies/`` and ``flows.jsonl`` under ``out``; return their sizes."""
     rng = random.Random(seed)
-    cluster = Cluster(rng, namespaces, pods, nodes)
+    cluster = Cluster(rng, namespaces, pods, nodes, shape)
     out.mkdir(parents=True, exist_ok=True)
     items = cluster_objects(cluster)
     snapshot = {"apiVersion": "v1", "items": items, "kind": "List",
@@ -625,7 +738,7 @@ def generate(out: Path, *, seed: int = 1, namespaces: int = 50, pods: int = 3000
 
 
 @contextmanager
-def data_dir(data: Path | None, flows: int, seed: int) -> Iterator[Path]:
+def data_dir(data: Path | None, flows: int, seed: int, preset: str | None = None) -> Iterator[Path]:
     """``data`` when given, else a freshly generated data set in a temporary directory, deleted after:
     the benchmarks either measure data a user kept or make their own."""
     if data is not None:
@@ -633,7 +746,7 @@ def data_dir(data: Path | None, flows: int, seed: int) -> Iterator[Path]:
         return
     tmp = Path(tempfile.mkdtemp(prefix="netpol-bench-"))
     try:
-        main([str(tmp), "--flows", str(flows), "--seed", str(seed)])
+        main([str(tmp), "--flows", str(flows), "--seed", str(seed), *(["--preset", preset] if preset else [])])
         yield tmp
     finally:
         shutil.rmtree(tmp)
@@ -648,10 +761,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--flows", type=int, default=1_000_000)
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml", help="snapshot format")
+    parser.add_argument("--preset", choices=tuple(PRESETS), help="a named Shape; the knobs below override it")
+    for knob in fields(Shape):
+        parser.add_argument(f"--{knob.name.replace('_', '-')}", dest=knob.name, type=type(knob.default), default=None)
     args = parser.parse_args(argv)
+    shape = PRESETS[args.preset] if args.preset else Shape()
+    shape = dataclasses.replace(shape, **{k.name: getattr(args, k.name) for k in fields(Shape)
+                                           if getattr(args, k.name) is not None})
     start = time.perf_counter()
     sizes = generate(args.out, seed=args.seed, namespaces=args.namespaces, pods=args.pods, nodes=args.nodes,
-                     flows=args.flows, fmt=args.format)
+                     flows=args.flows, fmt=args.format, shape=shape)
     elapsed = time.perf_counter() - start
     print(
         f"{args.out}: {sizes.namespaces} namespaces, {sizes.nodes} nodes, {sizes.pods} pods, "

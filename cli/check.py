@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from netpol_gen.evaluator import Evaluator, FlowVerdict, Verdict, load_policies, policy_notes
-from netpol_gen.evaluator.replay import ReplaySummary, flow_verdict_to_dict, replay, verdict_to_dict
-from netpol_gen.model import iter_flows, load_cluster
+from netpol_gen.evaluator.replay import ReplaySummary, verdict_to_dict
+from netpol_gen.evaluator.stream import replay_stream
+from netpol_gen.model import load_cluster
 from netpol_gen.model.flows import FlowReadStats, open_flows
 from netpol_gen.store.db import open_store
 from netpol_gen.store.learned import load_dns_answers
@@ -28,10 +29,10 @@ class _Connections:
         self._kept: dict[int, tuple[Verdict, ...]] = {}
         self._flows: Counter[int] = Counter()
 
-    def add(self, result: FlowVerdict) -> None:
+    def add(self, result: FlowVerdict, flows: int = 1) -> None:
         key = id(result.verdicts)
         self._kept.setdefault(key, result.verdicts)
-        self._flows[key] += 1
+        self._flows[key] += flows
 
     @property
     def counts(self) -> Counter[Verdict]:
@@ -126,14 +127,14 @@ def check(clusters: tuple[str, ...], policies: tuple[str, ...], flows_path: str,
     evaluator = Evaluator(cluster, policy_set)
     stream, name = open_flows(flows_path)
     read = FlowReadStats()
-    flows = iter_flows(stream, name, skip_bad=skip_bad_lines, stats=read)
-    if fmt == "jsonl":
-        # verdicts stream out in input order; a bad line later still aborts with exit 2
-        summary = replay(evaluator, flows, lambda r: click.echo(
-            json.dumps(flow_verdict_to_dict(r, explain=explain), separators=(",", ":"))))
-    else:
+    # jsonl: verdicts stream out in input order; a bad line later still aborts with exit 2
+    replayed = replay_stream(evaluator, stream, name, skip_bad=skip_bad_lines, stats=read, explain=explain,
+                             write=(lambda text: click.echo(text, nl=False)) if fmt == "jsonl" else None)
+    summary = replayed.summary
+    if fmt != "jsonl":
         connections = _Connections()
-        summary = replay(evaluator, flows, connections.add)
+        for result, count in replayed.connections:
+            connections.add(result, count)
         if fmt == "json":
             report = _json_report(summary, connections, explain)
             report["summary"]["bad_lines_skipped"] = read.skipped

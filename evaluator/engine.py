@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from itertools import groupby
 
+from netpol_gen.evaluator.addresses import AddressClasses
 from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule
 from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
 from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod
@@ -97,6 +98,9 @@ class Evaluator:
         self._sides: dict[tuple[object, ...], SideVerdict] = {}
         self._looks_cache: dict[tuple[int, str], tuple[bool, bool]] = {}
         self._verdicts: dict[tuple[Endpoint, Endpoint, int, str], Verdict] = {}
+        self.addresses = AddressClasses(
+            block for policy in self.policies for direction in (INGRESS, EGRESS)
+            for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks())
 
     # --- isolation ------------------------------------------------------------------------------
 
@@ -232,13 +236,14 @@ class Evaluator:
             return SideVerdict(direction, Basis.NOT_ISOLATED)
         # Past the identity checks above, the decision depends only on what selectors, ipBlocks and
         # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
-        # end's namespace and labels (or that it is no pod), its address (and what it is, and the
-        # names it answered for) when some rule looks at addresses, the destination pod's container
+        # end's namespace and labels (or that it is no pod), its address's class (its family and the
+        # policies' address blocks containing it, :mod:`.addresses`), what it is and the names it
+        # answered for, when some rule looks at addresses, the destination pod's container
         # ports, and port/protocol; the subject's node only for Cilium's node entities. Pods alike in
         # those share one decision, so a new pod of a known workload costs a dictionary lookup.
         looks = self._looks(policies, direction)
         key = (direction, self._pod_class(pod), self._pod_class(other.pod) if other.pod is not None else None,
-               (other.ip, other.kind, other.names, other.node) if looks[0] else None,
+               (self.addresses.of(other.ip), other.kind, other.names, other.node) if looks[0] else None,
                pod.node_name if looks[1] else None,
                dst_pod.container_ports if dst_pod is not None else None, port, protocol)
         verdict = self._sides.get(key)

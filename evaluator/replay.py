@@ -29,10 +29,11 @@ class ReplaySummary:
     # allowed and the policies it credits, worked out once per connection rather than once per flow
     _tallies: dict[int, _Tally] = field(default_factory=dict, repr=False, compare=False)
 
-    def add(self, result: FlowVerdict) -> None:
-        self.flows += 1
+    def add(self, result: FlowVerdict, flows: int = 1) -> None:
+        """Count ``flows`` flows judged as ``result`` (flows of one connection share its verdicts)."""
+        self.flows += flows
         if result.service is not None:
-            self.via_service += 1
+            self.via_service += flows
         verdicts = result.verdicts
         tally = self._tallies.get(id(verdicts))
         if tally is None or tally[0] is not verdicts:
@@ -40,15 +41,15 @@ class ReplaySummary:
                 self._tallies, id(verdicts), (verdicts, result.allowed, *_policies_credited(verdicts))
             )
         if tally[1]:
-            self.allowed += 1
+            self.allowed += flows
         else:
-            self.denied += 1
+            self.denied += flows
         # plain increments: Counter.update's Mapping check costs more than the counting itself
         admitted, denied = self.admitted_by_policy, self.denied_by_policy
         for name in tally[2]:
-            admitted[name] += 1
+            admitted[name] += flows
         for name in tally[3]:
-            denied[name] += 1
+            denied[name] += flows
 
     def to_dict(self) -> dict[str, Any]:
         policies = sorted(set(self.admitted_by_policy) | set(self.denied_by_policy))

@@ -223,6 +223,7 @@ class Cluster:
     dns: DnsHistory = field(default_factory=DnsHistory)
     _pod_times: list[float] = field(default_factory=list, repr=False)
     _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict, repr=False)
+    _change_times: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _targets: dict[tuple[str, int, str, int], ServiceTarget | None] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -262,7 +263,7 @@ class Cluster:
         self._pods_by_ip, self._pods_by_ns, self._pods_by_key = dict(by_ip), dict(by_ns), dict(by_key)
         self._pod_times = sorted({t for pod in self.pods for t in (pod.created, pod.ended) if t is not None}
                                  | self.dns.boundaries())
-        self._endpoints, self._targets = {}, {}
+        self._endpoints, self._targets, self._change_times = {}, {}, {}
         self._node_by_ip = {ip: node for node in self.nodes for ip in node.addresses}
         self._pod_networks = [
             ipaddress.ip_network(cidr, strict=False) for node in self.nodes for cidr in node.pod_cidrs
@@ -316,6 +317,31 @@ class Cluster:
         instants every lookup by time gives the same answer; the epoch numbers those stretches (-1 for
         no time, i.e. the live pods)."""
         return -1 if ts is None else bisect_right(self._pod_times, ts)
+
+    def change_times(self, ip: str) -> list[float]:
+        """The instants, sorted, at which what ``ip`` stands for may change: as an end (the pods that
+        held it, or for another address the edges of its DNS answers) and as a Service address (the
+        pods of the namespaces of its Services, which may become or stop being backends). Every lookup
+        by ``ip`` and time (:meth:`endpoint`, :meth:`service_target` on any port) gives one answer
+        between two consecutive ones, a finer stretch than :meth:`epoch` (which changes with any
+        pod). A node address stands for the nodePorts of every Service: its stretches are the epochs."""
+        found = self._change_times.get(ip)
+        if found is None:
+            if ip in self._node_by_ip:
+                found = self._pod_times
+            else:
+                pods = list(self._pods_by_ip.get(ip, ()))
+                namespaces = {svc.namespace for svc in self._service_by_ip.get(ip, ())}
+                namespaces |= {ep.pod_namespace for svc in self._service_by_ip.get(ip, ())
+                               for eps in self._slices_by_service.get(svc.key, ()) for ep in eps.endpoints}
+                for namespace in namespaces:
+                    pods.extend(self.pods_in(namespace))
+                times = {t for pod in pods for t in (pod.created, pod.ended) if t is not None}
+                if not pods:
+                    times |= self.dns.boundaries_of(ip)
+                found = sorted(times)
+            found = remember(self._change_times, ip, found)
+        return found
 
     def endpoint(self, ip: str, ts: float | None = None) -> Endpoint:
         """What ``ip`` was at ``ts``: a pod, a node, an unknown pod-network address, or external."""

@@ -57,6 +57,10 @@ class DnsHistory:
         """The instants at which some address's names change (for the cluster's epochs)."""
         return {t for windows in self._by_address.values() for _, start, end in windows for t in (start, end)}
 
+    def boundaries_of(self, address: str) -> set[float]:
+        """The instants at which the names of ``address`` change."""
+        return {t for _, start, end in self._by_address.get(address, ()) for t in (start, end)}
+
 
 def names_throughout(dns_names: Mapping[str, Sequence[str]]) -> list[DnsAnswerSeen]:
     """Answers that name each address by the names learnt for it at every time: what a learning

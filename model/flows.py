@@ -76,7 +76,7 @@ class FlowRecord(msgspec.Struct, frozen=True):
     bytes: Count | None = None
 
 
-_DECODER = msgspec.json.Decoder(FlowRecord)
+DECODER = msgspec.json.Decoder(FlowRecord)  # raises msgspec's errors; decode_record words them
 _MISSING = re.compile(r"Object missing required field `(.+)`")
 
 
@@ -113,15 +113,27 @@ def schema_problem(exc: msgspec.MsgspecError) -> str:
     return f"{path}: {what}" if path else what
 
 
+def canonical_addresses(src: str, dst: str) -> tuple[str, str]:
+    """A record's addresses canonicalised, checked to be addresses of one IP family (what the schema
+    cannot say); FlowError names the field."""
+    src_ip, src_version = _canonical_ip(src, "src_ip")
+    dst_ip, dst_version = _canonical_ip(dst, "dst_ip")
+    if src_version != dst_version:
+        raise FlowError(f"src_ip {src_ip} and dst_ip {dst_ip} are of different IP families")
+    return src_ip, dst_ip
+
+
+def too_late(ts: float) -> FlowError:
+    """The error for a timestamp after the horizon (:func:`netpol_gen.model.bounds.horizon`)."""
+    return FlowError(f"ts: {ts} is more than a day in the future")
+
+
 def flow_from_record(record: FlowRecord, latest: float) -> Flow:
     """A Flow from a decoded record, with what the schema cannot say checked: addresses, one IP
     family, no timestamp after ``latest``."""
-    src_ip, src_version = _canonical_ip(record.src_ip, "src_ip")
-    dst_ip, dst_version = _canonical_ip(record.dst_ip, "dst_ip")
-    if src_version != dst_version:
-        raise FlowError(f"src_ip {src_ip} and dst_ip {dst_ip} are of different IP families")
+    src_ip, dst_ip = canonical_addresses(record.src_ip, record.dst_ip)
     if record.ts is not None and record.ts > latest:
-        raise FlowError(f"ts: {record.ts} is more than a day in the future")
+        raise too_late(record.ts)
     return Flow(
         src_ip=src_ip,
         dst_ip=dst_ip,
@@ -134,20 +146,24 @@ def flow_from_record(record: FlowRecord, latest: float) -> Flow:
     )
 
 
-def parse_flow(line: bytes, latest: float) -> Flow:
-    """One JSONL line as a Flow; FlowError says which field is wrong and why."""
+def decode_record(line: bytes) -> FlowRecord:
+    """One JSONL line decoded against the schema; FlowError says which field is wrong and why."""
     try:
-        record = _DECODER.decode(line)
+        return DECODER.decode(line)
     except msgspec.ValidationError as exc:
         raise FlowError(schema_problem(exc)) from None
     except msgspec.DecodeError as exc:
         raise FlowError(f"not valid JSON ({schema_problem(exc)})") from None
     except RecursionError:
         raise FlowError("not a flow record: nested too deeply") from None
-    return flow_from_record(record, latest)
 
 
-def _lines(stream: IO[bytes]) -> Iterator[bytes | None]:
+def parse_flow(line: bytes, latest: float) -> Flow:
+    """One JSONL line as a Flow; FlowError says which field is wrong and why."""
+    return flow_from_record(decode_record(line), latest)
+
+
+def bounded_lines(stream: IO[bytes]) -> Iterator[bytes | None]:
     """The stream's lines; None stands for a line over ``MAX_LINE`` bytes, whose rest is skipped
     in bounded pieces (so a file without newlines cannot fill memory)."""
     readline = stream.readline
@@ -166,7 +182,7 @@ def iter_flows(
     """Yield flows from a binary JSONL stream; blank lines are ignored, a bad line raises (or is skipped)."""
     stats = stats if stats is not None else FlowReadStats()
     latest = horizon()
-    for number, line in enumerate(_lines(stream), 1):
+    for number, line in enumerate(bounded_lines(stream), 1):
         stats.lines = number
         if line is not None and not line.strip():
             continue

@@ -30,7 +30,6 @@ from typing import Any
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.frontends import parse_any
 from netpol_gen.evaluator.impact import Connection, Impact, OpenedConnection, find_opened
-from netpol_gen.evaluator.policy import IPBlock
 from netpol_gen.model.cluster import (
     METADATA_NAME_LABEL,
     Cluster,
@@ -188,19 +187,16 @@ class _Classifier:
 
     def __init__(self, learned: LearnedCluster, evaluator: Evaluator) -> None:
         self._learned = learned
-        blocks = {block for policy in evaluator.policies for direction in ("Ingress", "Egress")
-                  for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks()}
-        self._blocks: list[IPBlock] = list(blocks)
+        self._addresses = evaluator.addresses
         self._cache: dict[tuple[Identity, bool], list[_Class]] = {}
 
-    def _signature(self, endpoint: Endpoint, version: int, with_node: bool) -> Hashable:
+    def _signature(self, endpoint: Endpoint, with_node: bool) -> Hashable:
         pod = endpoint.pod
         if pod is None:  # a node or an outside address: its own class
             return id(endpoint)
-        address = ipaddress.ip_address(endpoint.ip)
-        in_blocks = frozenset(i for i, block in enumerate(self._blocks) if block.contains(address))
         labels = frozenset(pod.labels.items())
-        return (version, in_blocks, pod.namespace, labels, pod.container_ports, pod.node_name if with_node else None)
+        return (self._addresses.of(endpoint.ip), pod.namespace, labels, pod.container_ports,
+                pod.node_name if with_node else None)
 
     def classes(self, identity: Identity, with_node: bool) -> list[_Class]:
         """``with_node``: the other end is a node, so the own-node rule tells pods of different nodes apart."""
@@ -209,7 +205,7 @@ class _Classifier:
         if found is None:
             groups: dict[Hashable, _Class] = {}
             for version, endpoint in self._learned.endpoints(identity):
-                signature = self._signature(endpoint, version, with_node)
+                signature = self._signature(endpoint, with_node)
                 groups.setdefault(signature, _Class(version)).add(endpoint)
             found = self._cache[key] = list(groups.values())
         return found
