@@ -41,6 +41,7 @@ from netpol_gen.evaluator.policy import (
     PortSpec,
     Rule,
     _network,
+    _port_number,
     object_names,
     required_spec,
 )
@@ -111,17 +112,21 @@ def _ports(raw: Any, field: str) -> tuple[PortSpec, ...]:
         if key not in ("tcp", "udp", "sctp"):
             raise PolicyError(f"{field}[{i}]: unknown protocol {key!r}")
         port = (value or {}).get("destinationPort") if isinstance(value, Mapping) else None
+        where = f"{field}[{i}].{key}.destinationPort"
         if port is None:
             specs.append(PortSpec(key.upper(), None))
+        elif not isinstance(port, Mapping):
+            raise PolicyError(f"{where}: expected an object with number or range, got {port!r}")
         elif "number" in port:
-            specs.append(PortSpec(key.upper(), int(port["number"])))
-        elif "range" in port:
-            start, end = int(port["range"]["start"]), int(port["range"]["end"])
+            specs.append(PortSpec(key.upper(), _port_number(port["number"], f"{where}.number")))
+        elif isinstance(port.get("range"), Mapping):
+            start = _port_number(port["range"].get("start"), f"{where}.range.start")
+            end = _port_number(port["range"].get("end"), f"{where}.range.end")
             if start >= end:
                 raise PolicyError(f"{field}[{i}]: range start must be less than end")
             specs.append(PortSpec(key.upper(), start, end))
         else:
-            raise PolicyError(f"{field}[{i}].{key}.destinationPort needs number or range")
+            raise PolicyError(f"{where} needs number or range")
     return tuple(specs)
 
 

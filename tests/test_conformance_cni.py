@@ -118,6 +118,16 @@ spec:
       "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
                "egress": [{"action": "Deny", "to": [{"domainNames": ["a.example"]}]}]}},
      "domainNames is only supported in Accept rules"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "n"},
+      "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+               "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                            "protocols": [{"tcp": {"destinationPort": {"number": "abc"}}}]}]}},
+     "spec.ingress[0].protocols[0].tcp.destinationPort.number: 'abc' must be between 1 and 65535"),
+    ({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "r"},
+      "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+               "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                            "protocols": [{"udp": {"destinationPort": 53}}]}]}},
+     "spec.ingress[0].protocols[0].udp.destinationPort: expected an object with number or range, got 53"),
 ])
 def test_what_cannot_be_judged_is_refused_with_the_policy_named(obj: dict[str, object], message: str) -> None:
     with pytest.raises(PolicyError) as caught:
