@@ -10,13 +10,15 @@ the SYN-ACK's receiver, a UDP datagram's sender. Trade-off: a pod's connections 
 node where the collector runs, which is every node for a DaemonSet.
 
 Flows are taken every interval with :meth:`FrameTracker.take`: only handshakes are captured, so a
-connection is complete as soon as its SYN is seen; a SYN-ACK arriving after the cut starts a second
-sighting of the same connection (deduplicated downstream when within the deduplication window).
+connection is complete as soon as its SYN is seen. A SYN-ACK arriving after the cut that took its SYN
+adds nothing (the SYN is remembered, below); only one whose SYN was never seen (or no longer
+remembered) starts a sighting, which then gives the connection its direction.
 
 Attempts never answered: each SYN (4-tuple and initial sequence number) is remembered for
 :data:`SYN_WINDOW` seconds, across interval cuts. A SYN seen again within it is a retransmission,
 counted, never a new connection (a SYN a policy drops is retransmitted for two minutes, across many
-intervals); a SYN-ACK acknowledging it marks it answered. The first retransmission of a SYN not yet
+intervals); a SYN-ACK acknowledging it marks it answered, and is not tracked when the SYN's
+connection was already taken. The first retransmission of a SYN not yet
 answered counts an unanswered attempt (``unanswered``): a connection that an enforcement point (the
 CNI's policies) or a dead peer dropped. The connection itself is learnt from its first SYN, so a
 shadow set judges it like any other.
@@ -38,6 +40,7 @@ SYN_WINDOW = 130.0  # seconds Linux retransmits an unanswered SYN (tcp_syn_retri
 
 
 _WAITING, _ANSWERED, _UNANSWERED = 0.0, 1.0, 2.0  # what became of a remembered SYN
+_SEEN, _STATE, _CUT = 0, 1, 2  # a remembered SYN: first seen, state, the take() that will take (or took) it
 
 
 class FrameTracker:
@@ -56,8 +59,9 @@ class FrameTracker:
         self._tracker = FlowTracker(udp_timeout=float("inf"), tcp_timeout=float("inf"), count_tcp=False)
         self._dns: list[DnsAnswer] = []
         self._decode = DECODERS[LINKTYPE_ETHERNET]
-        # SYNs of the last SYN_WINDOW seconds: (initiator, port, responder, port, ISN) -> [first seen, state]
+        # SYNs of the last SYN_WINDOW seconds: (initiator, port, responder, port, ISN) -> [first seen, state, cut]
         self._syns: dict[tuple[Address, int, Address, int, int], list[float]] = {}
+        self._cut = 0  # take()s so far
         self._latest = 0.0
         self.syn_retransmits = 0
         self.unanswered = 0
@@ -99,22 +103,25 @@ class FrameTracker:
 
     def _handshake(self, ts: float, src: Address, dst: Address, sport: int, dport: int, flags: int, seq: int,
                    ack: int) -> bool:
-        """Note a SYN or SYN-ACK; True for a retransmitted SYN (not to be tracked again)."""
+        """Note a SYN or SYN-ACK; True when the frame is not to be tracked: a retransmitted SYN, or the
+        SYN-ACK of a SYN an earlier take() took (the connection was learnt, a second sighting would count
+        it twice in the flows written out)."""
         self._latest = max(self._latest, ts)
         if flags & TCP_ACK:  # the responder's SYN-ACK answers the SYN whose ISN it acknowledges
             seen = self._syns.get((dst, dport, src, sport, (ack - 1) & 0xFFFFFFFF))
-            if seen is not None:
-                seen[1] = _ANSWERED
-            return False
+            if seen is None:
+                return False
+            seen[_STATE] = _ANSWERED
+            return seen[_CUT] < self._cut
         key = (src, sport, dst, dport, seq)
         seen = self._syns.get(key)
         if seen is None:
             if len(self._syns) < self._max:
-                self._syns[key] = [ts, _WAITING]
+                self._syns[key] = [ts, _WAITING, self._cut]
             return False
         self.syn_retransmits += 1
-        if seen[1] == _WAITING:
-            seen[1] = _UNANSWERED
+        if seen[_STATE] == _WAITING:
+            seen[_STATE] = _UNANSWERED
             self.unanswered += 1
         return True
 
@@ -129,8 +136,9 @@ class FrameTracker:
         flows, answers = list(tracker.done), self._dns
         tracker.done.clear()
         self._dns = []
+        self._cut += 1
         horizon = self._latest - SYN_WINDOW
-        self._syns = {key: seen for key, seen in self._syns.items() if seen[0] >= horizon}
+        self._syns = {key: seen for key, seen in self._syns.items() if seen[_SEEN] >= horizon}
         self.stats.flows = tracker.stats.flows
         self.stats.direction_unknown = tracker.stats.direction_unknown
         return flows, answers

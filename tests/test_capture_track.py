@@ -101,3 +101,16 @@ def test_a_retransmitted_syn_across_cuts_is_one_connection_and_one_unanswered_at
     tracker.take()
     tracker.frame(201.0, False, syn)
     assert _key(tracker) == [(POD_A, POD_B, 5432, "TCP")]
+
+
+def test_a_syn_ack_after_the_cut_that_took_its_syn_is_no_second_sighting() -> None:
+    """Stands in for an interval cut falling inside a handshake (seen once in CI: a connection written twice
+    to the JSONL output, the store deduplicating it)."""
+    tracker = _tracker()
+    tracker.frame(1.0, False, _tcp(POD_A, POD_B, 40000, 8080, "S", seq=100))
+    assert _key(tracker) == [(POD_A, POD_B, 8080, "TCP")]
+    tracker.frame(1.001, True, _tcp(POD_B, POD_A, 8080, 40000, "SA", seq=900, ack=101))
+    assert _key(tracker) == []
+    # a SYN-ACK for another ISN on the same 4-tuple is another connection's, whose SYN was missed
+    tracker.frame(2.0, True, _tcp(POD_B, POD_A, 8080, 40000, "SA", seq=901, ack=5001))
+    assert _key(tracker) == [(POD_A, POD_B, 8080, "TCP")]
