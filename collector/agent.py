@@ -120,11 +120,14 @@ class Agent:
                 sink.close()
             if scanning is not None:
                 scanning.join()
+            if self._scanner is not None:
+                self._queue_established(self._scanner.release())
             self._queue.put(None)
             delivery.join()
 
     def _scan_established(self, stop: threading.Event, scanner: EstablishedScanner) -> None:
-        """At start and every ``established_interval``: queue the open connections capture did not learn.
+        """At start and every ``established_interval``: hold the open connections capture did not learn (the
+        capture thread queues them at its cuts).
 
         On its own thread: a dump of a large conntrack table takes seconds, which the capture loop
         must not wait for.
@@ -136,12 +139,7 @@ class Agent:
                 scope_of = (cluster, None if cluster is None else PodScope.of(cluster, self.config.node_name))
             now = self.clock()
             found = scanner.scan(now, scope_of[1])
-            for source, flows in found.items():
-                self.metrics.established.labels(source).inc(len(flows))
-            if found:
-                self._queue.put(Interval(uuid.uuid4().hex, now, now, [], [], found))
-            log.info("open connections scanned", extra={"fields": {
-                "sources": list(scanner.sources), **{source: len(flows) for source, flows in found.items()}}})
+            log.info("open connections scanned", extra={"fields": {"sources": list(scanner.sources), **found}})
             if stop.wait(self.config.established_interval):
                 return
 
@@ -210,7 +208,7 @@ class Agent:
         self.metrics.tracked.set(tracker.tracked())
         flows, dns = tracker.take()
         if self._scanner is not None:
-            self._scanner.captured(flows)
+            self._queue_established(self._scanner.captured(flows))
         stats, metrics = tracker.stats, self.metrics
         drops = capture.drops()
         metrics.packets.inc(stats.packets_filtered_in - before[0])
@@ -231,6 +229,13 @@ class Agent:
             "flows": len(flows), "dns_answers": len(dns), "packets_total": stats.packets_filtered_in,
             "flows_total": stats.flows, "kernel_drops": drops.drops, "interfaces": len(capture.interfaces),
             "unanswered_total": tracker.unanswered, "syn_retransmits_total": tracker.syn_retransmits}})
+
+    def _queue_established(self, due: list[tuple[float, dict[str, list[Flow]]]]) -> None:
+        """Each scan's findings that capture did not learn, as an interval of its own at the scan's time."""
+        for scanned_at, found in due:
+            for source, flows in found.items():
+                self.metrics.established.labels(source).inc(len(flows))
+            self._queue.put(Interval(uuid.uuid4().hex, scanned_at, scanned_at, [], [], found))
 
     def _deliver_all(self) -> None:
         while True:

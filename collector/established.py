@@ -12,8 +12,11 @@ ClusterIP even when only the client's end is on this node. What a scan reports:
   capture missed it (kernel drops, an interface found late), the next scan reports it.
 
 So a long-lived connection is counted once per collector run, and a connection capture learnt is
-not counted again. Memory: one hash per connection open at the last scan, plus one per connection
-captured since then.
+not counted again. A scan's findings are held until :data:`HOLD_CUTS` interval cuts have passed and
+what capture learnt meanwhile is dropped from them: a connection opened while the tables were read
+(a large conntrack table takes seconds) is open in them, and its SYN may still sit in the tracker
+or in a socket buffer; reported at once, it would be counted twice (seen once in CI, at start).
+Memory: one hash per connection open at the last scan, plus one per connection captured since then.
 
 Like capture, a connection is reported on the node of its initiator, or, when the initiator is no
 pod (a node, an external client), on the node of the server: with ``NODE_NAME`` set, "this node"
@@ -59,8 +62,26 @@ class PodScope:
         return src in self.local or (src not in self.pods and dst in self.local)
 
 
+HOLD_CUTS = 2  # cuts a scan's findings wait for capture: the one in progress, and one whole interval
+
+
 def _key(conn: FourTuple) -> int:
     return hash(conn)
+
+
+@dataclass
+class _Held:
+    """A scan's findings waiting for capture: (source, the keys of every tuple it shows, the flow)."""
+
+    scanned_at: float
+    found: list[tuple[str, list[int], Flow]]
+    cuts_left: int = HOLD_CUTS
+
+    def due(self) -> dict[str, list[Flow]]:
+        by_source: dict[str, list[Flow]] = {}
+        for source, _, flow in self.found:
+            by_source.setdefault(source, []).append(flow)
+        return by_source
 
 
 class EstablishedScanner:
@@ -73,14 +94,28 @@ class EstablishedScanner:
         self._known: set[int] = set()  # reported, while still open at the last scan
         self._captured: set[int] = set()  # handshakes captured since the last scan
         self._previous: set[int] | None = None  # open at the last scan; None before the first
+        self._held: list[_Held] = []  # findings of scans waiting for the next cuts
         self._unreadable: dict[str, str] = {}  # source -> why, warned once until it reads again
 
-    def captured(self, flows: Iterable[Flow]) -> None:
-        """Flows capture learnt (from the capture thread): never reported again by a scan."""
-        keys = [_key((f.src_ip, f.src_port, f.dst_ip, f.dst_port)) for f in flows
-                if f.protocol == "TCP" and f.src_port is not None]
+    def captured(self, flows: Iterable[Flow]) -> list[tuple[float, dict[str, list[Flow]]]]:
+        """Flows capture learnt at a cut (from the capture thread): never reported by a scan. Returns the
+        findings now due, (scan time, flows by source), less every connection capture learnt since."""
+        keys = {_key((f.src_ip, f.src_port, f.dst_ip, f.dst_port)) for f in flows
+                if f.protocol == "TCP" and f.src_port is not None}
         with self._lock:
             self._captured.update(keys)
+            for held in self._held:
+                held.found = [entry for entry in held.found if not any(k in keys for k in entry[1])]
+                held.cuts_left -= 1
+            due = [held for held in self._held if held.cuts_left <= 0]
+            self._held = [held for held in self._held if held.cuts_left > 0]
+        return [(held.scanned_at, held.due()) for held in due if held.found]
+
+    def release(self) -> list[tuple[float, dict[str, list[Flow]]]]:
+        """Every finding still held, once capture has stopped (after its last cut): nothing is lost."""
+        with self._lock:
+            held, self._held = self._held, []
+        return [(h.scanned_at, h.due()) for h in held if h.found]
 
     def _read(self) -> list[tuple[str, FourTuple, tuple[FourTuple, ...]]]:
         """(source, the connection initiator first, every tuple it shows) for each open connection."""
@@ -102,10 +137,12 @@ class EstablishedScanner:
                 log.info("open connections readable again", extra={"fields": {"source": source}})
         return found
 
-    def scan(self, now: float, scope: PodScope | None) -> dict[str, list[Flow]]:
-        """The connections to report now, as flows at ``now`` by source (see the module doc)."""
+    def scan(self, now: float, scope: PodScope | None) -> dict[str, int]:
+        """Read the tables; hold the connections to report, as flows at ``now``, for the next cuts (see
+        the module doc). Returns how many each source found."""
         found = self._read()
-        reported: dict[str, list[Flow]] = {}
+        reported: list[tuple[str, list[int], Flow]] = []
+        counts: dict[str, int] = {}
         with self._lock:
             captured, previous = self._captured, self._previous
             known = self._known | captured
@@ -122,13 +159,16 @@ class EstablishedScanner:
                 if previous is not None and not any(k in previous for k in keys):
                     continue
                 known.update(keys)
-                reported.setdefault(source, []).append(tuple_flow(conn, now))
+                reported.append((source, keys, tuple_flow(conn, now)))
+                counts[source] = counts.get(source, 0) + 1
             # What is still open stays known; what capture saw since the last scan is kept one scan
             # longer (it may have opened after the tables were read).
             self._known = {k for k in known if k in open_now} | captured
             self._captured = set()
             self._previous = open_now
-        return reported
+            if reported:
+                self._held.append(_Held(now, reported))
+        return counts
 
 
 def parse_sources(value: str) -> tuple[str, ...]:

@@ -37,6 +37,11 @@ def unavailable() -> str | None:
     return None
 
 
+# No scans of open connections: their socket source reads every network namespace on the machine, and
+# the beds of tests running alongside use the same addresses too (test_collect_established covers scans).
+NO_SCANS = ("--established-sources", "none")
+
+
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(args), capture_output=True, text=True)
     if check and result.returncode:

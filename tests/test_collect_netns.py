@@ -27,7 +27,7 @@ import yaml
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.model.flows import Flow
 from netpol_gen.store import schema as t
-from tests.collect_netns import Bed, JsonLog, pod_doc
+from tests.collect_netns import NO_SCANS, Bed, JsonLog, pod_doc
 
 NETPOL = [str(Path(sys.executable).parent / "netpol-gen")]
 CLUSTER_IP = "10.199.100.10"
@@ -124,7 +124,7 @@ def test_collect_real_traffic(bed: Bed, tmp_path: Path) -> None:
     jsonl, pcap = tmp_path / "flows.jsonl", tmp_path / "frames.pcap"
     proc = subprocess.Popen([*bed.exec_args("host"), *NETPOL, "collect", "--cluster", str(snapshot), "--db", url,
                              "--output", f"jsonl:{jsonl}", "--output", f"pcap:{pcap}", "--interval", "1",
-                             "--log-format", "json"],
+                             "--log-format", "json", *NO_SCANS],
                             stderr=subprocess.PIPE, text=True)
     try:
         log = JsonLog(proc)

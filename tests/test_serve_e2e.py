@@ -56,7 +56,7 @@ import yaml
 
 from netpol_gen.service.client import Retry, StoreClient
 from tests.cli import run_cli
-from tests.collect_netns import Bed, JsonLog, pod_doc
+from tests.collect_netns import NO_SCANS, Bed, JsonLog, pod_doc
 from tests.serving import TOKEN, free_port, wait_ready
 
 pytestmark = [pytest.mark.root]
@@ -165,6 +165,7 @@ class Collector:
         self.jsonl.append(tmp / f"{self.node}.{self.runs}.jsonl")  # one file per run
         interfaces = self.bed.node_interfaces(self.node)
         command = [*self.bed.exec_args("host"), "env", f"NODE_NAME={self.node}", NETPOL, "collect", *self.args,
+                   *NO_SCANS,
                    "--spool", str(tmp / f"{self.node}.spool"), "--output", f"jsonl:{self.jsonl[-1]}",
                    *(arg for iface in interfaces for arg in ("--iface", iface))]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -289,7 +290,9 @@ def test_two_collectors_and_a_store_restarted_mid_run_lose_and_double_count_noth
 
         # Every connection sighted once, by its initiator's collector: the JSONL has one line per connection.
         lines = [json.loads(line) for path in (*a.jsonl, *b.jsonl) for line in path.read_text().splitlines()]
-        assert len(lines) == sum(made.values())
+        assert len(lines) == sum(made.values()), sorted(
+            (f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"], f["protocol"], f["ts"])
+            for f in lines)
         assert len({(f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"], f["protocol"]) for f in lines}) == len(
             lines)
 
