@@ -13,10 +13,12 @@ its reverse and its ephemeral-port forms.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +83,16 @@ def _popen(bed: Bed, pod: str, script: str, *args: str, stdin: int | None = None
 
 @pytest.fixture
 def held(bed: Bed) -> Iterator[tuple[Bed, int]]:
-    """The bed with the client's connection through the ClusterIP open and accepted; yields the client port."""
+    """The bed with the client's connection through the ClusterIP open and accepted; yields the client port.
+
+    One such bed on the machine at a time (a lock file, held until the test ends): the socket source
+    reads every namespace, so the other parametrisation's bed on another worker would be found too."""
+    with (Path(tempfile.gettempdir()) / "netpol-gen-established-bed.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _held(bed)
+
+
+def _held(bed: Bed) -> Iterator[tuple[Bed, int]]:
     bed.bridge("bra", "10.199.31.1/24")
     bed.bridge("brb", "10.199.32.1/24")
     bed.pod("app", "bra", CLIENT)
