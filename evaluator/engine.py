@@ -41,6 +41,10 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"  # the one node label a snapshot's nod
 # Cilium's entities, as the ends the evaluator knows: "host" is the pod's own node (always allowed
 # before policies are asked), "kube-apiserver" needs addresses no snapshot names (see frontends)
 _WORLD = (EndpointKind.EXTERNAL, EndpointKind.UNKNOWN_CLUSTER_IP)
+# the side verdicts no policy takes part in, one object each: shared, they are encoded and tallied
+# once per run (by identity) rather than once per connection
+_FIXED = {(direction, basis): SideVerdict(direction, basis) for direction in ("Ingress", "Egress")
+          for basis in (Basis.NOT_A_POD, Basis.SAME_POD, Basis.OWN_NODE, Basis.NOT_ISOLATED)}
 
 
 def entity_matches(entity: str, subject: Pod, other: Endpoint) -> bool:
@@ -226,14 +230,14 @@ class Evaluator:
               dst_pod: Pod | None) -> SideVerdict:
         pod = subject.pod
         if pod is None or pod.host_network:  # a host-network pod is its node to policies (e.g. a slice backend)
-            return SideVerdict(direction, Basis.NOT_A_POD)
+            return _FIXED[direction, Basis.NOT_A_POD]
         if other.pod is pod:
-            return SideVerdict(direction, Basis.SAME_POD)
+            return _FIXED[direction, Basis.SAME_POD]
         if other.node is not None and other.node.name == pod.node_name:
-            return SideVerdict(direction, Basis.OWN_NODE)
+            return _FIXED[direction, Basis.OWN_NODE]
         policies = self.applying(pod, direction)
         if not policies:
-            return SideVerdict(direction, Basis.NOT_ISOLATED)
+            return _FIXED[direction, Basis.NOT_ISOLATED]
         # Past the identity checks above, the decision depends only on what selectors, ipBlocks and
         # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
         # end's namespace and labels (or that it is no pod), its address's class (its family and the
