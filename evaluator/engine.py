@@ -41,6 +41,10 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"  # the one node label a snapshot's nod
 # Cilium's entities, as the ends the evaluator knows: "host" is the pod's own node (always allowed
 # before policies are asked), "kube-apiserver" needs addresses no snapshot names (see frontends)
 _WORLD = (EndpointKind.EXTERNAL, EndpointKind.UNKNOWN_CLUSTER_IP)
+# the side verdicts no policy takes part in, one object each: shared, they are encoded and tallied
+# once per run (by identity) rather than once per connection
+_FIXED = {(direction, basis): SideVerdict(direction, basis) for direction in ("Ingress", "Egress")
+          for basis in (Basis.NOT_A_POD, Basis.SAME_POD, Basis.OWN_NODE, Basis.NOT_ISOLATED)}
 
 
 def entity_matches(entity: str, subject: Pod, other: Endpoint) -> bool:
@@ -94,10 +98,11 @@ class Evaluator:
                 self._by_namespace[policy.namespace].append(policy)
         self._isolating: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
         self._applying: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
-        self._label_keys: dict[int, tuple[str, frozenset[tuple[str, str]]]] = {}
+        self._label_keys: dict[int, tuple[int, int]] = {}  # by id: the cluster holds its pods
+        self._interned: dict[object, int] = {}
         self._sides: dict[tuple[object, ...], SideVerdict] = {}
         self._looks_cache: dict[tuple[int, str], tuple[bool, bool]] = {}
-        self._verdicts: dict[tuple[Endpoint, Endpoint, int, str], Verdict] = {}
+        self._verdicts: dict[tuple[object, ...], Verdict] = {}
         self.addresses = AddressClasses(
             block for policy in self.policies for direction in (INGRESS, EGRESS)
             for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks())
@@ -215,25 +220,29 @@ class Evaluator:
                 return SideVerdict(direction, Basis.RULE, (), tuple(admitted))
         return None
 
-    def _pod_class(self, pod: Pod) -> tuple[str, frozenset[tuple[str, str]]]:
-        """What selectors can see of a pod: its namespace and labels."""
+    def _pod_class(self, pod: Pod) -> tuple[int, int]:
+        """What selectors can see of a pod (its namespace and labels) and what named ports can (its
+        container ports), each as a small number shared by the pods alike: a side's cache key is
+        then hashed from ints, not rebuilt from label sets and port tuples per connection."""
         key = self._label_keys.get(id(pod))
         if key is None:
-            key = self._label_keys[id(pod)] = (pod.namespace, frozenset(pod.labels.items()))
+            seen = (pod.namespace, frozenset(pod.labels.items()))
+            key = self._label_keys[id(pod)] = (self._interned.setdefault(seen, len(self._interned)),
+                                               self._interned.setdefault(pod.container_ports, len(self._interned)))
         return key
 
     def _side(self, direction: str, subject: Endpoint, other: Endpoint, port: int, protocol: str,
               dst_pod: Pod | None) -> SideVerdict:
         pod = subject.pod
         if pod is None or pod.host_network:  # a host-network pod is its node to policies (e.g. a slice backend)
-            return SideVerdict(direction, Basis.NOT_A_POD)
+            return _FIXED[direction, Basis.NOT_A_POD]
         if other.pod is pod:
-            return SideVerdict(direction, Basis.SAME_POD)
+            return _FIXED[direction, Basis.SAME_POD]
         if other.node is not None and other.node.name == pod.node_name:
-            return SideVerdict(direction, Basis.OWN_NODE)
+            return _FIXED[direction, Basis.OWN_NODE]
         policies = self.applying(pod, direction)
         if not policies:
-            return SideVerdict(direction, Basis.NOT_ISOLATED)
+            return _FIXED[direction, Basis.NOT_ISOLATED]
         # Past the identity checks above, the decision depends only on what selectors, ipBlocks and
         # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
         # end's namespace and labels (or that it is no pod), its address's class (its family and the
@@ -242,10 +251,10 @@ class Evaluator:
         # ports, and port/protocol; the subject's node only for Cilium's node entities. Pods alike in
         # those share one decision, so a new pod of a known workload costs a dictionary lookup.
         looks = self._looks(policies, direction)
-        key = (direction, self._pod_class(pod), self._pod_class(other.pod) if other.pod is not None else None,
-               (self.addresses.of(other.ip), other.kind, other.names, other.node) if looks[0] else None,
+        key = (direction, self._pod_class(pod)[0], self._pod_class(other.pod)[0] if other.pod is not None else None,
+               (self.addresses.of(other.ip), id(other.kind), other.names, other.node) if looks[0] else None,
                pod.node_name if looks[1] else None,
-               dst_pod.container_ports if dst_pod is not None else None, port, protocol)
+               self._pod_class(dst_pod)[1] if dst_pod is not None else None, port, protocol)
         verdict = self._sides.get(key)
         if verdict is None:
             verdict = self._sides[key] = self._decide(direction, policies, pod, other, port, protocol, dst_pod)
@@ -267,7 +276,10 @@ class Evaluator:
 
     def judge(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Verdict:
         """Judge a connection from ``src`` to ``dst`` arriving on ``port`` of the destination."""
-        key = (src, dst, port, protocol)
+        # the ends by what they are made of (kinds by identity): hashing the Endpoints themselves
+        # runs Enum.__hash__ in Python, twice per connection
+        key = (src.ip, id(src.kind), src.pod, src.node, src.names, dst.ip, id(dst.kind), dst.pod, dst.node, dst.names,
+               port, protocol)
         verdict = self._verdicts.get(key)
         if verdict is None:
             verdict = Verdict(

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netpol_gen.evaluator.engine import Evaluator
-from netpol_gen.evaluator.verdict import FlowVerdict, Verdict
+from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict, Verdict
 from netpol_gen.model.cluster import remember
 
-_Tally = tuple[tuple[Verdict, ...], bool, frozenset[str], frozenset[str]]
+_Tally = tuple[tuple[SideVerdict, ...], bool, frozenset[str], frozenset[str]]
 
 
 @dataclass
@@ -25,21 +25,22 @@ class ReplaySummary:
     via_service: int = 0
     admitted_by_policy: Counter[str] = field(default_factory=Counter)
     denied_by_policy: Counter[str] = field(default_factory=Counter)
-    # per verdicts tuple (by id; the tuple is kept so the id stays its own): whether the flow is
-    # allowed and the policies it credits, worked out once per connection rather than once per flow
-    _tallies: dict[int, _Tally] = field(default_factory=dict, repr=False, compare=False)
+    # per sequence of side verdicts (by id; the sides are kept so those ids stay theirs): whether the
+    # flow is allowed and the policies it credits, which depend on the sides alone; the evaluator
+    # shares side objects among connections, so this is worked out a few thousand times per run
+    _tallies: dict[tuple[int, ...], _Tally] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, result: FlowVerdict, flows: int = 1) -> None:
         """Count ``flows`` flows judged as ``result`` (flows of one connection share its verdicts)."""
         self.flows += flows
         if result.service is not None:
             self.via_service += flows
-        verdicts = result.verdicts
-        tally = self._tallies.get(id(verdicts))
-        if tally is None or tally[0] is not verdicts:
-            tally = remember(
-                self._tallies, id(verdicts), (verdicts, result.allowed, *_policies_credited(verdicts))
-            )
+        sides = tuple(side for verdict in result.verdicts for side in (verdict.egress, verdict.ingress))
+        key = tuple(map(id, sides))
+        tally = self._tallies.get(key)
+        if tally is None:
+            allowed = all(side.allowed for side in sides)
+            tally = remember(self._tallies, key, (sides, allowed, *_policies_credited(sides)))
         if tally[1]:
             self.allowed += flows
         else:
@@ -65,17 +66,16 @@ class ReplaySummary:
         }
 
 
-def _policies_credited(verdicts: tuple[Verdict, ...]) -> tuple[frozenset[str], frozenset[str]]:
-    """The policies that admitted some side of these verdicts, and those isolating a denied side."""
+def _policies_credited(sides: tuple[SideVerdict, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The policies that admitted some of these sides, and those isolating a denied one."""
     admitted: set[str] = set()
     denying: set[str] = set()
-    for verdict in verdicts:
-        for side in (verdict.egress, verdict.ingress):
-            if side.allowed:
-                admitted.update(ref.policy for ref in side.admitted_by)
-            else:
-                denying.update(side.isolating)
-                denying.update(ref.policy for ref in side.denied_by)
+    for side in sides:
+        if side.allowed:
+            admitted.update(ref.policy for ref in side.admitted_by)
+        else:
+            denying.update(side.isolating)
+            denying.update(ref.policy for ref in side.denied_by)
     return frozenset(admitted), frozenset(denying)
 
 

@@ -8,7 +8,8 @@ schema (:data:`netpol_gen.model.flows.DECODER`, no Flow built) and grouped by (s
 protocol) and the stretch between two such instants of each address; only the first flow of a group
 is turned into a Flow and judged by :meth:`Evaluator.judge_flow`, the others add one to its count.
 Groups judged alike (the same verdicts, the same Service) share one record. Per-flow JSONL output is
-the group's record (:func:`~netpol_gen.evaluator.replay.flow_verdict_to_dict`, encoded once) with the
+the group's record (what :func:`~netpol_gen.evaluator.replay.flow_verdict_to_dict` gives, encoded once
+from per-side and per-pod fragments) with the
 flow's own addresses, ports and time spliced in, written in batches. Counts are folded into the
 summary when groups are dropped (memory is bounded by
 :data:`~netpol_gen.model.cluster.LOOKUP_CACHE_LIMIT` connections, not by the number of flows) and at
@@ -31,10 +32,10 @@ import msgspec
 
 from netpol_gen.errors import FlowError
 from netpol_gen.evaluator.engine import Evaluator
-from netpol_gen.evaluator.replay import ReplaySummary, flow_verdict_to_dict
-from netpol_gen.evaluator.verdict import FlowVerdict
+from netpol_gen.evaluator.replay import ReplaySummary
+from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict
 from netpol_gen.model.bounds import horizon
-from netpol_gen.model.cluster import LOOKUP_CACHE_LIMIT, Cluster
+from netpol_gen.model.cluster import LOOKUP_CACHE_LIMIT, Cluster, Endpoint, Pod, remember
 from netpol_gen.model.flows import (
     DECODER,
     MAX_LINE,
@@ -91,10 +92,53 @@ def _connection(record: FlowRecord, cluster: Cluster) -> _Connection:
     )
 
 
-def _tail(result: FlowVerdict, explain: bool) -> str:
-    record = flow_verdict_to_dict(result, explain=explain)
-    del record["flow"]
-    return "," + json.dumps(record, separators=(",", ":"))[1:] + "\n"
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class _Fragments:
+    """The JSONL tail of a judged flow (what :func:`flow_verdict_to_dict` gives, less the flow, encoded
+    as ``json.dumps`` with compact separators encodes it) assembled from encoded pieces: each side
+    verdict and each pod's description is encoded once, not once per connection. Sides are the
+    evaluator's cached objects (a few thousand for a million flows), so a tail costs a string join."""
+
+    def __init__(self, explain: bool) -> None:
+        self.explain = explain
+        self._sides: dict[int, tuple[SideVerdict, str]] = {}  # by id, the object kept so the id stays its own
+        self._pods: dict[int, tuple[Pod, str]] = {}
+
+    def side(self, side: SideVerdict) -> str:
+        found = self._sides.get(id(side))
+        if found is None or found[0] is not side:
+            record = side.to_dict()
+            if not self.explain:
+                record.pop("admitted_by")
+            found = remember(self._sides, id(side), (side, _dumps(record)))
+        return found[1]
+
+    def end(self, endpoint: Endpoint) -> str:
+        pod = endpoint.pod
+        if pod is None:
+            return _dumps(endpoint.describe())
+        found = self._pods.get(id(pod))
+        if found is None or found[0] is not pod:
+            found = remember(self._pods, id(pod), (pod, _dumps(pod.describe())))
+        return found[1]
+
+    def tail(self, result: FlowVerdict) -> str:
+        """'"allowed":...}' and a newline: everything of the record after the flow's own fields."""
+        service = f',"service":{_dumps(result.service.service.key)}' if result.service is not None else ""
+        head = f',"allowed":{"true" if result.allowed else "false"}{service}'
+        verdicts = result.verdicts
+        if len(verdicts) == 1:
+            v = verdicts[0]
+            return (f'{head},"src":{self.end(v.src)},"dst":{self.end(v.dst)},"port":{v.port},'
+                    f'"egress":{self.side(v.egress)},"ingress":{self.side(v.ingress)}}}\n')
+        backends = ",".join(
+            f'{{"src":{self.end(v.src)},"dst":{self.end(v.dst)},"port":{v.port},"protocol":{_dumps(v.protocol)},'
+            f'"allowed":{"true" if v.allowed else "false"},"egress":{self.side(v.egress)},'
+            f'"ingress":{self.side(v.ingress)}}}' for v in verdicts)
+        return f'{head},"backends":[{backends}]}}\n'
 
 
 def replay_stream(
@@ -113,6 +157,7 @@ def replay_stream(
     # one group per outcome: the same connection in another epoch, judged alike, joins its group
     # (keyed by the verdicts' ids: the group holds its verdicts, so those ids stay theirs)
     groups: dict[tuple[tuple[int, ...], str | None], _Group] = {}
+    fragments = _Fragments(explain)
     pending: list[str] = []
 
     def fold() -> None:
@@ -155,7 +200,7 @@ def replay_stream(
                 outcome = (tuple(map(id, result.verdicts)), result.service.service.key if result.service else None)
                 group = groups.get(outcome)
                 if group is None:
-                    group = groups[outcome] = _Group(result, _tail(result, explain))
+                    group = groups[outcome] = _Group(result, fragments.tail(result))
                 connection.groups[slot] = group
         except FlowError as exc:
             if skip_bad:
