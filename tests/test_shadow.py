@@ -213,3 +213,35 @@ def test_the_example_alerts_use_only_metrics_serve_exports(serving: tuple[str, T
              for name in re.findall(r"netpol_gen_[a-z_]+", r["expr"])}
     assert named and named <= exported, named - exported
     assert httpx.get(f"{server.url}/metrics").status_code == 401
+
+
+def test_a_batch_without_cluster_view_is_judged_against_the_store_as_another_writer_changed_it(
+        store_url: str, proposed: str) -> None:
+    """Stands in for two serve replicas on one store: a collector's changed view (catalogue's pod
+    relabelled, so postgres's policy no longer admits it) reaches replica B; the collector's next batch,
+    sent without a view because it did not change again, reaches replica A, which must judge it
+    against the store's view, not the one it held from an earlier batch."""
+    from dataclasses import replace
+
+    from netpol_gen.model.cluster import Cluster
+    from netpol_gen.service.shadow import ShadowJudge, deliver_judged
+    from netpol_gen.service.shadow_source import add_checked, read_documents
+
+    store = open_store(store_url)
+    try:
+        add_checked(store, "proposed", proposed, read_documents([proposed]))
+        before = load_cluster([CLUSTER])
+        relabelled = Cluster.build(
+            before.namespaces.values(),
+            [replace(p, labels={**p.labels, "app.kubernetes.io/name": "catalogue-v2"})
+             if "10.244.1.15" in p.ips else p for p in before.pods],
+            before.services, before.endpoint_slices, before.nodes)
+        to_postgres = [f for f in _flows() if f.src_ip == "10.244.1.15" and f.dst_port == 5432]
+        replica_a, replica_b = ShadowJudge(store), ShadowJudge(store)
+        assert deliver_judged(replica_a, "a1", _batch(to_postgres[:1]), 1, "collect:n1", before)
+        assert replica_a.judge(_batch(to_postgres[1:2])) == []
+        assert deliver_judged(replica_b, "b1", _batch(_flows()[:1]), 1, "collect:n1", relabelled)
+        denied = replica_a.judge(_batch(to_postgres[1:2]))
+        assert [(d.dst.workload_name, d.side) for d in denied] == [("postgres", "ingress")]
+    finally:
+        store.close()
