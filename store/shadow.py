@@ -113,6 +113,23 @@ def add_set(store: Store, name: str, source: str, documents: Sequence[dict[str, 
     return ShadowSet(name, source, len(documents), added)
 
 
+def replace_set(store: Store, name: str, source: str, documents: Sequence[dict[str, Any]]) -> bool:
+    """Make set ``name`` hold ``documents`` (adding it when missing), keeping what it denied so far;
+    False when it held them already. For sets kept in step with a source (the policies in force, a
+    watched directory or ConfigMap): its ``added_at`` moves on, so every judge reloads it."""
+    s = t.shadow_sets.c
+    with store.transaction() as conn:
+        found = conn.execute(sa.select(s.id, s.source, s.documents).where(s.name == name)).first()
+        if found is not None and found.documents == list(documents) and found.source == source:
+            return False
+        values = {"source": source, "documents": list(documents), "added_at": time.time()}
+        if found is None:
+            conn.execute(sa.insert(t.shadow_sets).values(name=name, **values))
+        else:
+            conn.execute(sa.update(t.shadow_sets).where(s.id == found.id).values(**values))
+    return True
+
+
 def remove_set(store: Store, name: str) -> None:
     """Forget set ``name`` and what it denied; ShadowSetError when there is none."""
     s = t.shadow_sets.c
