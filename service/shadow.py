@@ -36,7 +36,7 @@ from netpol_gen.model.identity import Identity
 from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.cluster_view import cluster_revision, load_cluster
 from netpol_gen.store.db import Store
-from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, set_versions
+from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, roll_up, set_versions
 
 
 def check_name(name: str) -> None:
@@ -99,6 +99,9 @@ class _Judged:
     cluster: Cluster | None = None
 
 
+ROLL_UP_EVERY = 600.0  # seconds between two roll-ups by one judge (any judge's roll-up serves all)
+
+
 class ShadowJudge:
     """Judges batches against the store's shadow sets; parsed sets and their evaluators are kept
     between batches (an evaluator caches its verdicts) until the set or the cluster view changes."""
@@ -108,6 +111,7 @@ class ShadowJudge:
         self._sets: dict[int, _Judged] = {}
         self._stored: tuple[str | None, Cluster] | None = None  # the store's view and its revision
         self._lock = threading.Lock()
+        self._rolled = 0.0  # when this judge last rolled denials up
 
     def _store_view(self, revision: str | None) -> Cluster:
         """The store's cluster, read again when its revision moved (any writer, any process)."""
@@ -141,9 +145,19 @@ class ShadowJudge:
             return denials
 
     def recorder(self, batch: Batch, cluster: Cluster | None = None) -> Callable[[Connection], None]:
-        """What to run in the batch's transaction: record its denials (judged now, before the transaction)."""
+        """What to run in the batch's transaction: record its denials (judged now, before the transaction),
+        and, every :data:`ROLL_UP_EVERY` seconds, roll day-old minutes up into hours."""
         denials = self.judge(batch, cluster)
-        return lambda conn: record_denials(conn, denials)
+        now = self._clock()
+        rolling = now - self._rolled >= ROLL_UP_EVERY
+        if rolling:
+            self._rolled = now
+
+        def record(conn: Connection) -> None:
+            record_denials(conn, denials, now)
+            if rolling:
+                roll_up(conn, now)
+        return record
 
 
 def deliver_judged(judge: ShadowJudge, batch_id: str, batch: Batch, flows: int, source: str,
