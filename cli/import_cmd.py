@@ -10,12 +10,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from netpol_gen.cli.options import db_option
+from netpol_gen.cli.options import db_option, server_options
 from netpol_gen.errors import InputError
 from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
 from netpol_gen.ingest.flowtrack import Hints
 from netpol_gen.ingest.importer import ImportReport, QuietProgress, ReadProgress, Source, import_sources
+from netpol_gen.ingest.remote_import import post_prepared, prepare
 from netpol_gen.model import load_cluster
+from netpol_gen.service.auth import read_token_file
+from netpol_gen.service.client import ENV_TOKEN, Retry, StoreClient
 from netpol_gen.store.db import open_store
 
 _R = TypeVar("_R")
@@ -72,8 +75,27 @@ def _print_report(report: ImportReport) -> None:
     click.echo(f"DNS names learnt: {report.dns_names}")
 
 
+def _post(server_url: str, token: str, clusters: tuple[str, ...], sources: list[Source], hints: Hints,
+          ca_file: str | None, retry_for: float) -> None:
+    """Read every source into batches first (a bad one posts nothing), then post them as a collector does."""
+    cluster = load_cluster(clusters, require_pods=True)
+    prepared = prepare(cluster, sources, QuietProgress(), hints)
+    with StoreClient(server_url, token, retry=Retry(deadline=retry_for), ca_file=ca_file) as client:
+        report = post_prepared(client, cluster, prepared)
+    known = f" ({len(report.known)} already in the store: {', '.join(report.known)})" if report.known else ""
+    click.echo(f"sources posted: {len(report.posted)}{known}")
+    click.echo(f"flows: {report.flows}; edges: {report.edges}")
+
+
 @click.command("import")
 @db_option
+@server_options
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="With --server: the bearer token is in this file.")
+@click.option("--ca-file", type=click.Path(dir_okay=False), default=None,
+              help="With --server: trust only this CA (PEM) for an https:// server.")
+@click.option("--retry-for", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="With --server: seconds to keep retrying a batch the server cannot take yet.")
 @click.option("--cluster", "clusters", multiple=True, required=True,
               help="Cluster snapshot (kubectl get ... -o yaml|json) file or directory; repeatable, over time.")
 @click.option("--flows", "flow_files", multiple=True, help="Flows as JSONL (the format of `check`); repeatable.")
@@ -85,16 +107,28 @@ def _print_report(report: ImportReport) -> None:
 @click.option("--ss", "ss_dumps", multiple=True,
               help="`ss -tanp` output of one network namespace taken at capture time (a listening socket "
                    "marks the server's end), for the same purpose; repeatable, one file per namespace.")
-def import_cmd(db_url: str | None, clusters: tuple[str, ...], flow_files: tuple[str, ...],
+def import_cmd(db_url: str | None, server_url: str | None, token: str | None, token_file: str | None,
+               ca_file: str | None, retry_for: float, clusters: tuple[str, ...], flow_files: tuple[str, ...],
                captures: tuple[str, ...], conntrack_dumps: tuple[str, ...], ss_dumps: tuple[str, ...]) -> None:
     """Attribute and aggregate captured traffic into the store; a file already imported is skipped.
 
     Import the captures of all nodes for the same period in one run: a connection seen on two
-    nodes is then counted once (flows without a source port cannot be deduplicated).
+    nodes is then counted once (flows without a source port cannot be deduplicated). With --server,
+    each file is posted as one collector batch whose id is its digest, so importing it again is a no-op.
     """
+    if server_url and db_url:
+        raise InputError("--db and --server exclude each other")
+    if (token_file or ca_file) and not server_url:
+        raise InputError("--token-file and --ca-file go with --server")
     sources = [Source(path, "flows") for path in flow_files] + [Source(path, "pcap") for path in captures]
     hints = direction_hints([entry for path in conntrack_dumps for entry in read_conntrack_dump(path)],
                             [read_ss_dump(path) for path in ss_dumps])
+    if server_url:
+        secret = read_token_file(token_file) if token_file else token
+        if not secret:
+            raise InputError(f"--server needs --token-file, --token or ${ENV_TOKEN}")
+        _post(server_url, secret, clusters, sources, hints, ca_file, retry_for)
+        return
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -7,19 +7,27 @@ the default, that handler kills the process with status 143 and the pod shows as
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import ssl
+from collections.abc import Callable
+from contextlib import ExitStack
 
 import click
 import uvicorn
 
 from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.errors import InputError
+from netpol_gen.model.documents import Document
 from netpol_gen.service.auth import Authenticator, SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
 from netpol_gen.service.server import Limits, create_app
-from netpol_gen.store.db import open_store
+from netpol_gen.service.shadow import check_name
+from netpol_gen.service.synced_sets import IN_FORCE, DirectoryWatch, sync_in_force
+from netpol_gen.store.db import Store, open_store
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
+log = logging.getLogger("netpol_gen.serve")
 
 
 def _authenticator(token_file: str | None, tokenreview: bool, writers: tuple[str, ...], readers: tuple[str, ...],
@@ -70,20 +78,77 @@ def _check_tls(cert: str | None, key: str | None) -> None:
 @click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="The private key of --tls-cert (PEM).")
 @click.option("--writers", "write_slots", type=click.IntRange(min=1), default=None,
               help="Concurrent write transactions [default: 1; more only on PostgreSQL].")
+@click.option("--in-force", is_flag=True,
+              help=f"Judge traffic against the policies in force too, watched from the Kubernetes API, as shadow "
+                   f"set '{IN_FORCE}' (what the CNI drops shows in `watch --set {IN_FORCE}`).")
+@click.option("--kubeconfig", default=None,
+              help="With --in-force: the API [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
+@click.option("--shadow-dir", "shadow_dirs", multiple=True, metavar="NAME=DIR",
+              help="Keep shadow set NAME in step with the policy files in DIR (a checkout, a mounted ConfigMap), "
+                   "read again every --shadow-every seconds (repeatable).")
+@click.option("--shadow-every", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
+              help="Seconds between two reads of each --shadow-dir.")
 def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenreview: bool, writers: tuple[str, ...],
               readers: tuple[str, ...], audiences: tuple[str, ...], max_body_mb: float, tls_cert: str | None,
-              tls_key: str | None, write_slots: int | None) -> None:
+              tls_key: str | None, write_slots: int | None, in_force: bool, kubeconfig: str | None,
+              shadow_dirs: tuple[str, ...], shadow_every: float) -> None:
     """Serve the store over HTTP(S): collectors post batches, `--server` commands read what was learnt."""
     authenticator = _authenticator(token_file, tokenreview, writers, readers, audiences)
     host, port = parse_listen(listen, "--listen")
     _check_tls(tls_cert, tls_key)
+    if kubeconfig and not in_force:
+        raise click.UsageError("--kubeconfig goes with --in-force")
+    named = [_shadow_dir(value) for value in shadow_dirs]
     store = open_store(db_url)
     max_body = int(max_body_mb * (1 << 20))
     app = create_app(store, authenticator, limits=Limits(max_body, 8 * max_body), writers=write_slots)
-    click.echo(f"serving {store.url} on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
     signal.signal(signal.SIGTERM, lambda *_: None)  # where uvicorn re-delivers SIGTERM once drained
-    try:
+    with ExitStack() as stack:
+        stack.callback(store.close)
+        if in_force:
+            stack.callback(_watch_in_force(store, kubeconfig))
+        for name, directory in named:
+            stack.callback(_watch_directory(store, name, directory, shadow_every))
+        click.echo(f"serving {store.url} on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
                     ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-    finally:
-        store.close()
+
+
+def _watch_in_force(store: Store, kubeconfig: str | None) -> Callable[[], None]:
+    """Start keeping set in-force in step with the API; returns how to stop."""
+    from netpol_gen.collector.kube import api_client  # the kubernetes client is slow to import: only here
+    from netpol_gen.collector.kube_policies import PolicyWatch
+
+    api = api_client(kubeconfig)
+    source = f"kubernetes {api.configuration.host}"
+    watch = PolicyWatch(api, lambda documents: _published(sync_in_force(store, source, documents), documents))
+    watch.start()
+    click.echo(f"watching the policies in force at {api.configuration.host}", err=True)
+    return watch.stop
+
+
+def _shadow_dir(value: str) -> tuple[str, str]:
+    name, sep, directory = value.partition("=")
+    if not sep or not directory:
+        raise InputError("expected NAME=DIR", where=f"--shadow-dir {value}")
+    check_name(name)
+    if name == IN_FORCE:
+        raise InputError(f"{IN_FORCE} is the policies in force's (--in-force)", where=f"--shadow-dir {value}")
+    if not os.path.isdir(directory):
+        raise InputError("not a directory", where=f"--shadow-dir {value}")
+    return name, directory
+
+
+def _watch_directory(store: Store, name: str, directory: str, every: float) -> Callable[[], None]:
+    """Take DIR's policies now (a bad one stops serve starting, in one line), then look again every ``every``."""
+    watch = DirectoryWatch(store, name, directory, every)
+    watch.look()
+    if watch.problem is not None:
+        raise InputError(watch.problem, where=f"--shadow-dir {name}={directory}")
+    watch.start()
+    return watch.stop
+
+
+def _published(changed: bool, documents: list[Document]) -> None:
+    if changed:
+        log.info("policies in force: %d, judged from now on as shadow set %s", len(documents), IN_FORCE)

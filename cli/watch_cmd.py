@@ -37,7 +37,9 @@ def _line(edge: DeniedEdge, fmt: str) -> str:
 @db_option
 @server_options
 @click.option("--set", "set_name", default=None, help="Only this shadow set [default: all].")
-@click.option("--since", default=None, help="From this long ago (1h, 30m, 7d) or this RFC 3339 time [default: all].")
+@click.option("--since", default=None,
+              help="From this long ago (1h, 30m, 7d) or this RFC 3339 time, to the minute over the last day and "
+                   "to the hour before [default: all].")
 @click.option("--follow", is_flag=True, help="Keep printing edges as they are denied (until SIGINT/SIGTERM).")
 @click.option("--every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="With --follow: seconds between reads.")

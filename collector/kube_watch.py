@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 log = logging.getLogger("netpol_gen.collector.kube")
 
 GONE = 410
+NOT_FOUND = 404
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Resource:
 
     name: str
     lister: Callable[[client.ApiClient], Callable[..., Any]]
+    optional: bool = False  # an API the server may not serve (a CRD): 404 means none, asked again later
 
 
 RESOURCES = (
@@ -108,6 +110,8 @@ class ResourceWatcher:
                     log.info("resource version expired: listing again", extra={"fields": {
                         "resource": self.resource.name, "resource_version": self._version, "reason": exc.reason}})
                     self._version = None
+                elif exc.status == NOT_FOUND and self.resource.optional:
+                    self._not_served()
                 else:
                     self._failed(f"HTTP {exc.status} {exc.reason}")
             except Exception as exc:  # connection refused, reset, timed out, a malformed answer
@@ -118,6 +122,15 @@ class ResourceWatcher:
         current = self._watch
         if current is not None:
             current.stop()
+
+    def _not_served(self) -> None:
+        """An API not served holds no objects; it is listed again after the longest backoff."""
+        if self._lists == 0:
+            log.info("not served by this API server: none", extra={"fields": {"resource": self.resource.name}})
+        self._sink.listed(self.resource.name, [], self._lists > 0)
+        self._lists += 1
+        self._version = None
+        self._stopping.wait(self._settings.backoff.maximum)
 
     def _failed(self, error: str) -> None:
         if self._stopping.is_set():

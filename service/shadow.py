@@ -8,7 +8,8 @@ samples (every edge has at least one); each sample is judged as ``check`` judges
 the verdicts that land on the edge's destination workload and port. When every sample is denied, all
 the edge's connections are; when only some are (pods of one workload that policies tell apart), the
 same share of its connections is counted, at least one. The cluster judged against is the one the
-batch was attributed against when it came with it, else the last one seen, else the store's own.
+batch was attributed against when it came with it, else the store's own, read again whenever some
+writer changed it (another serve replica may have taken the collector's latest view).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from netpol_gen.model.documents import Document
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.identity import Identity
 from netpol_gen.store.batches import deliver_batch
-from netpol_gen.store.cluster_view import load_cluster
+from netpol_gen.store.cluster_view import cluster_revision, load_cluster
 from netpol_gen.store.db import Store
-from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, set_versions
+from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, roll_up, set_versions
 
 
 def check_name(name: str) -> None:
@@ -98,6 +99,9 @@ class _Judged:
     cluster: Cluster | None = None
 
 
+ROLL_UP_EVERY = 600.0  # seconds between two roll-ups by one judge (any judge's roll-up serves all)
+
+
 class ShadowJudge:
     """Judges batches against the store's shadow sets; parsed sets and their evaluators are kept
     between batches (an evaluator caches its verdicts) until the set or the cluster view changes."""
@@ -105,14 +109,21 @@ class ShadowJudge:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store, self._clock = store, clock
         self._sets: dict[int, _Judged] = {}
-        self._cluster: Cluster | None = None
+        self._stored: tuple[str | None, Cluster] | None = None  # the store's view and its revision
         self._lock = threading.Lock()
+        self._rolled = 0.0  # when this judge last rolled denials up
+
+    def _store_view(self, revision: str | None) -> Cluster:
+        """The store's cluster, read again when its revision moved (any writer, any process)."""
+        if self._stored is None or self._stored[0] != revision:
+            self._stored = (revision, load_cluster(self.store))
+        return self._stored[1]
 
     def judge(self, batch: Batch, cluster: Cluster | None = None) -> list[Denial]:
         """The denials of ``batch`` by every set in the store now (read, not written)."""
         with self._lock:
             with self.store.reading() as conn:
-                versions = set_versions(conn)
+                versions, revision = set_versions(conn), cluster_revision(conn)
                 changed = [i for i, added in versions.items() if i not in self._sets
                            or self._sets[i].stored.added_at != added]
                 for stored in load_sets(conn, changed) if changed else ():
@@ -121,15 +132,12 @@ class ShadowJudge:
                 del self._sets[gone]
             if not self._sets or not batch.edges:
                 return []
-            if cluster is not None:
-                self._cluster = cluster
-            elif self._cluster is None:
-                self._cluster = load_cluster(self.store)
+            view = cluster if cluster is not None else self._store_view(revision)
             now = self._clock()
             denials = []
             for judged in self._sets.values():
-                if judged.evaluator is None or judged.cluster is not self._cluster:
-                    judged.evaluator, judged.cluster = Evaluator(self._cluster, judged.policies), self._cluster
+                if judged.evaluator is None or judged.cluster is not view:
+                    judged.evaluator, judged.cluster = Evaluator(view, judged.policies), view
                 for key, totals in batch.edges.items():
                     denial = judge_edge(judged.evaluator, judged.stored.id, key, totals, now)
                     if denial is not None:
@@ -137,9 +145,19 @@ class ShadowJudge:
             return denials
 
     def recorder(self, batch: Batch, cluster: Cluster | None = None) -> Callable[[Connection], None]:
-        """What to run in the batch's transaction: record its denials (judged now, before the transaction)."""
+        """What to run in the batch's transaction: record its denials (judged now, before the transaction),
+        and, every :data:`ROLL_UP_EVERY` seconds, roll day-old minutes up into hours."""
         denials = self.judge(batch, cluster)
-        return lambda conn: record_denials(conn, denials)
+        now = self._clock()
+        rolling = now - self._rolled >= ROLL_UP_EVERY
+        if rolling:
+            self._rolled = now
+
+        def record(conn: Connection) -> None:
+            record_denials(conn, denials, now)
+            if rolling:
+                roll_up(conn, now)
+        return record
 
 
 def deliver_judged(judge: ShadowJudge, batch_id: str, batch: Batch, flows: int, source: str,

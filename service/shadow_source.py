@@ -15,9 +15,10 @@ from netpol_gen.model.documents import Document, load_documents
 from netpol_gen.service.client import StoreClient
 from netpol_gen.service.shadow import check_name, validate
 from netpol_gen.service.source import store_or_server
+from netpol_gen.service.synced_sets import IN_FORCE
 from netpol_gen.service.wire import read
 from netpol_gen.store.db import Store
-from netpol_gen.store.shadow import DeniedEdge, ShadowSet, add_set, denied_edges, list_sets, remove_set
+from netpol_gen.store.shadow import DeniedEdge, ShadowSet, ShadowSetError, add_set, denied_edges, list_sets, remove_set
 
 
 class ShadowSource(Protocol):
@@ -50,6 +51,9 @@ def read_documents(paths: Sequence[str]) -> list[Document]:
 def add_checked(store: Store, name: str, source: str, documents: Sequence[Document]) -> ShadowSet:
     """Validate the name and every policy, then record the set: a bad one stores nothing."""
     check_name(name)
+    if name == IN_FORCE:
+        raise ShadowSetError("this name is the policies in force's (serve --in-force keeps it)",
+                             where=f"shadow set {name}")
     validate(documents)
     return add_set(store, name, source, [{"where": d.where, "obj": d.obj} for d in documents])
 

@@ -14,17 +14,24 @@ from datetime import datetime
 
 from netpol_gen.errors import InputError
 from netpol_gen.service.shadow_source import ShadowSource
-from netpol_gen.store.shadow import DeniedEdge
+from netpol_gen.store.shadow import MINUTE, DeniedEdge
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_since(value: str, now: float) -> float:
-    """``1h``/``30m``/``7d``/``90s`` before ``now``, or an RFC 3339 time with its offset (``...Z``)."""
+    """``1h``/``30m``/``7d``/``90s`` before ``now``, or an RFC 3339 time with its offset (``...Z``).
+
+    Denials are counted per minute (per hour once a day old, see :mod:`netpol_gen.store.shadow`), so
+    a span shorter than a minute would be answered with up to a minute more: it is refused."""
     ago = _AGO.match(value)
     if ago:
-        return now - int(ago.group(1)) * _UNIT[ago.group(2)]
+        seconds = int(ago.group(1)) * _UNIT[ago.group(2)]
+        if seconds < MINUTE:
+            raise InputError(f"denials are counted per minute: {value!r} is shorter; use 1m or more",
+                             where="--since")
+        return now - seconds
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

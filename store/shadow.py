@@ -2,10 +2,13 @@
 
 A set is kept as the policy documents it was added with (validated before by the evaluator's
 parsers, see :mod:`netpol_gen.service.shadow`), so any process, after any restart, judges with the
-same set. Denials are kept per (set, edge, hour the connections were last seen): a batch adds its
-denied connections of an edge to that hour's row, so an edge denied all week is a row per hour, never
-one per flow, and ``watch --since`` sums the hours it covers. Everything here runs inside the caller's
-transaction (recording) or a read; it knows nothing of policy semantics.
+same set. Denials are kept per (set, edge, bucket the connections were last seen in), never per flow:
+a batch adds its denied connections of an edge to that bucket's row. Buckets are minutes for the last
+:data:`DETAIL` seconds and hours before (:func:`roll_up` merges a day-old hour's minutes into one row,
+keyed by the hour's start, as its minute 0 was), so ``watch --since 10m`` counts the last ten minutes,
+give or take the minute ``since`` falls in, while an edge denied all month costs a row per hour. (The
+key column is still called ``hour``: renaming it would change the schema for nothing.) Everything here
+runs inside the caller's transaction (recording) or a read; it knows nothing of policy semantics.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store, StoreError
 from netpol_gen.store.upsert import greatest, least, upsert
 
-HOUR = 3600.0
+MINUTE, HOUR = 60.0, 3600.0
+DETAIL = 86400.0  # how long denials stay per minute before roll_up makes them per hour
+ROLL_BACK = 7 * 86400.0  # how far behind the detail window roll_up looks (a store that was down that long)
 SIDES = ("egress", "ingress", "both")
 
 
@@ -113,6 +118,23 @@ def add_set(store: Store, name: str, source: str, documents: Sequence[dict[str, 
     return ShadowSet(name, source, len(documents), added)
 
 
+def replace_set(store: Store, name: str, source: str, documents: Sequence[dict[str, Any]]) -> bool:
+    """Make set ``name`` hold ``documents`` (adding it when missing), keeping what it denied so far;
+    False when it held them already. For sets kept in step with a source (the policies in force, a
+    watched directory or ConfigMap): its ``added_at`` moves on, so every judge reloads it."""
+    s = t.shadow_sets.c
+    with store.transaction() as conn:
+        found = conn.execute(sa.select(s.id, s.source, s.documents).where(s.name == name)).first()
+        if found is not None and found.documents == list(documents) and found.source == source:
+            return False
+        values = {"source": source, "documents": list(documents), "added_at": time.time()}
+        if found is None:
+            conn.execute(sa.insert(t.shadow_sets).values(name=name, **values))
+        else:
+            conn.execute(sa.update(t.shadow_sets).where(s.id == found.id).values(**values))
+    return True
+
+
 def remove_set(store: Store, name: str) -> None:
     """Forget set ``name`` and what it denied; ShadowSetError when there is none."""
     s = t.shadow_sets.c
@@ -144,15 +166,18 @@ def load_sets(conn: Connection, ids: Iterable[int]) -> list[StoredSet]:
             for row in conn.execute(sa.select(t.shadow_sets).where(s.id.in_(list(ids))).order_by(s.id))]
 
 
-def _hour(ts: float) -> float:
-    return ts // HOUR * HOUR
+def _bucket(ts: float, now: float) -> float:
+    """The bucket of connections last seen at ``ts``: its minute, or its hour once past the detail window."""
+    width = HOUR if ts < now - DETAIL else MINUTE
+    return ts // width * width
 
 
-def record_denials(conn: Connection, denials: Sequence[Denial]) -> None:
-    """Add ``denials`` to their (set, edge, hour) rows. The edges are the batch's, written in this
+def record_denials(conn: Connection, denials: Sequence[Denial], now: float | None = None) -> None:
+    """Add ``denials`` to their (set, edge, bucket) rows. The edges are the batch's, written in this
     transaction just before; a set removed meanwhile has its denials dropped."""
     if not denials:
         return
+    now = time.time() if now is None else now
     i, e = t.identities.c, t.edges.c
     keys = {identity.key for d in denials for identity in (d.src, d.dst)}
     ids: dict[str, int] = {row.key: row.id for row in conn.execute(sa.select(i.key, i.id).where(i.key.in_(keys)))}
@@ -162,7 +187,7 @@ def record_denials(conn: Connection, denials: Sequence[Denial]) -> None:
     live = set(set_versions(conn))
     rows = [
         {"set_id": d.set_id, "edge_id": edge_ids[(ids[d.src.key], ids[d.dst.key], d.port, d.protocol)],
-         "hour": _hour(d.last_seen), "side": d.side, "policies": list(d.policies), "src_ip": d.src_ip,
+         "hour": _bucket(d.last_seen, now), "side": d.side, "policies": list(d.policies), "src_ip": d.src_ip,
          "dst_ip": d.dst_ip, "connections": d.connections, "first_seen": d.first_seen, "last_seen": d.last_seen}
         for d in denials if d.set_id in live
     ]
@@ -173,6 +198,37 @@ def record_denials(conn: Connection, denials: Sequence[Denial]) -> None:
         "first_seen": least(c.first_seen, ex.first_seen),
         "last_seen": greatest(c.last_seen, ex.last_seen),
     })
+
+
+def roll_up(conn: Connection, now: float) -> int:
+    """Merge the minute rows of every hour that left the detail window into that hour's row (its start);
+    the side and policies of the latest minute. Returns the minute rows merged away."""
+    d = t.shadow_denials.c
+    end = (now - DETAIL) // HOUR * HOUR  # hours wholly before the window
+    rows = [row for row in conn.execute(sa.select(t.shadow_denials).where(d.hour >= end - ROLL_BACK, d.hour < end)
+                                        .order_by(d.set_id, d.edge_id, d.last_seen))
+            if row.hour % HOUR]
+    if not rows:
+        return 0
+    merged: dict[tuple[int, int, float], dict[str, Any]] = {}
+    for row in rows:
+        key = (row.set_id, row.edge_id, row.hour // HOUR * HOUR)
+        into = merged.setdefault(key, {"set_id": key[0], "edge_id": key[1], "hour": key[2], "connections": 0,
+                                       "first_seen": row.first_seen, "last_seen": row.last_seen})
+        into.update(side=row.side, policies=row.policies, src_ip=row.src_ip, dst_ip=row.dst_ip,
+                    connections=into["connections"] + row.connections,
+                    first_seen=min(into["first_seen"], row.first_seen), last_seen=max(into["last_seen"], row.last_seen))
+    for row in rows:
+        conn.execute(sa.delete(t.shadow_denials).where(d.set_id == row.set_id, d.edge_id == row.edge_id,
+                                                       d.hour == row.hour))
+    upsert(conn, t.shadow_denials, list(merged.values()), ["set_id", "edge_id", "hour"], lambda ex: {
+        "connections": d.connections + ex.connections,
+        "first_seen": least(d.first_seen, ex.first_seen),
+        "last_seen": greatest(d.last_seen, ex.last_seen),
+        "side": sa.case((ex.last_seen >= d.last_seen, ex.side), else_=d.side),
+        "policies": sa.case((ex.last_seen >= d.last_seen, ex.policies), else_=d.policies),
+    })
+    return len(rows)
 
 
 def _name(row: Any, prefix: str, ip: str) -> str:
@@ -204,8 +260,9 @@ def _denial_rows(conn: Connection, set_name: str | None, since: float | None) ->
 
 
 def denied_edges(conn: Connection, set_name: str | None = None, since: float | None = None) -> list[DeniedEdge]:
-    """Per set and edge, the denials of the hours last seen at or after ``since``, summed; the side and
-    policies of the latest. Ordered by when each edge was first denied."""
+    """Per set and edge, the denials of the buckets last seen at or after ``since`` (to the minute over
+    the detail window, to the hour before it), summed; the side and policies of the latest. Ordered by
+    when each edge was first denied."""
     if not has_tables(conn):
         return []
     found: dict[tuple[str, int], DeniedEdge] = {}

@@ -18,6 +18,7 @@ from netpol_gen.model.aggregate import Batch, EdgeKey
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
+from netpol_gen.store.cluster_view import stamp_revision
 from netpol_gen.store.upsert import add_nullable, greatest, least, upsert
 
 _CHUNK = 500  # bound parameters per IN (...) lookup; SQLite allows 32766, PostgreSQL 65535
@@ -91,6 +92,7 @@ def write_cluster(conn: Connection, cluster: Cluster) -> None:
         "valid_from": least(t.endpoints.c.valid_from, ex.valid_from),
         "valid_to": sa.func.coalesce(ex.valid_to, t.endpoints.c.valid_to),
     })
+    stamp_revision(conn)
 
 
 def _edge_ids(conn: Connection, keys: dict[tuple[int, int, int, str], EdgeKey]) -> dict[EdgeKey, int]:

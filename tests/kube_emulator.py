@@ -2,8 +2,9 @@
 official ``kubernetes`` client (its REST calls, ``watch.Watch().stream``, kubeconfig loading) runs as
 against a real cluster.
 
-What it keeps of the real server's semantics, for namespaces, nodes, pods, services (``/api/v1``) and
-endpointslices (``/apis/discovery.k8s.io/v1``):
+What it keeps of the real server's semantics, for namespaces, nodes, pods, services (``/api/v1``),
+endpointslices (``/apis/discovery.k8s.io/v1``), networkpolicies and ciliumnetworkpolicies (a CRD's kind; any
+other path, as for a CNI whose CRDs are not installed, is a 404):
 
 * one resourceVersion counter across all resources (etcd's revision); every create, update and delete
   bumps it and stamps the object with it; creation sets uid and creationTimestamp;
@@ -51,7 +52,11 @@ RESOURCES = {
     "pods": ("/api/v1/pods", "Pod", "v1"),
     "services": ("/api/v1/services", "Service", "v1"),
     "endpointslices": ("/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice", "discovery.k8s.io/v1"),
+    # what serve --in-force watches: a built-in kind and a CRD's (Calico's is not served: a 404, as without its CRD)
+    "networkpolicies": ("/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy", "networking.k8s.io/v1"),
+    "ciliumnetworkpolicies": ("/apis/cilium.io/v2/ciliumnetworkpolicies", "CiliumNetworkPolicy", "cilium.io/v2"),
 }
+CLUSTER_VIEW = ("namespaces", "nodes", "pods", "services", "endpointslices")  # what a collector watches
 _BY_PATH = {path: name for name, (path, _, _) in RESOURCES.items()}
 
 
@@ -147,9 +152,9 @@ class KubeEmulator:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def streaming(self) -> bool:
-        """Whether every resource has a watch stream open (that a drop or a bookmark would reach)."""
-        return all(self._streaming.values())
+    def streaming(self, resources: tuple[str, ...] = CLUSTER_VIEW) -> bool:
+        """Whether every one of ``resources`` has a watch stream open (that a drop or a bookmark would reach)."""
+        return all(self._streaming[name] for name in resources)
 
     def watches(self, resource: str) -> list[Request]:
         with self._cond:

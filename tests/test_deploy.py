@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from netpol_gen.cli.main import cli
+from netpol_gen.collector.kube_policies import POLICY_KINDS
 from netpol_gen.evaluator import Evaluator, parse_policy
 from netpol_gen.model import Cluster, Namespace, Node, Pod, Workload
 from netpol_gen.model.cluster import Endpoint, EndpointKind
@@ -28,6 +29,7 @@ K8S_VERSION = kubernetes_validate.latest_version()  # the newest schema the pack
 VIEW = {"get", "list", "watch"}
 VIEWED = {("", "pods"), ("", "namespaces"), ("", "services"), ("", "nodes"),
           ("discovery.k8s.io", "endpointslices"), ("networking.k8s.io", "networkpolicies")}
+VIEWED |= {(kind.api_version.split("/")[0], kind.plural) for kind in POLICY_KINDS}  # serve --in-force
 NODE_CIDR = "10.0.0.0/16"  # what deploy/components/node-cidr sets
 STORE_PORT = 8080
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from netpol_gen.ingest.pipeline import Ingest
@@ -28,6 +29,8 @@ from netpol_gen.model.flows import iter_flows
 from netpol_gen.service.auth import SharedSecret
 from netpol_gen.service.client import Retry, post_batch
 from netpol_gen.service.server import create_app
+from netpol_gen.service.shadow import ROLL_UP_EVERY as ROLL
+from netpol_gen.store import schema as t
 from netpol_gen.store.db import open_store
 from tests.cli import run_cli
 from tests.serving import TOKEN, ThreadServer
@@ -213,3 +216,84 @@ def test_the_example_alerts_use_only_metrics_serve_exports(serving: tuple[str, T
              for name in re.findall(r"netpol_gen_[a-z_]+", r["expr"])}
     assert named and named <= exported, named - exported
     assert httpx.get(f"{server.url}/metrics").status_code == 401
+
+
+def test_a_batch_without_cluster_view_is_judged_against_the_store_as_another_writer_changed_it(
+        store_url: str, proposed: str) -> None:
+    """Stands in for two serve replicas on one store: a collector's changed view (catalogue's pod
+    relabelled, so postgres's policy no longer admits it) reaches replica B; the collector's next batch,
+    sent without a view because it did not change again, reaches replica A, which must judge it
+    against the store's view, not the one it held from an earlier batch."""
+    from dataclasses import replace
+
+    from netpol_gen.model.cluster import Cluster
+    from netpol_gen.service.shadow import ShadowJudge, deliver_judged
+    from netpol_gen.service.shadow_source import add_checked, read_documents
+
+    store = open_store(store_url)
+    try:
+        add_checked(store, "proposed", proposed, read_documents([proposed]))
+        before = load_cluster([CLUSTER])
+        relabelled = Cluster.build(
+            before.namespaces.values(),
+            [replace(p, labels={**p.labels, "app.kubernetes.io/name": "catalogue-v2"})
+             if "10.244.1.15" in p.ips else p for p in before.pods],
+            before.services, before.endpoint_slices, before.nodes)
+        to_postgres = [f for f in _flows() if f.src_ip == "10.244.1.15" and f.dst_port == 5432]
+        replica_a, replica_b = ShadowJudge(store), ShadowJudge(store)
+        assert deliver_judged(replica_a, "a1", _batch(to_postgres[:1]), 1, "collect:n1", before)
+        assert replica_a.judge(_batch(to_postgres[1:2])) == []
+        assert deliver_judged(replica_b, "b1", _batch(_flows()[:1]), 1, "collect:n1", relabelled)
+        denied = replica_a.judge(_batch(to_postgres[1:2]))
+        assert [(d.dst.workload_name, d.side) for d in denied] == [("postgres", "ingress")]
+    finally:
+        store.close()
+
+
+def test_since_counts_to_the_minute_and_day_old_minutes_roll_up_into_hours(store_url: str, proposed: str) -> None:
+    """Stands in for a user asking `watch --since` about the last minutes after a deploy, on a store whose
+    judge's clock (injected) is then moved two days on, as serve's would be."""
+    from dataclasses import replace
+
+    from netpol_gen.service.shadow import ShadowJudge, deliver_judged
+    from netpol_gen.service.shadow_source import add_checked, read_documents
+
+    (omitted,) = [f for f in _flows() if _is_omitted(f)]
+    start = omitted.ts or 0.0
+    start -= start % 3600  # the hour the two attempts fall in
+    early, late = replace(omitted, ts=start + 600), replace(omitted, ts=start + 1800, src_port=40999)
+    clock = [start + 1860]
+    store = open_store(store_url)
+    try:
+        add_checked(store, "proposed", proposed, read_documents([proposed]))
+        judge = ShadowJudge(store, clock=lambda: clock[0])
+        cluster = load_cluster([CLUSTER])
+        assert deliver_judged(judge, "early", _batch([early]), 1, "collect:n1", cluster)
+        assert deliver_judged(judge, "late", _batch([late]), 1, "collect:n1", cluster)
+
+        def counted(since: float) -> int:
+            records = _watch("--db", store_url, "--since", _rfc3339(since))
+            return sum(int(str(r["connections"])) for r in records)
+
+        assert counted(start + 1200) == 1  # the last 11 minutes: the late attempt only
+        assert counted(start) == 2
+
+        clock[0] += 2 * 86400 + ROLL  # two days on: the next batch's transaction rolls that hour up
+        assert deliver_judged(judge, "other", _batch(_flows()[:1]), 1, "collect:n1", cluster)
+        with store.reading() as conn:
+            hours = conn.execute(sa.select(t.shadow_denials.c.hour)).scalars().all()
+        assert hours == [start]  # one row for the hour, keyed by its start
+        assert counted(start) == 2  # nothing lost; resolution is now the hour (documented)
+        assert counted(start + 1200) == 2
+    finally:
+        store.close()
+
+
+def test_since_shorter_than_a_minute_is_refused_in_one_line(tmp_path: Path) -> None:
+    code, out, err = run_cli("watch", "--db", f"sqlite:///{tmp_path / 's.db'}", "--since", "30s")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "per minute" in err
+
+
+def _rfc3339(ts: float) -> str:
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
