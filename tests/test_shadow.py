@@ -28,6 +28,8 @@ from netpol_gen.model.flows import iter_flows
 from netpol_gen.service.auth import SharedSecret
 from netpol_gen.service.client import Retry, post_batch
 from netpol_gen.service.server import create_app
+from netpol_gen.service.shadow import ShadowJudge
+from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import open_store
 from tests.cli import run_cli
 from tests.serving import TOKEN, ThreadServer
@@ -213,3 +215,25 @@ def test_the_example_alerts_use_only_metrics_serve_exports(serving: tuple[str, T
              for name in re.findall(r"netpol_gen_[a-z_]+", r["expr"])}
     assert named and named <= exported, named - exported
     assert httpx.get(f"{server.url}/metrics").status_code == 401
+
+
+def test_a_group_of_batches_in_one_transaction_is_judged_per_batch_and_counted_once_per_id(
+        store_url: str, proposed: str) -> None:
+    """Stands in for ``serve``'s group commit: several collectors' batches found queued, written in one
+    transaction, one of them twice in the group and the whole group delivered again (a replica's retry)."""
+    assert run_cli("shadow", "add", "proposed", proposed, "--db", store_url).exit_code == 0
+    store = open_store(store_url)
+    judge, cluster = ShadowJudge(store), load_cluster([CLUSTER])
+    everything, omitted = _batch(_flows()), _batch([f for f in _flows() if _is_omitted(f)])
+
+    def group() -> list[Delivery]:
+        return [Delivery(batch_id, batch, 1, "test", cluster if batch is everything else None,
+                         judge.recorder(batch, cluster))
+                for batch_id, batch in (("g1", everything), ("g2", omitted), ("g1", everything))]
+    try:
+        assert deliver_batches(store, group()) == [True, True, False]
+        assert deliver_batches(store, group()) == [False, False, False]
+    finally:
+        store.close()
+    records = _watch("--db", store_url)
+    assert [(_edge(r), r["connections"]) for r in records] == [(OMITTED, 2)]
