@@ -11,14 +11,12 @@ this). Bodies are bounded twice: on the wire (413 once the limit is passed, what
 claims) and after gunzip (a gzip bomb stops at the limit, it is never inflated whole).
 
 Writes are idempotent (the batch id is recorded in the same transaction as the edges) and go through
-writer slots, one by default on both engines. SQLite has a single writer anyway. On PostgreSQL,
-upserts in key order (store/upsert.py) ended the deadlocks that made concurrent writers 20 times
-slower, but bench/bench_serve.py (20 clients, 200-edge batches) still measured several writers no
-faster than one: 15-17 batches/s with 1 writer, 16 with 4 (on 2 CPUs shared by the clients, the
-server and PostgreSQL; collectors update the same edges, whose row locks serialise the transactions
-anyway). So one stays the default; `--writers` raises it. A
-transient database failure (lock, deadlock, a concurrent delivery of the same batch) is retried
-here; what remains becomes 503 and the collector retries the same batch id later.
+group commit (:class:`Ingestor`): the batches queued meanwhile are written in one transaction, one
+writer slot by default on both engines. Any number of ``serve`` replicas may write to one PostgreSQL:
+batch ids are claimed in id order with ``INSERT .. ON CONFLICT DO NOTHING``, so a batch posted to two
+replicas is written by one and answered "delivered before" by the other (store/batches.py). A
+transient database failure (lock, deadlock) is retried here; what remains becomes 503 and the
+collector retries the same batch id later. Figures: bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,8 +26,9 @@ import logging
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -48,16 +47,18 @@ from netpol_gen.errors import InputError
 from netpol_gen.model.documents import Document
 from netpol_gen.service.auth import Access, Authenticator, Principal
 from netpol_gen.service.metrics import render_metrics
-from netpol_gen.service.shadow import ShadowJudge, deliver_judged
+from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.service.shadow_source import LocalShadow, SetMessage, add_checked
 from netpol_gen.service.source import LocalSource
 from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
+from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import Store
 from netpol_gen.store.shadow import remove_set
 
 log = logging.getLogger("netpol_gen.serve")
 
 WRITE_ATTEMPTS = 5
+GROUP = 64  # batches per transaction at most
 
 
 @dataclass(frozen=True)
@@ -66,25 +67,78 @@ class Limits:
     max_decoded: int = 128 << 20  # bytes after gunzip
 
 
+@dataclass
+class _Pending:
+    """A batch waiting in the ingest queue, and its answer once written (or why it was not)."""
+
+    message: BatchMessage
+    source: str
+    done: threading.Event = field(default_factory=threading.Event)
+    written: bool = False
+    error: BaseException | None = None
+
+
 class Ingestor:
-    """Writes batches through a bounded number of concurrent transactions, retrying transient failures."""
+    """Writes batches by group commit: a request queues its batch, and whichever request holds a
+    writer slot takes what is queued (up to :data:`GROUP`) and writes it in one transaction
+    (:func:`~netpol_gen.store.batches.deliver_batches`), each batch judged against the shadow sets
+    and its denials recorded in that transaction. One commit then serves many collectors, and their
+    shared edges are written once. A group the database refuses is retried; if it still fails, each
+    batch is written alone so that one bad batch fails only its own request."""
 
     def __init__(self, store: Store, writers: int) -> None:
         self.store = store
         self.judge = ShadowJudge(store)
         self._slots = threading.BoundedSemaphore(writers)
+        self._queue: deque[_Pending] = deque()
+        self._queue_lock = threading.Lock()
 
     def deliver(self, message: BatchMessage, principal: Principal) -> bool:
         """True when written, False when this batch id was delivered before."""
-        cluster = message.cluster.cluster() if message.cluster is not None else None
-        source = f"{message.source or 'collector'} as {principal.user}"
+        pending = _Pending(message, f"{message.source or 'collector'} as {principal.user}")
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._slots:
+            group = self._take()
+            if group:  # else another writer took this batch and answers it
+                self._write(group)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.written
+
+    def _take(self) -> list[_Pending]:
+        with self._queue_lock:
+            return [self._queue.popleft() for _ in range(min(GROUP, len(self._queue)))]
+
+    def _write(self, group: list[_Pending]) -> None:
+        try:
+            written = self._attempts(group)
+        except Exception as exc:  # answered to each request, never lost in this thread
+            if len(group) > 1:
+                for pending in group:
+                    self._write([pending])
+                return
+            group[0].error = exc
+            group[0].done.set()
+            return
+        for pending, ok in zip(group, written, strict=True):
+            pending.written = ok
+            pending.done.set()
+
+    def _attempts(self, group: list[_Pending]) -> list[bool]:
+        deliveries = []
+        for pending in group:
+            message = pending.message
+            cluster = message.cluster.cluster() if message.cluster is not None else None
+            deliveries.append(Delivery(message.batch_id, message.batch, message.flows, pending.source, cluster,
+                                       self.judge.recorder(message.batch, cluster)))
         attempt = 1
         while True:
             try:
-                with self._slots:
-                    return deliver_judged(self.judge, message.batch_id, message.batch, message.flows, source, cluster)
+                return deliver_batches(self.store, deliveries)
             except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
-                # a lock or deadlock, or the same batch id committed meanwhile (found on the next try)
+                # a lock or a deadlock: the transaction rolled back whole, and is tried again
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 log.info("retrying a batch write: %s", str(getattr(exc, "orig", exc)).splitlines()[0])

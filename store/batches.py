@@ -1,41 +1,116 @@
-"""Delivering a collector batch exactly once, however often it is retried.
+"""Delivering collector batches exactly once, however often they are retried, several per transaction.
 
 Each batch carries an id chosen when it was cut. It is recorded in ``imports`` (as ``content_hash``,
 kind ``collect``; the column that makes re-importing a file a no-op) in the same transaction as
 the batch's edges: a batch written just before a crash, then delivered again from the spool, is
 recognised and skipped. No new table, so no schema change.
+
+Group commit: :func:`deliver_batches` writes a group of batches (what ``serve`` found queued) in one
+transaction. Their ids are claimed first, by one ``INSERT .. ON CONFLICT DO NOTHING RETURNING`` in
+id order: an id returned is this transaction's to write; an id delivered before (or being written
+by another ``serve`` replica, whose transaction this one waits for) is not returned and its batch
+is skipped. Claiming in id order means two replicas' transactions take those row locks in the same
+order and cannot deadlock. The new batches are then written as one :func:`combined` batch: the
+store ends as it would after writing them one by one, with one upsert per unique edge of the group
+(collectors of one workload's nodes see the same edges) instead of one per edge per batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.aggregate import Batch, DnsSeen, EdgeKey, EdgeTotals
 from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
+from netpol_gen.store.upsert import upsert_statement
 from netpol_gen.store.writer import write_batch, write_cluster
 
 KIND = "collect"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One batch to deliver: its id, what it holds, and what else its transaction must do.
+
+    ``then`` runs in the transaction after the group's batches are written, only when this batch is
+    new there (recording its shadow denials)."""
+
+    batch_id: str
+    batch: Batch
+    flows: int
+    source: str
+    cluster: Cluster | None = None
+    then: Callable[[Connection], None] | None = None
+
+
+def combined(batches: Sequence[Batch]) -> Batch:
+    """One batch whose writing leaves the store as writing ``batches`` in order would: connections,
+    counters and established counts add, times widen, each sample slot keeps its first writer's
+    sample, a DNS answer keeps its last TTL, names unite."""
+    if len(batches) == 1:
+        return batches[0]
+    edges: dict[EdgeKey, EdgeTotals] = {}
+    dns: dict[tuple[str, str], DnsSeen] = {}
+    names: dict[Identity, set[str]] = {}
+    for batch in batches:
+        for key, totals in batch.edges.items():
+            merged = edges.get(key)
+            if merged is None:
+                edges[key] = replace(totals, samples=list(totals.samples), established=dict(totals.established))
+                continue
+            merged.merge(totals)
+            merged.samples.extend(totals.samples[len(merged.samples):])
+            for source, count in totals.established.items():
+                merged.established[source] = merged.established.get(source, 0) + count
+        for answer, seen in batch.dns.items():
+            known = dns.get(answer)
+            dns[answer] = seen if known is None else DnsSeen(
+                seen.ttl, min(known.first_seen, seen.first_seen), max(known.last_seen, seen.last_seen))
+        for identity, learnt in batch.names.items():
+            names.setdefault(identity, set()).update(learnt)
+    return Batch(edges, dns, names)
+
+
+def claim(conn: Connection, deliveries: Sequence[Delivery]) -> set[str]:
+    """Record the ids of ``deliveries`` (in id order); the ids this transaction recorded, i.e. not
+    delivered before."""
+    now = time.time()
+    rows = {d.batch_id: {"content_hash": d.batch_id, "source": d.source, "kind": KIND, "flows": d.flows,
+                         "imported_at": now} for d in reversed(deliveries)}  # the first delivery of an id counts
+    statement = upsert_statement(conn, t.imports, ["content_hash"])
+    ordered = [rows[batch_id] for batch_id in sorted(rows)]
+    return set(conn.execute(statement.values(ordered).returning(t.imports.c.content_hash)).scalars())
+
+
+def deliver_batches(store: Store, deliveries: Sequence[Delivery]) -> list[bool]:
+    """Write ``deliveries`` in one transaction; per delivery, True when written, False when its id was
+    delivered before (or earlier in this group)."""
+    with store.transaction() as conn:
+        new = claim(conn, deliveries)
+        written: list[bool] = []
+        for delivery in deliveries:
+            written.append(delivery.batch_id in new)
+            new.discard(delivery.batch_id)
+        fresh = [d for d, w in zip(deliveries, written, strict=True) if w]
+        for delivery in fresh:
+            if delivery.cluster is not None:
+                write_cluster(conn, delivery.cluster)
+        if fresh:
+            write_batch(conn, combined([d.batch for d in fresh]))
+        for delivery in fresh:
+            if delivery.then is not None:
+                delivery.then(conn)
+    return written
 
 
 def deliver_batch(store: Store, batch_id: str, batch: Batch, flows: int, source: str,
                   cluster: Cluster | None = None, then: Callable[[Connection], None] | None = None) -> bool:
     """Write ``batch`` (and ``cluster``, when given) in one transaction; False if it was delivered before.
     ``then`` runs in that transaction after the batch is written (recording its shadow denials)."""
-    with store.transaction() as conn:
-        known = conn.execute(sa.select(t.imports.c.id).where(t.imports.c.content_hash == batch_id)).first()
-        if known is not None:
-            return False
-        if cluster is not None:
-            write_cluster(conn, cluster)
-        write_batch(conn, batch)
-        if then is not None:
-            then(conn)
-        conn.execute(sa.insert(t.imports).values(content_hash=batch_id, source=source, kind=KIND, flows=flows,
-                                                 imported_at=time.time()))
-    return True
+    return deliver_batches(store, [Delivery(batch_id, batch, flows, source, cluster, then)])[0]

@@ -8,21 +8,23 @@ PostgreSQL) are written as CASE so that one statement serves both.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
+
+from netpol_gen.store import staged
 
 Updates = Callable[[Any], Mapping[str, Any]]  # given ``excluded``, the SET clause
 
 
 def upsert_statement(
     conn: Connection, table: sa.Table, keys: Sequence[str], updates: Updates | None = None
-) -> Executable:
+) -> sa.Insert:
     """``INSERT INTO table``; on a conflict on ``keys``, apply ``updates`` (or keep the stored row)."""
     insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
     if updates is None:
@@ -36,14 +38,31 @@ def upsert(
     rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
     updates: Updates | None = None,
-) -> None:
-    """Upsert ``rows`` as one batched statement (the driver's executemany).
+    returning: Sequence[sa.ColumnElement[Any]] = (),
+) -> Sequence[sa.Row[Any]]:
+    """Upsert ``rows`` as one batched statement (the driver's executemany); with ``returning``, those
+    columns of every row written (``rows`` must then hold each key once: they go in multi-row VALUES).
 
     Rows go in key order: concurrent writers (several collectors' batches on PostgreSQL) then lock
     the rows they share in the same order and cannot deadlock each other."""
-    if rows:
-        ordered = sorted(rows, key=lambda row: tuple(_sortable(row[k]) for k in keys))
-        conn.execute(upsert_statement(conn, table, keys, updates), ordered)
+    if not rows:
+        return []
+    if staged.applies(conn, table, rows, keys):
+        return staged.upsert_staged(conn, table, rows, keys, updates, returning)
+    ordered = _in_key_order(rows, keys)
+    statement = upsert_statement(conn, table, keys, updates)
+    if not returning:
+        conn.execute(statement, ordered)
+        return []
+    return conn.execute(statement.returning(*returning), ordered).all()
+
+
+def _in_key_order(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[Mapping[str, Any]]:
+    """``rows`` sorted by ``keys``; the plain comparison (keys are NOT NULL columns) unless a key is None."""
+    try:
+        return sorted(rows, key=operator.itemgetter(*keys))
+    except TypeError:
+        return sorted(rows, key=lambda row: tuple(_sortable(row[k]) for k in keys))
 
 
 def _sortable(value: Any) -> tuple[bool, Any]:

@@ -95,16 +95,19 @@ def write_cluster(conn: Connection, cluster: Cluster) -> None:
     stamp_revision(conn)
 
 
-def _edge_ids(conn: Connection, keys: dict[tuple[int, int, int, str], EdgeKey]) -> dict[EdgeKey, int]:
-    found: dict[EdgeKey, int] = {}
-    e = t.edges.c
-    for chunk in _chunks(sorted({key[0] for key in keys})):
-        query = sa.select(e.src_id, e.dst_id, e.dst_port, e.protocol, e.id).where(e.src_id.in_(chunk))
-        for src_id, dst_id, port, protocol, edge_id in conn.execute(query):
-            edge = keys.get((src_id, dst_id, port, protocol))
-            if edge is not None:
-                found[edge] = edge_id
-    return found
+def _write_evidence(conn: Connection, batch: Batch, edge_ids: dict[EdgeKey, int]) -> None:
+    """The samples of the batch's edges and their connections learnt from tables of open connections."""
+    # Slots 0..n-1 per batch, first writer wins: an edge keeps at most SAMPLES_PER_EDGE samples ever.
+    upsert(conn, t.edge_samples, [
+        {"edge_id": edge_ids[key], "slot": slot, "ts": s.ts, "src_ip": s.src_ip, "src_port": s.src_port,
+         "dst_ip": s.dst_ip, "dst_port": s.dst_port, "src_pod_uid": s.src_pod_uid, "dst_pod_uid": s.dst_pod_uid,
+         "service": s.service, "packets": s.packets, "bytes": s.bytes}
+        for key, totals in batch.edges.items() for slot, s in enumerate(totals.samples)
+    ], ["edge_id", "slot"])
+    upsert(conn, t.edge_established, [
+        {"edge_id": edge_ids[key], "source": source, "connections": count}
+        for key, totals in batch.edges.items() for source, count in totals.established.items()
+    ], ["edge_id", "source"], lambda ex: {"connections": t.edge_established.c.connections + ex.connections})
 
 
 def write_batch(conn: Connection, batch: Batch) -> WriteResult:
@@ -119,28 +122,20 @@ def write_batch(conn: Connection, batch: Batch) -> WriteResult:
         rows.append({"src_id": id_key[0], "dst_id": id_key[1], "dst_port": port, "protocol": protocol,
                      "connections": totals.connections, "packets": totals.packets, "bytes": totals.bytes,
                      "first_seen": totals.first_seen, "last_seen": totals.last_seen})
-    known = len(_edge_ids(conn, by_ids))  # an index lookup of this batch's keys, not a count of the table
     e = t.edges.c
-    upsert(conn, t.edges, rows, ["src_id", "dst_id", "dst_port", "protocol"], lambda ex: {
+    before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(e.id), 0))).scalar_one()
+    # The upsert returns every row's id, so no lookup follows (a lookup by source identity reads all of
+    # that identity's edges, which grows with the store). A row inserted now has an id above any before.
+    stored = upsert(conn, t.edges, rows, ["src_id", "dst_id", "dst_port", "protocol"], lambda ex: {
         "connections": e.connections + ex.connections,
         "packets": add_nullable(e.packets, ex.packets),
         "bytes": add_nullable(e.bytes, ex.bytes),
         "first_seen": least(e.first_seen, ex.first_seen),
         "last_seen": greatest(e.last_seen, ex.last_seen),
-    })
-    new = len(rows) - known
-    edge_ids = _edge_ids(conn, by_ids)
-    # Slots 0..n-1 per batch, first writer wins: an edge keeps at most SAMPLES_PER_EDGE samples ever.
-    upsert(conn, t.edge_samples, [
-        {"edge_id": edge_ids[key], "slot": slot, "ts": s.ts, "src_ip": s.src_ip, "src_port": s.src_port,
-         "dst_ip": s.dst_ip, "dst_port": s.dst_port, "src_pod_uid": s.src_pod_uid, "dst_pod_uid": s.dst_pod_uid,
-         "service": s.service, "packets": s.packets, "bytes": s.bytes}
-        for key, totals in batch.edges.items() for slot, s in enumerate(totals.samples)
-    ], ["edge_id", "slot"])
-    upsert(conn, t.edge_established, [
-        {"edge_id": edge_ids[key], "source": source, "connections": count}
-        for key, totals in batch.edges.items() for source, count in totals.established.items()
-    ], ["edge_id", "source"], lambda ex: {"connections": t.edge_established.c.connections + ex.connections})
+    }, returning=(e.src_id, e.dst_id, e.dst_port, e.protocol, e.id))
+    edge_ids = {by_ids[(row.src_id, row.dst_id, row.dst_port, row.protocol)]: row.id for row in stored}
+    new = sum(edge_id > before for edge_id in edge_ids.values())
+    _write_evidence(conn, batch, edge_ids)
     upsert(conn, t.dns_answers, [
         {"name": name, "address": address, "ttl": seen.ttl, "first_seen": seen.first_seen,
          "last_seen": seen.last_seen}

@@ -72,6 +72,10 @@ def test_the_overlays_choose_the_database() -> None:
     assert env["sqlite"] == [{"name": "NETPOL_GEN_DB", "value": "sqlite:////data/netpol-gen.db"}]
     assert env["postgres"][0]["valueFrom"]["secretKeyRef"] == {"name": "netpol-gen-db", "key": "url"}
     assert store["sqlite"]["spec"]["strategy"]["type"] == "Recreate"  # one writer on the file
+    assert (store["sqlite"]["spec"]["replicas"], store["postgres"]["spec"]["replicas"]) == (1, 2)
+    budget = _one(_build("postgres"), "PodDisruptionBudget", "netpol-gen-store")
+    assert budget["spec"]["selector"]["matchLabels"] == store["postgres"]["spec"]["selector"]["matchLabels"]
+    assert not [o for o in _build("sqlite") if o["kind"] == "PodDisruptionBudget"]
 
 
 def test_rbac_grants_only_the_listed_verbs(objects: list[dict[str, Any]]) -> None:

@@ -211,7 +211,7 @@ def test_crash_while_writing_leaves_the_store_as_before(
     def crash(*_: object) -> None:  # after the edges were upserted, before their samples
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(writer, "_edge_ids", crash)
+    monkeypatch.setattr(writer, "_write_evidence", crash)
     second = flow_file(tmp_path / "2.jsonl", [
         Flow(FRONTEND, API_V1, 8080, "TCP", src_port=2, ts=at("10:31:00")),
         Flow(FRONTEND, API_SVC, 80, "TCP", src_port=3, ts=at("10:32:00")),

@@ -30,7 +30,9 @@ from netpol_gen.service.auth import SharedSecret
 from netpol_gen.service.client import Retry, post_batch
 from netpol_gen.service.server import create_app
 from netpol_gen.service.shadow import ROLL_UP_EVERY as ROLL
+from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
+from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import open_store
 from tests.cli import run_cli
 from tests.serving import TOKEN, ThreadServer
@@ -297,3 +299,25 @@ def test_since_shorter_than_a_minute_is_refused_in_one_line(tmp_path: Path) -> N
 def _rfc3339(ts: float) -> str:
     from datetime import UTC, datetime
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_group_of_batches_in_one_transaction_is_judged_per_batch_and_counted_once_per_id(
+        store_url: str, proposed: str) -> None:
+    """Stands in for ``serve``'s group commit: several collectors' batches found queued, written in one
+    transaction, one of them twice in the group and the whole group delivered again (a replica's retry)."""
+    assert run_cli("shadow", "add", "proposed", proposed, "--db", store_url).exit_code == 0
+    store = open_store(store_url)
+    judge, cluster = ShadowJudge(store), load_cluster([CLUSTER])
+    everything, omitted = _batch(_flows()), _batch([f for f in _flows() if _is_omitted(f)])
+
+    def group() -> list[Delivery]:
+        return [Delivery(batch_id, batch, 1, "test", cluster if batch is everything else None,
+                         judge.recorder(batch, cluster))
+                for batch_id, batch in (("g1", everything), ("g2", omitted), ("g1", everything))]
+    try:
+        assert deliver_batches(store, group()) == [True, True, False]
+        assert deliver_batches(store, group()) == [False, False, False]
+    finally:
+        store.close()
+    records = _watch("--db", store_url)
+    assert [(_edge(r), r["connections"]) for r in records] == [(OMITTED, 2)]
