@@ -59,8 +59,17 @@
     viewport.classList.remove("dragging");
     setTimeout(() => { drag = null; }, 0);
   });
-  function focusOn(el) {
+  // An element's box in the SVG's own coordinates (the viewBox's): getBBox() is in the element's,
+  // which Graphviz's top group translates by the whole graph's height.
+  function graphBox(el) {
     const b = el.getBBox();
+    const m = svg.getScreenCTM().inverse().multiply(el.getScreenCTM());
+    const a = new DOMPoint(b.x, b.y).matrixTransform(m);
+    const c = new DOMPoint(b.x + b.width, b.y + b.height).matrixTransform(m);
+    return { x: Math.min(a.x, c.x), y: Math.min(a.y, c.y), width: Math.abs(c.x - a.x), height: Math.abs(c.y - a.y) };
+  }
+  function focusOn(el) {
+    const b = graphBox(el);
     const w = Math.max(b.width * 6, home.w / 8);
     const h = w * (view.h / view.w);
     view = { x: b.x + b.width / 2 - w / 2, y: b.y + b.height / 2 - h / 2, w: w, h: h };

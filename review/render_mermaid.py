@@ -46,8 +46,10 @@ def changed_edges(impact: Impact) -> list[ChangedEdge]:
 
 
 def _label(text: str) -> str:
-    """``text`` inside a quoted Mermaid label: its entity codes for the characters that would end it."""
-    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+    """``text`` inside a quoted Mermaid label, as written: entity codes for the characters that would
+    end it (``"``), be read as HTML (``<``, ``>``, ``&``), as Markdown (a backtick) or as an entity code
+    (``#``, escaped first)."""
+    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("&", "#38;"), ("`", "#96;")):
         text = text.replace(char, code)
     return f'"{text}"'
 

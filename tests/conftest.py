@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from tests.browser import chromium
 from tests.collect_netns import Bed, unavailable
 
 # --- store: every store test runs on SQLite and on a real PostgreSQL server ------------------------
@@ -57,3 +59,13 @@ def bed() -> Iterator[Bed]:
         yield bed
     finally:
         bed.close()
+
+
+# --- a headless Chromium (the map page, diff's Mermaid chart) ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One Chromium per test process; skipped, with the reason printed, where it cannot run."""
+    with chromium() as launched:
+        yield launched

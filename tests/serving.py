@@ -1,4 +1,5 @@
-"""Running ``netpol-gen serve``'s app for tests: uvicorn on 127.0.0.1 in a thread, real HTTP.
+"""Running ``netpol-gen serve`` for tests, over real HTTP: its app in uvicorn on 127.0.0.1 in a thread
+(:class:`ThreadServer`), or the command as its own process (:class:`Serve`), as a pod runs it.
 
 Readiness is polled on /readyz with a deadline (never a fixed sleep); a server can be stopped and
 started again on the same port, as a restarted pod would be.
@@ -6,11 +7,15 @@ started again on the same port, as a restarted pod would be.
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -18,6 +23,7 @@ from starlette.applications import Starlette
 
 TOKEN = "test-token-0123456789"
 READY_DEADLINE = 10.0
+NETPOL = str(Path(sys.executable).parent / "netpol-gen")
 
 
 def wait_ready(url: str, deadline: float = READY_DEADLINE, verify: ssl.SSLContext | bool = True) -> None:
@@ -67,3 +73,40 @@ class ThreadServer:
         self._server.should_exit = True
         self._thread.join(10)
         assert not self._thread.is_alive(), "server did not stop"
+
+
+@dataclass
+class Serve:
+    """`netpol-gen serve` as its own process on a fixed address, stopped (SIGTERM, exit 0 expected) and
+    started again like a pod; its output goes to ``log``. ``deadline``: seconds to become ready or stop."""
+
+    db: str
+    listen: str
+    token_file: Path
+    log: Path
+    deadline: float = 30.0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}"
+
+    def start(self) -> Serve:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([NETPOL, "serve", "--db", self.db, "--listen", self.listen,
+                                             "--token-file", str(self.token_file)], stdout=log, stderr=log)
+        wait_ready(self.url, self.deadline)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(self.deadline)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        assert code == 0, self.log.read_text()[-2000:]

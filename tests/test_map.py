@@ -19,6 +19,7 @@ from netpol_gen.review.map_model import Fate, ServiceMap
 from netpol_gen.service.source import learning_source
 from netpol_gen.synthesizer import Options
 from tests.cli import run_cli
+from tests.serving import TOKEN, Serve, free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ticket-booking"
 CLUSTER, IN_FORCE = EXAMPLE / "cluster.yaml", EXAMPLE / "policies"
@@ -148,6 +149,30 @@ def test_map_command_writes_the_page_and_prints_the_summary(example_db: str, tmp
     assert fates["booking/Deployment/auth -> booking/Deployment/redis 6379/TCP"] == "new"
     assert "Breaks nothing seen" in err and f"map: {output}" in err and out == ""
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing to load from anywhere
+
+
+def test_map_from_a_running_serve_is_the_map_of_its_store(example_db: str, exported: Path, tmp_path: Path) -> None:
+    """``serve`` as its own process over the imported store stands in for the in-cluster store; ``map
+    --server`` reads what was learnt over HTTP and must draw exactly what ``map --db`` draws."""
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    serve = Serve(example_db, f"127.0.0.1:{free_port()}", tmp_path / "token", tmp_path / "serve.log").start()
+    try:
+        for args in ([], ["--against", str(IN_FORCE)], ["--proposed", str(IN_FORCE), "--against", str(exported)]):
+            remote, local = tmp_path / "remote.html", tmp_path / "local.html"
+            code, _, err = run_cli("map", "--server", serve.url, "--token", TOKEN, *args, "--output", str(remote))
+            assert code == 0, err
+            local_run = run_cli("map", "--db", example_db, *args, "--output", str(local))
+            assert local_run.exit_code == 0, local_run.stderr
+            assert remote.read_text() == local.read_text(), args
+            assert err.replace(str(remote), str(local)) == local_run.stderr
+        page = remote.read_text()  # the last: the change that cuts
+        assert 'data-workload="booking/Deployment/auth"' in page and 'data-fate="cut"' in page
+        refused = tmp_path / "refused.html"
+        code, _, err = run_cli("map", "--server", serve.url, "--token", "not-the-token", "--output", str(refused))
+        assert code == 2 and "refused the token" in err and len(err.strip().splitlines()) == 1
+        assert not refused.exists()
+    finally:
+        serve.stop()
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -8,71 +8,15 @@ Screenshots (1400x900) are kept under build/artifacts/ for a person to look at.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netpol_gen.service.source import learning_source
+from tests.browser import Page
 from tests.cli import run_cli
 from tests.test_map import IN_FORCE, expected_fates, import_example
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "artifacts"
-
-
-def _skip(reason: str) -> None:
-    print(f"skipped: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One Chromium for the module; skipped, with the reason printed, only where it cannot run."""
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        _skip(f"playwright is not installed ({exc}); `make .venv/.installed` installs it")
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        _skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; `make debs` does)")
-    with sync_playwright() as playwright:
-        try:
-            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except Error as exc:
-            _skip(f"Chromium cannot start here: {str(exc).splitlines()[0]}")
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-class Page:
-    """A map page opened from a file, recording console errors, page errors and every request."""
-
-    def __init__(self, browser: Any, path: Path) -> None:
-        self.url = path.resolve().as_uri()
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.goto(self.url, wait_until="load")
-
-    def attributes(self, selector: str, name: str) -> list[str]:
-        values: list[str] = self.page.eval_on_selector_all(
-            selector, f"els => els.map(e => e.getAttribute('{name}'))")
-        return values
-
-    def screenshot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / name
-        self.page.screenshot(path=str(path))
-        return path
 
 
 @pytest.fixture(scope="module")
