@@ -1,16 +1,21 @@
 """Running ``netpol-gen serve``'s app for tests: uvicorn on 127.0.0.1 in a thread, real HTTP.
 
 Readiness is polled on /readyz with a deadline (never a fixed sleep); a server can be stopped and
-started again on the same port, as a restarted pod would be.
+started again on the same port, as a restarted pod would be. ``Serve`` runs the real command as its
+own process instead (a pod, or one of several replicas).
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -18,6 +23,8 @@ from starlette.applications import Starlette
 
 TOKEN = "test-token-0123456789"
 READY_DEADLINE = 10.0
+NETPOL = str(Path(sys.executable).parent / "netpol-gen")
+PROCESS_DEADLINE = 30.0  # seconds for a serve process to become ready or to stop: never waited out when well
 
 
 def wait_ready(url: str, deadline: float = READY_DEADLINE, verify: ssl.SSLContext | bool = True) -> None:
@@ -67,3 +74,39 @@ class ThreadServer:
         self._server.should_exit = True
         self._thread.join(10)
         assert not self._thread.is_alive(), "server did not stop"
+
+
+@dataclass
+class Serve:
+    """`netpol-gen serve` as its own process on a fixed address, stopped and started like a pod."""
+
+    db: str
+    listen: str
+    token_file: Path
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}"
+
+    def start(self) -> Serve:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([NETPOL, "serve", "--db", self.db, "--listen", self.listen,
+                                             "--token-file", str(self.token_file)], stdout=log, stderr=log)
+        wait_ready(self.url, PROCESS_DEADLINE)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM (a pod's normal stop); asserts exit 0, killing it if it would not stop."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(PROCESS_DEADLINE)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        assert code == 0, self.log.read_text()[-2000:]

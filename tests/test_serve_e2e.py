@@ -57,7 +57,7 @@ import yaml
 from netpol_gen.service.client import Retry, StoreClient
 from tests.cli import run_cli
 from tests.collect_netns import NO_SCANS, Bed, JsonLog, pod_doc
-from tests.serving import TOKEN, free_port, wait_ready
+from tests.serving import TOKEN, Serve, free_port
 
 pytestmark = [pytest.mark.root]
 
@@ -112,40 +112,6 @@ def _snapshot(t0: float) -> list[dict[str, Any]]:
                  "spec": {"clusterIP": CLUSTER_IP, "selector": {"app": "api"},
                           "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}})
     return docs
-
-
-@dataclass
-class Serve:
-    """`netpol-gen serve` as its own process on a fixed address, stopped and started like a pod."""
-
-    db: str
-    listen: str
-    token_file: Path
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.listen}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([NETPOL, "serve", "--db", self.db, "--listen", self.listen,
-                                             "--token-file", str(self.token_file)], stdout=log, stderr=log)
-        wait_ready(self.url, DEADLINE)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(DEADLINE)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-        assert code == 0, self.log.read_text()[-2000:]
 
 
 @dataclass
