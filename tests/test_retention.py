@@ -8,12 +8,20 @@ the same; a collector redelivering a batch whose id was pruned is refused, not c
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netpol_gen.model.aggregate import Batch, EdgeTotals, Sample
 from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.service.wire import BatchMessage, encode
 from netpol_gen.store import schema as t
 from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import Store, open_store
@@ -22,6 +30,8 @@ from netpol_gen.store.progress import read_deliveries
 from netpol_gen.store.query import list_edges
 from netpol_gen.store.retention import DAY, StaleBatch, parse_duration, prune
 from netpol_gen.store.shadow import Denial, add_set, denied_edges, denied_totals, record_denials
+from tests.cli import run_cli
+from tests.serving import TOKEN, free_port, wait_ready
 
 WEB = Identity(IdentityKind.POD, "shop", "Deployment", "web")
 API = Identity(IdentityKind.POD, "shop", "Deployment", "api")
@@ -164,3 +174,57 @@ def test_retain_durations(text: str, seconds: float) -> None:
 def test_retain_refuses_non_durations_and_windows_under_a_day_in_one_line(text: str) -> None:
     with pytest.raises(Exception, match=f"--retain {text}: "):
         parse_duration(text)
+
+
+# --- the commands: serve --retain over real HTTP, and prune ---------------------------------------------
+
+
+def _old_store(path: Path) -> tuple[str, Batch]:
+    """A store holding one batch delivered 40 days ago (and its id), as a collector left it."""
+    url = f"sqlite:///{path}"
+    store = open_store(url)
+    old = time.time() - 40 * DAY
+    batch = _batch(old, "node-b")
+    deliver_batches(store, [Delivery("b-old", batch, 1, "collect:node-b")], now=old + 1)
+    store.close()
+    return url, batch
+
+
+def test_serve_retain_prunes_and_answers_a_pruned_batch_with_422_saying_why(tmp_path: Path) -> None:
+    """Stands in for a collector whose spool redelivers a batch a month after the store took it."""
+    url, batch = _old_store(tmp_path / "store.db")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    port = free_port()
+    process = subprocess.Popen([str(Path(sys.executable).parent / "netpol-gen"), "serve", "--db", url, "--listen",
+                                f"127.0.0.1:{port}", "--token-file", str(tmp_path / "token"), "--retain", "30d"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        server = f"http://127.0.0.1:{port}"
+        wait_ready(server)
+        store = open_store(url)
+        end = time.monotonic() + 20
+        while _rows(store, t.imports):  # the first pass runs at start
+            assert time.monotonic() < end, "serve --retain never pruned the old batch id"
+            time.sleep(0.05)  # polling interval, not synchronisation
+        body = json.dumps(encode(BatchMessage("b-old", batch, flows=1, source="collect:node-b"))).encode()
+        answer = httpx.post(f"{server}/v1/batches", content=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 422
+        assert "batch b-old: older than the batch ids this store keeps" in answer.text
+        with store.reading() as conn:
+            assert [e.connections for e in list_edges(conn)] == [1]  # counted once
+            assert read_deliveries(conn).batches == 1
+        store.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+    assert process.returncode == 0
+
+
+def test_prune_command_reports_what_it_rolled_up_and_refuses_a_bad_window_in_one_line(tmp_path: Path) -> None:
+    url, _ = _old_store(tmp_path / "store.db")
+    code, out, err = run_cli("prune", "--db", url, "--retain", "30d")
+    assert code == 0, err
+    assert out == "pruned: 1 batch ids summed into delivery totals, 0 shadow denial rows merged into days\n"
+    code, out, err = run_cli("prune", "--db", url, "--retain", "3h")
+    assert code == 2 and err == "netpol-gen: error: --retain 3h: retain at least 1d (shadow denials keep minutes " \
+                                "for a day)\n"
