@@ -37,6 +37,7 @@ COMMANDS = {
     "status": "netpol_gen.cli.status_cmd:status_cmd",
     "shadow": "netpol_gen.cli.shadow_cmd:shadow_cmd",
     "watch": "netpol_gen.cli.watch_cmd:watch_cmd",
+    "prune": "netpol_gen.cli.prune_cmd:prune_cmd",
 }
 
 

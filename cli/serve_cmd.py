@@ -21,10 +21,12 @@ from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.errors import InputError
 from netpol_gen.model.documents import Document
 from netpol_gen.service.auth import Authenticator, SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
+from netpol_gen.service.retention_timer import Pruning
 from netpol_gen.service.server import Limits, create_app
 from netpol_gen.service.shadow import check_name
 from netpol_gen.service.synced_sets import IN_FORCE, DirectoryWatch, sync_in_force
 from netpol_gen.store.db import Store, open_store
+from netpol_gen.store.retention import parse_duration
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 log = logging.getLogger("netpol_gen.serve")
@@ -88,10 +90,13 @@ def _check_tls(cert: str | None, key: str | None) -> None:
                    "read again every --shadow-every seconds (repeatable).")
 @click.option("--shadow-every", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
               help="Seconds between two reads of each --shadow-dir.")
+@click.option("--retain", default=None, metavar="DURATION",
+              help="Bound the store's growth (e.g. 30d, at least 1d): batch ids and hourly shadow denials older "
+                   "than this are rolled up every 5 min (netpol-gen prune does one pass); older batches are refused.")
 def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenreview: bool, writers: tuple[str, ...],
               readers: tuple[str, ...], audiences: tuple[str, ...], max_body_mb: float, tls_cert: str | None,
               tls_key: str | None, write_slots: int | None, in_force: bool, kubeconfig: str | None,
-              shadow_dirs: tuple[str, ...], shadow_every: float) -> None:
+              shadow_dirs: tuple[str, ...], shadow_every: float, retain: str | None) -> None:
     """Serve the store over HTTP(S): collectors post batches, `--server` commands read what was learnt."""
     authenticator = _authenticator(token_file, tokenreview, writers, readers, audiences)
     host, port = parse_listen(listen, "--listen")
@@ -99,6 +104,7 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
     if kubeconfig and not in_force:
         raise click.UsageError("--kubeconfig goes with --in-force")
     named = [_shadow_dir(value) for value in shadow_dirs]
+    retain_seconds = None if retain is None else parse_duration(retain)
     store = open_store(db_url)
     max_body = int(max_body_mb * (1 << 20))
     app = create_app(store, authenticator, limits=Limits(max_body, 8 * max_body), writers=write_slots)
@@ -109,6 +115,10 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
             stack.callback(_watch_in_force(store, kubeconfig))
         for name, directory in named:
             stack.callback(_watch_directory(store, name, directory, shadow_every))
+        if retain_seconds is not None:
+            pruning = Pruning(store, retain_seconds)
+            pruning.start()
+            stack.callback(pruning.stop)
         click.echo(f"serving {store.url} on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
                     ssl_certfile=tls_cert, ssl_keyfile=tls_key)

@@ -51,8 +51,11 @@ class StoreCollector:
             count, recent = conn.execute(sa.select(
                 sa.func.count(), sa.func.count().filter(e.first_seen >= self._now - HOUR))).one()
             latest: dict[str, float] = {}
-            for source, at in conn.execute(sa.select(i.source, sa.func.max(i.imported_at))
-                                           .where(i.kind == COLLECT_KIND).group_by(i.source)):
+            rolled = t.delivery_totals.c  # batches retention summed (serve --retain)
+            latest_rows = sa.union_all(
+                sa.select(i.source, sa.func.max(i.imported_at)).where(i.kind == COLLECT_KIND).group_by(i.source),
+                sa.select(rolled.source, rolled.last_at).where(rolled.kind == COLLECT_KIND))
+            for source, at in conn.execute(latest_rows):
                 node = node_of(source)
                 latest[node] = max(latest.get(node, 0.0), float(at))
         edges.add_metric([], count)

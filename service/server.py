@@ -53,6 +53,7 @@ from netpol_gen.service.source import LocalSource
 from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
 from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import Store
+from netpol_gen.store.retention import StaleBatch
 from netpol_gen.store.shadow import remove_set
 
 log = logging.getLogger("netpol_gen.serve")
@@ -224,6 +225,8 @@ async def post_batch(request: Request) -> Response:
     message = await run_in_threadpool(_parse, await _body(request, state.limits))
     try:
         written = await run_in_threadpool(state.ingestor.deliver, message, who)
+    except StaleBatch as exc:  # older than the ids kept (serve --retain): refused for good, never double counted
+        raise HTTPException(422, exc.message) from None
     except sa.exc.OperationalError as exc:
         log.warning("batch %s not written: %s", message.batch_id, exc)
         raise HTTPException(503, "store busy or unreachable; retry", {"Retry-After": "1"}) from None

@@ -28,6 +28,7 @@ from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
+from netpol_gen.store.retention import check_fresh
 from netpol_gen.store.upsert import upsert_statement
 from netpol_gen.store.writer import write_batch, write_cluster
 
@@ -77,10 +78,10 @@ def combined(batches: Sequence[Batch]) -> Batch:
     return Batch(edges, dns, names)
 
 
-def claim(conn: Connection, deliveries: Sequence[Delivery]) -> set[str]:
-    """Record the ids of ``deliveries`` (in id order); the ids this transaction recorded, i.e. not
-    delivered before."""
-    now = time.time()
+def claim(conn: Connection, deliveries: Sequence[Delivery], now: float | None = None) -> set[str]:
+    """Record the ids of ``deliveries`` (in id order) as delivered at ``now``; the ids this transaction
+    recorded, i.e. not delivered before."""
+    now = time.time() if now is None else now
     rows = {d.batch_id: {"content_hash": d.batch_id, "source": d.source, "kind": KIND, "flows": d.flows,
                          "imported_at": now} for d in reversed(deliveries)}  # the first delivery of an id counts
     statement = upsert_statement(conn, t.imports, ["content_hash"])
@@ -88,16 +89,18 @@ def claim(conn: Connection, deliveries: Sequence[Delivery]) -> set[str]:
     return set(conn.execute(statement.values(ordered).returning(t.imports.c.content_hash)).scalars())
 
 
-def deliver_batches(store: Store, deliveries: Sequence[Delivery]) -> list[bool]:
+def deliver_batches(store: Store, deliveries: Sequence[Delivery], now: float | None = None) -> list[bool]:
     """Write ``deliveries`` in one transaction; per delivery, True when written, False when its id was
-    delivered before (or earlier in this group)."""
+    delivered before (or earlier in this group). StaleBatch (nothing written) when a new one is older
+    than the batch ids retention keeps (:func:`~netpol_gen.store.retention.check_fresh`)."""
     with store.transaction() as conn:
-        new = claim(conn, deliveries)
+        new = claim(conn, deliveries, now)
         written: list[bool] = []
         for delivery in deliveries:
             written.append(delivery.batch_id in new)
             new.discard(delivery.batch_id)
         fresh = [d for d, w in zip(deliveries, written, strict=True) if w]
+        check_fresh(conn, [(d.batch_id, d.batch) for d in fresh])  # StaleBatch past a pruned id: all rolled back
         for delivery in fresh:
             if delivery.cluster is not None:
                 write_cluster(conn, delivery.cluster)

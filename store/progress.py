@@ -28,10 +28,17 @@ class Deliveries:
 
 
 def read_deliveries(conn: Connection) -> Deliveries:
-    i = t.imports.c
+    """The deliveries recorded one by one plus those retention summed (``delivery_totals``)."""
+    i, d = t.imports.c, t.delivery_totals.c
     count, flows, last = conn.execute(
         sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(i.flows), 0), sa.func.max(i.imported_at))
     ).one()
+    if sa.inspect(conn).has_table(t.delivery_totals.name):  # an older store opened only for reading may lack it
+        rolled, rolled_flows, rolled_last = conn.execute(sa.select(
+            sa.func.coalesce(sa.func.sum(d.batches), 0), sa.func.coalesce(sa.func.sum(d.flows), 0),
+            sa.func.max(d.last_at))).one()
+        count, flows = count + rolled, flows + rolled_flows
+        last = max((ts for ts in (last, rolled_last) if ts is not None), default=None)
     return Deliveries(int(count), int(flows), None if last is None else float(last))
 
 

@@ -37,6 +37,7 @@ imports = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("flows", sa.Integer, nullable=False),
     sa.Column("imported_at", sa.Double, nullable=False),
+    sa.Index("ix_imports_imported_at", "imported_at"),  # retention's range of rows past the window
 )
 
 namespaces = sa.Table(
@@ -204,5 +205,17 @@ shadow_denials = sa.Table(
     sa.Index("ix_shadow_denials_last_seen", "last_seen"),
 )
 
+# Retention (#16): the collector batches whose rows ``prune`` removed from ``imports`` once they left the
+# window, counted per (kind, source), so ``status`` totals and each node's last delivery stay as they were.
+delivery_totals = sa.Table(
+    "delivery_totals",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("batches", sa.BigInteger, nullable=False),
+    sa.Column("flows", sa.BigInteger, nullable=False),
+    sa.Column("last_at", sa.Double, nullable=False),
+)
+
 # Tables added within schema version 1: a writer opening an older store creates them (nothing else changes).
-ADDED_TABLES = [shadow_sets, shadow_denials]
+ADDED_TABLES = [shadow_sets, shadow_denials, delivery_totals]
