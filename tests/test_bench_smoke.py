@@ -95,3 +95,13 @@ def test_each_generator_knob_changes_what_it_says(tmp_path: Path) -> None:
     assert _facts(tmp_path, churn=0.5, restarts=4)["restarts"] == 4
     assert _facts(tmp_path, ipblocks=2)["ipblock_rules"] > 2 * base["ipblock_rules"]
     assert _facts(tmp_path, egress_share=1.0)["egress"] > base["egress"]
+
+
+def test_cli_bench_reads_the_import_times_of_the_real_cli() -> None:
+    """Stands in for the start-up row of bench_cli: ``-X importtime``'s format is parsed into the
+    top-level modules ``--help`` loads, each with its cumulative microseconds, slowest first."""
+    from bench.bench_cli import slowest_imports
+
+    top = slowest_imports(50)
+    assert any(name.startswith("netpol_gen.") for _, name in top)
+    assert all(us > 0 for us, _ in top) and [us for us, _ in top] == sorted((us for us, _ in top), reverse=True)

@@ -1,0 +1,133 @@
+"""Benchmark ``import``, ``export`` and start-up as a user runs them, against the same run's baseline.
+
+Issue #15 measures what users feel: wall time of the real CLI, start-up and loading included. Each
+figure is a fresh ``netpol-gen`` process (wall time; peak RSS of that process alone, ``ru_maxrss`` of
+the child) and is printed with its ratio to Python's ``json.loads`` of every line of the same flow
+file, run in the same invocation (the machine is shared: only same-run ratios compare across runs):
+
+* ``json``: ``json.loads`` per line of ``flows.jsonl`` (the baseline, in a fresh interpreter);
+* ``help``: ``netpol-gen --help`` (goal < 0.3 s), with the slowest top-level imports of ``-X importtime``;
+* ``import-tiny``: ``netpol-gen import`` of a tiny generated cluster (about 60 pods) and its 10 flows into a fresh
+  SQLite store (goal < 0.3 s);
+* ``import-one``: ``netpol-gen import`` of the first flow alone with the full snapshot (what loading it costs);
+* ``import``: ``netpol-gen import`` of the whole flow file into a fresh SQLite store;
+* ``export``: ``netpol-gen export`` of that store to ``/dev/null`` (YAML, verification included).
+
+The hubble-audit2policy comparison of the issue needs that tool (not packaged here) and is not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import gen_cluster
+
+NETPOL_GEN = str(Path(sys.executable).with_name("netpol-gen"))
+STARTUP_GOAL = 0.3  # seconds, issue #15
+
+
+def _run(cmd: list[str], repeat: int = 1) -> dict[str, Any]:
+    """The fastest of ``repeat`` runs of ``cmd`` (stdout discarded), each in a wrapper interpreter
+    so that ``RUSAGE_CHILDREN`` is that run's peak RSS alone."""
+    wrapper = ("import json,resource,subprocess,sys,time\n"
+               "t=time.perf_counter()\n"
+               "c=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL).returncode\n"
+               "print(json.dumps({'seconds':time.perf_counter()-t,'exit_code':c,"
+               "'rss_mb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))")
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout))
+    return min(runs, key=lambda run: run["seconds"])
+
+
+def _baseline(flows: Path) -> dict[str, Any]:
+    code = ("import json,resource,sys,time\n"
+            "t=time.perf_counter()\n"
+            "n=sum(1 for line in open(sys.argv[1],'rb') if json.loads(line) is not None)\n"
+            "print(json.dumps({'seconds':time.perf_counter()-t,'flows':n,"
+            "'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
+    out = subprocess.run([sys.executable, "-c", code, str(flows)], capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(out.stdout)
+    return figures
+
+
+def slowest_imports(count: int = 5) -> list[tuple[int, str]]:
+    """The top-level modules of ``netpol-gen --help`` with the most cumulative import time (us, name)."""
+    code = ("import sys; sys.argv = ['netpol-gen', '--help']\nfrom netpol_gen.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n")  # main() too: the CLI imports some modules late
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                         check=False, stdin=subprocess.DEVNULL)
+    top = []
+    for line in out.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[0].startswith("import time:") and not parts[2].startswith("  "):
+            try:
+                top.append((int(parts[1]), parts[2].strip()))
+            except ValueError:
+                continue  # the header line
+    return sorted(top, reverse=True)[:count]
+
+
+def measure(data: Path, work: Path, repeat: int) -> dict[str, dict[str, Any]]:
+    flows, cluster = data / "flows.jsonl", str(data / "cluster.yaml")
+    one = work / "one.jsonl"
+    with flows.open("rb") as stream:
+        one.write_bytes(stream.readline())
+    gen_cluster.generate(work / "tiny", namespaces=6, pods=60, nodes=2, flows=10)
+    db = f"sqlite:///{work / 'learned.db'}"
+    figures = {"json": _baseline(flows), "help": _run([NETPOL_GEN, "--help"], repeat)}
+    figures["import-tiny"] = _run([NETPOL_GEN, "import", "--db", f"sqlite:///{work / 'tiny.db'}", "--cluster",
+                                   str(work / "tiny" / "cluster.yaml"), "--flows", str(work / "tiny" / "flows.jsonl")],
+                                  repeat)
+    figures["import-one"] = _run([NETPOL_GEN, "import", "--db", f"sqlite:///{work / 'one.db'}", "--cluster", cluster,
+                                  "--flows", str(one)])
+    figures["import"] = _run([NETPOL_GEN, "import", "--db", db, "--cluster", cluster, "--flows", str(flows)])
+    figures["export"] = _run([NETPOL_GEN, "export", "--db", db], repeat)
+    return figures
+
+
+def report(data: Path, figures: dict[str, dict[str, Any]], imports: list[tuple[int, str]]) -> None:
+    base = figures["json"]["seconds"]
+    print(f"data: {data}  ({figures['json']['flows']:,} flows)")
+    print(f"{'what (fresh process, wall)':<34}{'seconds':>9}{'x json.loads':>14}{'peak RSS MB':>13}  exit")
+    for name, label in (("json", "json.loads per line (baseline)"), ("help", "netpol-gen --help"),
+                        ("import-tiny", "import, tiny cluster, 10 flows"),
+                        ("import-one", "import, 1 flow, full snapshot"), ("import", "import --flows (SQLite)"),
+                        ("export", "export > /dev/null")):
+        row = figures[name]
+        print(f"{label:<34}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['rss_mb']:>13.0f}"
+              f"  {row.get('exit_code', '')}")
+    print(f"start-up goal < {STARTUP_GOAL} s: --help {figures['help']['seconds']:.2f} s, "
+          f"tiny import {figures['import-tiny']['seconds']:.2f} s")
+    print(f"import + export: {(figures['import']['seconds'] + figures['export']['seconds']) / base:.2f}x json.loads")
+    print("slowest imports of --help (-X importtime, cumulative): "
+          + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in imports))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="directory from gen_cluster.py (default: generate one)")
+    parser.add_argument("--flows", type=int, default=1_000_000, help="flows to generate (without --data)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--preset", choices=tuple(gen_cluster.PRESETS), help="generator shape (without --data)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of --help and export; the fastest is shown")
+    args = parser.parse_args(argv)
+    with gen_cluster.data_dir(args.data, args.flows, args.seed, args.preset) as data:
+        work = Path(tempfile.mkdtemp(prefix="netpol-bench-cli-"))
+        try:
+            figures = measure(data, work, args.repeat)
+        finally:
+            shutil.rmtree(work)
+        report(data, figures, slowest_imports())
+
+
+if __name__ == "__main__":
+    main()
