@@ -127,10 +127,7 @@ def _report(data: Path, figures: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="directory from gen_cluster.py (default: generate one)")
-    parser.add_argument("--flows", type=int, default=1_000_000, help="flows to generate (without --data)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--preset", choices=tuple(gen_cluster.PRESETS), help="generator shape (without --data)")
+    gen_cluster.add_data_options(parser)
     parser.add_argument("--profile", action="store_true", help="cProfile the measured part of each phase")
     parser.add_argument("--repeat", type=int, default=1, help="run each phase N times, report the fastest")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)

@@ -114,10 +114,7 @@ def report(data: Path, figures: dict[str, dict[str, Any]], imports: list[tuple[i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="directory from gen_cluster.py (default: generate one)")
-    parser.add_argument("--flows", type=int, default=1_000_000, help="flows to generate (without --data)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--preset", choices=tuple(gen_cluster.PRESETS), help="generator shape (without --data)")
+    gen_cluster.add_data_options(parser)
     parser.add_argument("--repeat", type=int, default=3, help="runs of --help and export; the fastest is shown")
     args = parser.parse_args(argv)
     with gen_cluster.data_dir(args.data, args.flows, args.seed, args.preset) as data:

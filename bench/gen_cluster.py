@@ -737,6 +737,14 @@ def generate(out: Path, *, seed: int = 1, namespaces: int = 50, pods: int = 3000
     )
 
 
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that measures a data set: a kept one (--data) or one made for the run."""
+    parser.add_argument("--data", type=Path, help="directory from gen_cluster.py (default: generate one)")
+    parser.add_argument("--flows", type=int, default=1_000_000, help="flows to generate (without --data)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--preset", choices=tuple(PRESETS), help="generator shape (without --data)")
+
+
 @contextmanager
 def data_dir(data: Path | None, flows: int, seed: int, preset: str | None = None) -> Iterator[Path]:
     """``data`` when given, else a freshly generated data set in a temporary directory, deleted after:
