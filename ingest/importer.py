@@ -98,7 +98,7 @@ def _read_capture(source: Source, ingest: Ingest, progress: ReadProgress, hints:
     return ReadCounts(stats.packets_read, False, stats.direction_unknown, stats.direction_resolved)
 
 
-_READERS: dict[str, Callable[[Source, Ingest, ReadProgress, Hints], ReadCounts]] = {
+READERS: dict[str, Callable[[Source, Ingest, ReadProgress, Hints], ReadCounts]] = {
     "flows": _read_flows,
     "pcap": _read_capture,
 }
@@ -174,7 +174,7 @@ def import_sources(
             continue
         known.add(digest)  # the same content twice in one run is imported once
         before = ingest.stats.flows
-        counts = _READERS[source.kind](source, ingest, progress, hints or {})
+        counts = READERS[source.kind](source, ingest, progress, hints or {})
         report.packets += counts.packets
         report.packets_filtered |= counts.packets_filtered
         report.no_direction += counts.no_direction

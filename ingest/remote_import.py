@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from netpol_gen.ingest.flowtrack import Hints
-from netpol_gen.ingest.importer import _READERS, ReadProgress, Source, file_digest
+from netpol_gen.ingest.importer import READERS, ReadProgress, Source, file_digest
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.aggregate import Batch
 from netpol_gen.model.cluster import Cluster
@@ -56,7 +56,7 @@ def prepare(cluster: Cluster, sources: list[Source], progress: ReadProgress, hin
             continue  # the same content twice in one run is posted once
         seen.add(digests[source])
         before = ingest.stats.flows
-        _READERS[source.kind](source, ingest, progress, hints)
+        READERS[source.kind](source, ingest, progress, hints)
         prepared.append(Prepared(source, digests[source], ingest.stats.flows - before, ingest.take_batch()))
     return prepared
 

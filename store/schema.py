@@ -176,7 +176,8 @@ edge_established = sa.Table(
 
 # Shadow sets (#13): named policy sets every connection ingested after ``added_at`` is judged against
 # (``documents``: the policy objects as given, validated when added). A connection a set denies is
-# recorded once per (set, edge, hour its connections were last seen) with the denying side
+# recorded once per (set, edge, time bucket its connections were last seen: the minute, an hour once a
+# day old, a day past --retain; column ``hour`` holds the bucket's start) with the denying side
 # (egress | ingress | both), the policies on that side, and the addresses of one denied connection
 # (what ``watch`` names a node by). New tables only: writers create them in older stores on open.
 shadow_sets = sa.Table(
