@@ -5,6 +5,8 @@ the annotations; with the synthesizer's evidence, each rule preceded by the edge
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -23,14 +25,64 @@ class Inline(list[str]):
     """A list written on one line (``values: [a, b]``): the values of a folded peer, read at a glance."""
 
 
+_STR, _INT, _BOOL, _NULL, _SEQ, _MAP = (f"tag:yaml.org,2002:{kind}"
+                                        for kind in ("str", "int", "bool", "null", "seq", "map"))
+
+
 # libyaml's emitter when present: the same bytes, several times faster on large policy sets
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    pass
+    """The safe dumper (sorted keys, block style) with its Python half made cheap, node for node the
+    same: the representer builds the nodes of plain strings, ints, booleans, None, dicts and lists
+    directly (the generic one dispatches on the type's MRO and checks aliases per value), and the
+    resolver's answer per (kind, value, implicit) is memoised for scalars (the emitter asks it twice per scalar,
+    and a policy set repeats the same keys and values thousands of times). Anything else goes the
+    generic way."""
+
+    def __init__(self, *args: Any, resolved: dict[tuple[str, tuple[bool, ...]], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resolved = resolved
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:  # a collection's value is its list of nodes: nothing to memoise
+            return str(super().resolve(kind, value, implicit))
+        key = (value, tuple(implicit))  # the emitter may pass a list
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = super().resolve(kind, value, implicit)
+        return found
+
+    def represent_data(self, data: Any) -> yaml.Node:
+        kind = type(data)
+        if kind is str:
+            return yaml.ScalarNode(_STR, data)
+        if kind is bool:
+            return yaml.ScalarNode(_BOOL, "true" if data else "false")
+        if kind is int:
+            return yaml.ScalarNode(_INT, str(data))
+        if data is None:
+            return yaml.ScalarNode(_NULL, "null")
+        if kind is not dict and kind is not list:
+            return super().represent_data(data)
+        seen = self.represented_objects.get(id(data))
+        if seen is not None:  # the same object twice: the generic representer's node, hence an alias
+            return seen
+        self.object_keeper.append(data)
+        if kind is list:
+            sequence = yaml.SequenceNode(_SEQ, [], flow_style=self.default_flow_style)
+            self.represented_objects[id(data)] = sequence
+            sequence.value.extend(self.represent_data(item) for item in data)
+            return sequence
+        mapping = yaml.MappingNode(_MAP, [], flow_style=self.default_flow_style)
+        self.represented_objects[id(data)] = mapping
+        items = list(data.items())
+        with contextlib.suppress(TypeError):  # keys of mixed types: insertion order, as the generic representer
+            items = sorted(items)
+        mapping.value.extend((self.represent_data(key), self.represent_data(value)) for key, value in items)
+        return mapping
 
 
 _Dumper.add_representer(Inline, lambda dumper, data: dumper.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=True))
-_DUMPER = _Dumper
+    _SEQ, data, flow_style=True))
 # an ipBlock's or a CIDR set's cidr, or an item of a Calico nets list
 _CIDR_LINE = re.compile(r"^(\s*(?:- )?(?:cidr: )?)(\S+/\d+)$")
 
@@ -44,9 +96,11 @@ def _notes(policy: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _commented(document: str, notes: Mapping[str, str], evidence: RuleEvidence | None) -> str:
+    if not notes and evidence is None:  # nothing to add (the emitter ends every document with a newline)
+        return document
     lines = []
     for line in document.splitlines():
-        match = _CIDR_LINE.match(line)
+        match = _CIDR_LINE.match(line) if "/" in line else None
         note = notes.get(match.group(2)) if match else None
         lines.append(f"{line}  # {note}" if note else line)
     if evidence is not None:
@@ -63,12 +117,25 @@ def render_yaml(policies: Iterable[Mapping[str, Any]],
                 evidence: Mapping[tuple[str, str], RuleEvidence] | None = None) -> str:
     """One YAML document per policy, in the given order, separated by ``---``; ``evidence`` (per
     (namespace, name), see :attr:`Synthesis.evidence`) adds the edges behind each rule as comments."""
+    resolved: dict[tuple[str, tuple[bool, ...]], str] = {}
     documents = [
-        _commented(yaml.dump(dict(p), Dumper=_DUMPER, sort_keys=True, default_flow_style=False, width=1 << 16),
-                   _notes(p), None if evidence is None else evidence.get(_key(p), {}))
+        _commented(_dump(p, resolved), _notes(p), None if evidence is None else evidence.get(_key(p), {}))
         for p in policies
     ]
     return "---\n".join(documents)
+
+
+def _dump(policy: Mapping[str, Any], resolved: dict[tuple[str, tuple[bool, ...]], str]) -> str:
+    """One policy as a YAML stream of its own (what ``yaml.dump`` writes with these settings)."""
+    stream = io.StringIO()
+    dumper = _Dumper(stream, default_flow_style=False, width=1 << 16, sort_keys=True, resolved=resolved)
+    try:
+        dumper.open()
+        dumper.represent(dict(policy))
+        dumper.close()
+    finally:
+        dumper.dispose()
+    return stream.getvalue()
 
 
 Evidence = Mapping[tuple[str, str], RuleEvidence] | None  # --explain: the edges behind each rule
