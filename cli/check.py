@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from netpol_gen.evaluator import Evaluator, FlowVerdict, Verdict, load_policies, policy_notes
-from netpol_gen.evaluator.replay import ReplaySummary, verdict_to_dict
-from netpol_gen.evaluator.stream import replay_stream
-from netpol_gen.model import load_cluster
-from netpol_gen.model.flows import FlowReadStats, open_flows
-from netpol_gen.store.db import open_store
-from netpol_gen.store.learned import load_dns_answers
+if TYPE_CHECKING:
+    from netpol_gen.evaluator import FlowVerdict, Verdict
+    from netpol_gen.evaluator.replay import ReplaySummary
+    from netpol_gen.model.flows import FlowReadStats
 
 
 class _Connections:
@@ -80,6 +77,8 @@ def _print_text(summary: ReplaySummary, connections: _Connections, explain: bool
 
 
 def _json_report(summary: ReplaySummary, connections: _Connections, explain: bool) -> dict[str, Any]:
+    from netpol_gen.evaluator.replay import verdict_to_dict
+
     def listing(allowed: bool) -> list[dict[str, Any]]:
         return [
             {**verdict_to_dict(v, explain=explain), "flows": n} for v, n in connections.sorted(allowed=allowed)
@@ -118,6 +117,14 @@ def _write_json(report: dict[str, Any]) -> None:
 def check(clusters: tuple[str, ...], policies: tuple[str, ...], flows_path: str, fmt: str, explain: bool,
           skip_bad_lines: bool, db_url: str | None) -> None:
     """Replay flows against policies; report every flow that would be denied, and why."""
+    # the library here, not at the top: `netpol-gen --help` lists this command without loading it
+    from netpol_gen.evaluator import Evaluator, load_policies, policy_notes
+    from netpol_gen.evaluator.stream import replay_stream
+    from netpol_gen.model import load_cluster
+    from netpol_gen.model.flows import FlowReadStats, open_flows
+    from netpol_gen.store.db import open_store
+    from netpol_gen.store.learned import load_dns_answers
+
     cluster = load_cluster(clusters)
     if db_url is not None:
         cluster.set_dns(load_dns_answers(open_store(db_url, create=False)))

@@ -10,20 +10,16 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from netpol_gen.cli.options import db_option, parse_listen
-from netpol_gen.collector.agent import Agent, AgentConfig
-from netpol_gen.collector.capture_sinks import BatchTarget, StoreSink, open_outputs
-from netpol_gen.collector.capture_targets import DbTarget, DeliveryError, ServerTarget
-from netpol_gen.collector.established import parse_sources
-from netpol_gen.collector.kube import ClusterSource, LiveClusterSource, StaticClusterSource
-from netpol_gen.collector.logs import configure
-from netpol_gen.collector.metrics import Health, Metrics, serve
-from netpol_gen.collector.spool import Spool
-from netpol_gen.model import load_cluster
-from netpol_gen.service.client import ENV_TOKEN
+from netpol_gen.names import ENV_TOKEN
+
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from netpol_gen.collector.capture_sinks import BatchTarget
+    from netpol_gen.collector.kube import ClusterSource
 
 log = logging.getLogger("netpol_gen.collect")
 SYNC_WARN_AFTER = 30  # seconds between warnings while the live API's first lists are missing
@@ -33,6 +29,9 @@ def _source(clusters: tuple[str, ...], kubeconfig: str | None, needed: bool, sta
             stop: threading.Event) -> ClusterSource | None:
     """``--cluster`` files, else the live API (in a cluster, with --kubeconfig, or when a store needs
     attribution); None when only files are written and no cluster was named."""
+    from netpol_gen.collector.kube import LiveClusterSource, StaticClusterSource
+    from netpol_gen.model import load_cluster
+
     if clusters:
         return StaticClusterSource(load_cluster(clusters, require_pods=True))
     if not (needed or kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST")):
@@ -51,6 +50,8 @@ def _source(clusters: tuple[str, ...], kubeconfig: str | None, needed: bool, sta
 
 
 def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
+    from netpol_gen.collector.capture_targets import DeliveryError
+
     if token_file is None:
         if not token:
             raise click.UsageError(f"--server needs --token, --token-file or ${ENV_TOKEN}")
@@ -68,6 +69,8 @@ def _token(token: str | None, token_file: str | None) -> Callable[[], str]:
 
 
 def _established_sources(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    from netpol_gen.collector.established import parse_sources
+
     try:
         return parse_sources(value)
     except ValueError as exc:
@@ -120,6 +123,13 @@ def collect_cmd(db_url: str | None, outputs: tuple[str, ...], server_url: str | 
     Runs in the foreground until SIGTERM or SIGINT, then writes everything seen so far and exits 0.
     With a store that is unreachable, capture goes on and batches wait in the spool.
     """
+    from netpol_gen.collector.agent import Agent, AgentConfig
+    from netpol_gen.collector.capture_sinks import StoreSink, open_outputs
+    from netpol_gen.collector.capture_targets import DbTarget, ServerTarget
+    from netpol_gen.collector.logs import configure
+    from netpol_gen.collector.metrics import Health, Metrics, serve
+    from netpol_gen.collector.spool import Spool
+
     configure(log_format)
     if db_url and server_url:
         raise click.UsageError("--db and --server exclude each other")

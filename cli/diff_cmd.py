@@ -6,18 +6,20 @@ input.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from netpol_gen.cli.options import db_option, server_options, synthesis_options
-from netpol_gen.review import render_json, render_markdown, render_text
-from netpol_gen.review.diff import DiffRequest, review_change
-from netpol_gen.service.source import LearningSource, learning_source
-from netpol_gen.synthesizer import Options
 
-RENDERERS = {"text": render_text.render, "markdown": render_markdown.render, "json": render_json.render}
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from netpol_gen.service.source import LearningSource
+    from netpol_gen.synthesizer import Options
+
+FORMATS = ("text", "markdown", "json")  # each rendered by netpol_gen.review.render_<format>.render
 
 
 @contextmanager
@@ -25,6 +27,8 @@ def _optional_source(db_url: str | None, server_url: str | None, token: str | No
     if db_url is None and server_url is None:
         yield None
         return
+    from netpol_gen.service.source import learning_source
+
     with learning_source(db_url, server_url, token) as source:
         yield source
 
@@ -44,17 +48,20 @@ def _optional_source(db_url: str | None, server_url: str | None, token: str | No
               help="Recorded flows as JSONL ('-' for stdin) [default with --db/--server: the store's sample flows].")
 @db_option
 @server_options
-@click.option("--format", "fmt", type=click.Choice(list(RENDERERS)), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--color/--no-color", default=None, help="Colour the text output (default: on a terminal).")
 @synthesis_options
 def diff(proposed: tuple[str, ...], against: tuple[str, ...], against_cluster: bool, clusters: tuple[str, ...],
          flows_path: str | None, db_url: str | None, server_url: str | None, token: str | None, fmt: str,
          color: bool | None, options: Options) -> None:
     """Show what replacing the policies in force by the proposed ones would change."""
+    from netpol_gen.review.diff import DiffRequest, review_change
+
+    render = importlib.import_module(f"netpol_gen.review.render_{fmt}").render
     request = DiffRequest(proposed, against, against_cluster, clusters, flows_path)
     with _optional_source(db_url, server_url, token) as source:
         report = review_change(request, source, options)
     for warning in report.warnings:
         click.echo(f"netpol-gen: {warning}", err=True)
-    click.echo(RENDERERS[fmt](report), nl=False, color=color)
+    click.echo(render(report), nl=False, color=color)
     raise SystemExit(report.exit_code)

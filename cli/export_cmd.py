@@ -6,19 +6,21 @@ that the policies would deny is a bug, reported loudly with exit code 1 and no o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from netpol_gen.cli.atomic import write_files
 from netpol_gen.cli.options import db_option, server_options, synthesis_options
-from netpol_gen.review.summary import export_summary
-from netpol_gen.service.source import open_learned
-from netpol_gen.synthesizer import Options, Report, synthesize
-from netpol_gen.synthesizer.render import render, render_files
-from netpol_gen.synthesizer.targets import KUBERNETES, TARGETS
+from netpol_gen.names import KUBERNETES, TARGETS
+
+if TYPE_CHECKING:
+    from netpol_gen.synthesizer import Options, Report
 
 
 def _print_report(report: Report, workloads: int) -> None:
+    from netpol_gen.review.summary import export_summary
+
     echo = lambda text: click.echo(text, err=True)  # noqa: E731 - the report goes to stderr
     for line in export_summary(report, workloads):  # the plain summary first, the detail after
         echo(line)
@@ -65,6 +67,11 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
     if baseline and target != KUBERNETES:
         raise click.UsageError("--baseline writes a ClusterNetworkPolicy over NetworkPolicies: use it with "
                                "--target kubernetes")
+    # the library here, not at the top: `netpol-gen --help` lists this command without loading it
+    from netpol_gen.service.source import open_learned
+    from netpol_gen.synthesizer import synthesize
+    from netpol_gen.synthesizer.render import render, render_files
+
     learned = open_learned(db_url, server_url, token)
     synthesis = synthesize(learned, options, target=target, fqdn_patterns=fqdn_patterns, baseline=baseline)
     evidence = synthesis.evidence if explain else None

@@ -6,16 +6,15 @@ import csv
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from netpol_gen.cli.options import db_option, server_options
-from netpol_gen.model.identity import Identity
-from netpol_gen.service.source import learning_source
-from netpol_gen.store.query import EdgeRow
+
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from netpol_gen.model.identity import Identity
+    from netpol_gen.store.query import EdgeRow
 
 _COLUMNS = ("source", "destination", "port", "protocol", "connections", "packets", "bytes", "first_seen",
             "last_seen", "names")
@@ -36,6 +35,9 @@ def _flat(edge: EdgeRow) -> list[Any]:
 
 
 def _print_table(edges: list[EdgeRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in _COLUMNS:
         table.add_column(column.replace("_", " "), justify="right" if column in ("connections", "bytes") else "left")
@@ -51,6 +53,8 @@ def _print_table(edges: list[EdgeRow]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 def flows_cmd(db_url: str | None, server_url: str | None, token: str | None, namespace: str | None, fmt: str) -> None:
     """List learnt connections: who talked to whom on which port, how often, first and last seen."""
+    from netpol_gen.service.source import learning_source
+
     with learning_source(db_url, server_url, token) as source:
         edges = source.edges(namespace)
     if fmt == "json":

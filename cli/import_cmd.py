@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from netpol_gen.cli.options import db_option, server_options
 from netpol_gen.errors import InputError
-from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
-from netpol_gen.ingest.flowtrack import Hints
-from netpol_gen.ingest.importer import ImportReport, QuietProgress, ReadProgress, Source, import_sources
-from netpol_gen.ingest.remote_import import post_prepared, prepare
-from netpol_gen.model import load_cluster
-from netpol_gen.service.auth import read_token_file
-from netpol_gen.service.client import ENV_TOKEN, Retry, StoreClient
-from netpol_gen.store.db import open_store
+from netpol_gen.names import ENV_TOKEN
+
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from netpol_gen.ingest.flowtrack import Hints
+    from netpol_gen.ingest.importer import ImportReport, ReadProgress, Source
 
 _R = TypeVar("_R")
 
@@ -47,11 +45,24 @@ class _BarProgress:
 
 def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console,
          hints: Hints) -> ImportReport:
+    from netpol_gen.ingest.importer import QuietProgress, import_sources
+    from netpol_gen.model import load_cluster
+    from netpol_gen.store.db import open_store
+
     cluster = load_cluster(clusters, require_pods=True)
     store = open_store(store_url)
     try:
         if not console.is_terminal:
             return import_sources(store, cluster, sources, QuietProgress(), hints)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as bar:
@@ -78,6 +89,11 @@ def _print_report(report: ImportReport) -> None:
 def _post(server_url: str, token: str, clusters: tuple[str, ...], sources: list[Source], hints: Hints,
           ca_file: str | None, retry_for: float) -> None:
     """Read every source into batches first (a bad one posts nothing), then post them as a collector does."""
+    from netpol_gen.ingest.importer import QuietProgress
+    from netpol_gen.ingest.remote_import import post_prepared, prepare
+    from netpol_gen.model import load_cluster
+    from netpol_gen.service.client import Retry, StoreClient
+
     cluster = load_cluster(clusters, require_pods=True)
     prepared = prepare(cluster, sources, QuietProgress(), hints)
     with StoreClient(server_url, token, retry=Retry(deadline=retry_for), ca_file=ca_file) as client:
@@ -116,6 +132,12 @@ def import_cmd(db_url: str | None, server_url: str | None, token: str | None, to
     nodes is then counted once (flows without a source port cannot be deduplicated). With --server,
     each file is posted as one collector batch whose id is its digest, so importing it again is a no-op.
     """
+    from rich.console import Console
+
+    from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
+    from netpol_gen.ingest.importer import Source
+    from netpol_gen.service.auth import read_token_file
+
     if server_url and db_url:
         raise InputError("--db and --server exclude each other")
     if (token_file or ca_file) and not server_url:

@@ -7,15 +7,15 @@ go to stderr, so the command fits a script that attaches the file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from netpol_gen.cli.atomic import write_files
 from netpol_gen.cli.options import db_option, server_options, synthesis_options
-from netpol_gen.review.map_build import MapRequest, build_service_map
-from netpol_gen.review.map_html import render_html
-from netpol_gen.service.source import learning_source
-from netpol_gen.synthesizer import Options
+
+if TYPE_CHECKING:
+    from netpol_gen.synthesizer import Options
 
 
 @click.command("map")
@@ -34,6 +34,11 @@ from netpol_gen.synthesizer import Options
 def map_cmd(db_url: str | None, server_url: str | None, token: str | None, proposed: tuple[str, ...],
             against: tuple[str, ...], against_cluster: bool, output: Path, options: Options) -> None:
     """Draw what was learnt, or what a policy change does to it, as one HTML page."""
+    # the library here, not at the top: `netpol-gen --help` lists this command without loading it
+    from netpol_gen.review.map_build import MapRequest, build_service_map
+    from netpol_gen.review.map_html import render_html
+    from netpol_gen.service.source import learning_source
+
     request = MapRequest(proposed, against, against_cluster)
     with learning_source(db_url, server_url, token) as source:
         service_map = build_service_map(source, request, options)

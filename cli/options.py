@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from netpol_gen.errors import InputError
-from netpol_gen.service.client import ENV_TOKEN
-from netpol_gen.store.db import ENV_URL
-from netpol_gen.synthesizer import Options
+from netpol_gen.names import ENV_TOKEN, ENV_URL
+
+if TYPE_CHECKING:
+    from netpol_gen.synthesizer.options import Options
 
 _F = TypeVar("_F", bound=Callable[..., object])
 
@@ -77,6 +78,8 @@ def _options(namespaces: tuple[str, ...], excluded: tuple[str, ...], since: str 
              min_connections: int, ingress_only: bool, egress_only: bool, default_deny: bool, isolate_idle: bool,
              include_unknown: bool, named_ports: bool, dns_tcp: bool, port_range_min: int | None,
              cidr_aggregate: int | None, fold_namespaces: bool) -> Options:
+    from netpol_gen.synthesizer.options import Options  # here: declaring the options must not load the synthesizer
+
     if ingress_only and egress_only:
         raise click.UsageError("--ingress-only and --egress-only exclude each other")
     return Options(

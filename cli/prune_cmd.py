@@ -7,8 +7,6 @@ import time
 import click
 
 from netpol_gen.cli.options import db_option
-from netpol_gen.store.db import open_store
-from netpol_gen.store.retention import parse_duration, prune
 
 
 @click.command("prune")
@@ -18,6 +16,10 @@ from netpol_gen.store.retention import parse_duration, prune
                    "older ones are summed (deliveries) or merged per day (denials).")
 def prune_cmd(db_url: str | None, retain: str) -> None:
     """Bound the store's growth: roll up what is older than --retain (see README, Retention)."""
+    # the library here, not at the top: `netpol-gen --help` lists this command without loading it
+    from netpol_gen.store.db import open_store
+    from netpol_gen.store.retention import parse_duration, prune
+
     seconds = parse_duration(retain)
     store = open_store(db_url, create=False)
     try:

@@ -13,20 +13,18 @@ import signal
 import ssl
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import click
-import uvicorn
 
 from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.errors import InputError
-from netpol_gen.model.documents import Document
-from netpol_gen.service.auth import Authenticator, SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
-from netpol_gen.service.retention_timer import Pruning
-from netpol_gen.service.server import Limits, create_app
-from netpol_gen.service.shadow import check_name
-from netpol_gen.service.synced_sets import IN_FORCE, DirectoryWatch, sync_in_force
-from netpol_gen.store.db import Store, open_store
-from netpol_gen.store.retention import parse_duration
+from netpol_gen.names import IN_FORCE
+
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from netpol_gen.model.documents import Document
+    from netpol_gen.service.auth import Authenticator
+    from netpol_gen.store.db import Store
 
 DEFAULT_LISTEN = "0.0.0.0:8080"
 log = logging.getLogger("netpol_gen.serve")
@@ -34,6 +32,8 @@ log = logging.getLogger("netpol_gen.serve")
 
 def _authenticator(token_file: str | None, tokenreview: bool, writers: tuple[str, ...], readers: tuple[str, ...],
                    audiences: tuple[str, ...]) -> Authenticator:
+    from netpol_gen.service.auth import SharedSecret, TokenReview, kubernetes_reviewer, read_token_file
+
     if (token_file is None) == (not tokenreview):
         raise click.UsageError("choose one way to check tokens: --token-file FILE or --tokenreview")
     if token_file is not None:
@@ -98,6 +98,13 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
               tls_key: str | None, write_slots: int | None, in_force: bool, kubeconfig: str | None,
               shadow_dirs: tuple[str, ...], shadow_every: float, retain: str | None) -> None:
     """Serve the store over HTTP(S): collectors post batches, `--server` commands read what was learnt."""
+    import uvicorn
+
+    from netpol_gen.service.retention_timer import Pruning
+    from netpol_gen.service.server import Limits, create_app
+    from netpol_gen.store.db import open_store
+    from netpol_gen.store.retention import parse_duration
+
     authenticator = _authenticator(token_file, tokenreview, writers, readers, audiences)
     host, port = parse_listen(listen, "--listen")
     _check_tls(tls_cert, tls_key)
@@ -128,6 +135,7 @@ def _watch_in_force(store: Store, kubeconfig: str | None) -> Callable[[], None]:
     """Start keeping set in-force in step with the API; returns how to stop."""
     from netpol_gen.collector.kube import api_client  # the kubernetes client is slow to import: only here
     from netpol_gen.collector.kube_policies import PolicyWatch
+    from netpol_gen.service.synced_sets import sync_in_force
 
     api = api_client(kubeconfig)
     source = f"kubernetes {api.configuration.host}"
@@ -138,6 +146,8 @@ def _watch_in_force(store: Store, kubeconfig: str | None) -> Callable[[], None]:
 
 
 def _shadow_dir(value: str) -> tuple[str, str]:
+    from netpol_gen.service.shadow import check_name
+
     name, sep, directory = value.partition("=")
     if not sep or not directory:
         raise InputError("expected NAME=DIR", where=f"--shadow-dir {value}")
@@ -151,6 +161,8 @@ def _shadow_dir(value: str) -> tuple[str, str]:
 
 def _watch_directory(store: Store, name: str, directory: str, every: float) -> Callable[[], None]:
     """Take DIR's policies now (a bad one stops serve starting, in one line), then look again every ``every``."""
+    from netpol_gen.service.synced_sets import DirectoryWatch
+
     watch = DirectoryWatch(store, name, directory, every)
     watch.look()
     if watch.problem is not None:

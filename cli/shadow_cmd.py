@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import click
 
 from netpol_gen.cli.options import db_option, server_options
-from netpol_gen.service.shadow_source import read_documents, shadow_source
 
 
+# each command imports the library where it runs: `netpol-gen --help` lists this group without it
 @click.group("shadow")
 def shadow_cmd() -> None:
     """Shadow sets: policies judged against every connection learnt after they were added, never enforced."""
@@ -22,6 +22,8 @@ def shadow_cmd() -> None:
 @server_options
 def add(name: str, paths: tuple[str, ...], db_url: str | None, server_url: str | None, token: str | None) -> None:
     """Add set NAME from policy files or directories (validated first: a bad one stores nothing)."""
+    from netpol_gen.service.shadow_source import read_documents, shadow_source
+
     documents = read_documents(paths)
     with shadow_source(db_url, server_url, token, writing=True) as source:
         added = source.add(name, " ".join(paths), documents)
@@ -34,6 +36,8 @@ def add(name: str, paths: tuple[str, ...], db_url: str | None, server_url: str |
 @server_options
 def list_cmd(db_url: str | None, server_url: str | None, token: str | None) -> None:
     """The sets, with when each was added."""
+    from netpol_gen.service.shadow_source import shadow_source
+
     with shadow_source(db_url, server_url, token) as source:
         sets = source.sets()
     for found in sets:
@@ -49,6 +53,8 @@ def list_cmd(db_url: str | None, server_url: str | None, token: str | None) -> N
 @server_options
 def remove(name: str, db_url: str | None, server_url: str | None, token: str | None) -> None:
     """Forget set NAME and what it would have denied."""
+    from netpol_gen.service.shadow_source import shadow_source
+
     with shadow_source(db_url, server_url, token, writing=True) as source:
         source.remove(name)
     click.echo(f"shadow set {name} removed")

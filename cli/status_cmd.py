@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
 from netpol_gen.cli.options import db_option, server_options
-from netpol_gen.service.status_report import status_report
-from netpol_gen.store.progress import Status
-from netpol_gen.store.readiness import TREND_HOURS, Readiness
+
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from netpol_gen.store.progress import Status
+    from netpol_gen.store.readiness import Readiness
 
 _VERDICT = {
     "empty": "nothing learnt yet; are the collectors running and shipping to this store?",
@@ -39,6 +41,8 @@ def _print(status: Status, hours: int) -> None:
 
 
 def _print_readiness(readiness: Readiness) -> None:
+    from netpol_gen.store.readiness import TREND_HOURS
+
     click.echo(f"trend: {readiness.trend} ({readiness.new_recent} new edges in the last {TREND_HOURS} h, "
                f"{readiness.new_before} in the {TREND_HOURS} h before)")
     click.echo(f"workloads seen talking: {readiness.workloads_seen} of {readiness.workloads_known} known")
@@ -58,6 +62,8 @@ def _print_readiness(readiness: Readiness) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def status_cmd(db_url: str | None, server_url: str | None, token: str | None, hours: int, fmt: str) -> None:
     """Learning progress: edges over time and new edges in the last hour, to tell when learning has settled."""
+    from netpol_gen.service.status_report import status_report
+
     report = status_report(db_url, server_url, token, time.time(), hours)
     if fmt == "json":
         click.echo(json.dumps(asdict(report.status) | {"readiness": asdict(report.readiness)}, indent=2))

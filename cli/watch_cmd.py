@@ -8,13 +8,14 @@ import threading
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from netpol_gen.cli.options import db_option, server_options
-from netpol_gen.service.shadow_source import shadow_source
-from netpol_gen.service.watch import denied_stream, parse_since
-from netpol_gen.store.shadow import DeniedEdge
+
+if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
+    from netpol_gen.store.shadow import DeniedEdge
 
 EXIT_DENIED = 1
 
@@ -49,6 +50,9 @@ def watch_cmd(db_url: str | None, server_url: str | None, token: str | None, set
               since: str | None, follow: bool, every: float, fmt: str, fail_on_deny: bool) -> None:
     """Edges a shadow set would deny: src, dst, port, protocol, the denying side and policies, first and
     last seen, connections."""
+    from netpol_gen.service.shadow_source import shadow_source
+    from netpol_gen.service.watch import denied_stream, parse_since
+
     start = parse_since(since, time.time()) if since else None
     stop = threading.Event()
     if follow:

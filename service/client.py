@@ -30,12 +30,12 @@ from netpol_gen.model.aggregate import Batch
 from netpol_gen.model.cluster import Cluster, Service
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
+from netpol_gen.names import ENV_TOKEN
 from netpol_gen.service.wire import BatchMessage, ClusterView, encode, read
 from netpol_gen.store.progress import Deliveries
 from netpol_gen.store.query import EdgeRow
 
 ENV_SERVER = "NETPOL_GEN_SERVER"
-ENV_TOKEN = "NETPOL_GEN_TOKEN"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 # the request itself is refused (malformed, out of range, too large): sending it again cannot help,
 # whereas 401/403/404 say the credentials or the address are wrong, not the batch

@@ -19,10 +19,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from netpol_gen.errors import InputError
+from netpol_gen.names import ENV_URL
 from netpol_gen.store.schema import ADDED_TABLES, SCHEMA_VERSION, meta, metadata
 
 DEFAULT_URL = "sqlite:///netpol-gen.db"
-ENV_URL = "NETPOL_GEN_DB"
 
 
 ACCEPTED_URLS = "sqlite:///PATH (sqlite:////ABSOLUTE/PATH) or postgresql+psycopg://user@host/db"

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from netpol_gen.model.learned import LearnedInputs
+from netpol_gen.names import CALICO, CILIUM, KUBERNETES, TARGETS
 from netpol_gen.synthesizer.explain import RuleEvidence
 from netpol_gen.synthesizer.render_calico import to_calico
 from netpol_gen.synthesizer.render_cilium import to_cilium
 
-KUBERNETES, CILIUM, CALICO = "kubernetes", "cilium", "calico"
-TARGETS = (KUBERNETES, CILIUM, CALICO)
+__all__ = ["CALICO", "CILIUM", "KUBERNETES", "TARGETS", "translate"]
 
 
 def translate(policies: Sequence[dict[str, Any]], evidence: Mapping[tuple[str, str], RuleEvidence],

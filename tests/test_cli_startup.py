@@ -1,0 +1,71 @@
+"""Start-up: ``netpol-gen --help`` and each command's ``--help`` load the command line, not the library
+behind it (the store's SQLAlchemy, the Kubernetes client, scapy, the HTTP client and server, the
+evaluator, the synthesizer), and still list every command with its help. Stands in for a user typing
+``netpol-gen --help`` on a node, where those imports cost about a second (issue #15); the speed itself
+is measured by ``bench/bench_cli.py``, not here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from netpol_gen.cli.main import COMMANDS
+
+# modules that only running a command needs
+HEAVY = ("sqlalchemy", "kubernetes", "scapy", "httpx", "uvicorn", "starlette", "psycopg", "pyroute2", "rich",
+         "prometheus_client", "yaml", "msgspec", "netpol_gen.evaluator", "netpol_gen.synthesizer", "netpol_gen.store",
+         "netpol_gen.ingest", "netpol_gen.collector", "netpol_gen.service", "netpol_gen.review", "netpol_gen.model")
+
+# runs the entry point as the installed script does, then reports what was imported
+_PROBE = """
+import json, sys
+from netpol_gen.cli.main import main
+sys.argv = ["netpol-gen", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+def _help(*args: str) -> tuple[str, int, list[str]]:
+    done = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=True,
+                          stdin=subprocess.DEVNULL)
+    report = json.loads(done.stderr.splitlines()[-1])
+    return done.stdout, report["code"], report["modules"]
+
+
+def _heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+
+
+def test_help_lists_every_command_without_loading_the_library() -> None:
+    out, code, modules = _help("--help")
+    assert code == 0
+    rows = [line.split(None, 1) for line in out.split("Commands:\n", 1)[1].splitlines()]
+    assert [name for name, _ in rows] == list(COMMANDS)
+    assert all(summary.strip() for _, summary in rows)  # each with its help
+    assert _heavy(modules) == []
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, "shadow add"])
+def test_a_commands_help_loads_only_the_command_line(command: str) -> None:
+    out, code, modules = _help(*command.split(), "--help")
+    assert code == 0
+    assert out.startswith(f"Usage: netpol-gen {command} ")
+    assert _heavy(modules) == []
+
+
+def test_running_a_command_still_loads_what_it_needs(tmp_path: object) -> None:
+    """The probe would pass for a CLI that never imports anything: ``prune`` on a missing store must
+    reach the store's code (and say so in one line)."""
+    done = subprocess.run([sys.executable, "-c", _PROBE, "prune", "--db", "sqlite:////nonexistent/x.db",
+                           "--retain", "30d"], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    report = json.loads(done.stderr.splitlines()[-1])
+    assert report["code"] == 2
+    assert "sqlalchemy" in report["modules"]
