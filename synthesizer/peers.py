@@ -4,10 +4,13 @@ its next restart."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from netpol_gen.model.cluster import METADATA_NAME_LABEL
@@ -45,8 +48,7 @@ class PeerRef:
         if self.cidr is None:
             others, key, value = self.fold_key
             return (0, self.namespace or "", others, key, (value,))
-        network = ipaddress.ip_network(self.cidr)
-        return (1, network.version, int(network.network_address), network.prefixlen)
+        return (1, *_network_key(self.cidr))
 
     def describe(self) -> str:
         """The selector as ``key=value,...`` (``--explain`` names the value behind each edge of a fold)."""
@@ -69,7 +71,17 @@ class Grant:
     edges: tuple[LearnedEdge, ...]
 
 
+@lru_cache(maxsize=1 << 16)
+def _network_key(cidr: str) -> tuple[int, int, int]:
+    """(version, network address, prefix length) of a CIDR, parsed once: sorts ask for it per comparison key."""
+    network = ipaddress.ip_network(cidr)
+    return (network.version, int(network.network_address), network.prefixlen)
+
+
 def host_cidr(ip: str) -> str:
+    """The /32 or /128 of an address, spelt as ``ipaddress`` spells it (IPv4 read in C: most are)."""
+    with contextlib.suppress(OSError):
+        return f"{socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, ip))}/32"
     address = ipaddress.ip_address(ip)
     return f"{address}/{address.max_prefixlen}"
 
@@ -81,8 +93,18 @@ class PeerFactory:
         self._inputs = inputs
         self._selectors = selectors
         self.warnings: set[str] = set()
+        self._made: dict[tuple[Identity, str], tuple[PeerRef, ...]] = {}
 
-    def peers(self, identity: Identity, policy_namespace: str) -> list[PeerRef]:
+    def peers(self, identity: Identity, policy_namespace: str) -> tuple[PeerRef, ...]:
+        """The peers standing for ``identity`` in a policy of ``policy_namespace``, made once per pair
+        (every edge of an identity asks again)."""
+        key = (identity, policy_namespace)
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = tuple(self._peers(identity, policy_namespace))
+        return found
+
+    def _peers(self, identity: Identity, policy_namespace: str) -> list[PeerRef]:
         kind = identity.kind
         if kind is IdentityKind.POD:
             key = workload_key(identity)
@@ -109,6 +131,8 @@ def fold_external(grants: Mapping[PeerRef, Grant], options: Options) -> dict[Pee
     """Fold external addresses allowed the same ports that share a ``cidr_aggregate`` prefix into one
     ipBlock of that prefix: fewer peers, at the price of the rest of the prefix (the user's choice)."""
     prefixes = {4: options.cidr_aggregate, 6: options.cidr_aggregate_v6}
+    if prefixes[4] is None and prefixes[6] is None:
+        return dict(grants)  # nothing to fold: no address to parse
     folded: dict[PeerRef, Grant] = {}
     groups: dict[tuple[str, frozenset[PortRef]], list[PeerRef]] = defaultdict(list)
     for peer, grant in grants.items():
