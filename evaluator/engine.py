@@ -33,7 +33,7 @@ from itertools import groupby
 from netpol_gen.evaluator.addresses import AddressClasses
 from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule
 from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
-from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod
+from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod, ServiceTarget
 from netpol_gen.model.flows import Flow
 
 INGRESS, EGRESS = "Ingress", "Egress"
@@ -296,11 +296,19 @@ class Evaluator:
         cluster = self.cluster
         src = cluster.endpoint(flow.src_ip, flow.ts)
         target = cluster.service_target(flow.dst_ip, flow.dst_port, flow.protocol, flow.ts)
+        dst = None if target is not None and target.backends else cluster.endpoint(flow.dst_ip, flow.ts)
+        return FlowVerdict(flow, self.judge_resolved(src, target, dst, flow.dst_ip, flow.dst_port, flow.protocol),
+                           target)
+
+    def judge_resolved(self, src: Endpoint, target: ServiceTarget | None, dst: Endpoint | None, dst_ip: str,
+                       port: int, protocol: str) -> tuple[Verdict, ...]:
+        """The verdicts of a flow whose ends are resolved (what :meth:`judge_flow` does after the
+        lookups, for callers that resolve once per stretch of time): a Service target with backends
+        is judged once per backend on its targetPort, reached on its address of ``dst_ip``'s family;
+        otherwise ``dst`` (then not None) on ``port``."""
         if target is not None and target.backends:
-            verdicts = tuple(
-                self.judge(src, Endpoint.of_pod(backend.pod, flow.dst_ip), backend.port, flow.protocol)
-                for backend in target.backends
-            )
-            return FlowVerdict(flow, verdicts, target)
-        dst = cluster.endpoint(flow.dst_ip, flow.ts)
-        return FlowVerdict(flow, (self.judge(src, dst, flow.dst_port, flow.protocol),), target)
+            return tuple(self.judge(src, Endpoint.of_pod(backend.pod, dst_ip), backend.port, protocol)
+                         for backend in target.backends)
+        if dst is None:
+            raise ValueError("judge_resolved: no destination endpoint and no Service backends")
+        return (self.judge(src, dst, port, protocol),)
