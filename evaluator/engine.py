@@ -104,6 +104,7 @@ class Evaluator:
         self._sides: dict[tuple[object, ...], SideVerdict] = {}
         self._looks_cache: dict[tuple[int, str], tuple[bool, bool]] = {}
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
+        self._backend_ends: dict[tuple[int, str], Endpoint] = {}
         self.addresses = AddressClasses(
             block for policy in self.policies for direction in (INGRESS, EGRESS)
             for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks())
@@ -309,6 +310,15 @@ class Evaluator:
         return FlowVerdict(flow, self.judge_resolved(src, target, dst, flow.dst_ip, flow.dst_port, flow.protocol),
                            target)
 
+    def _backend_end(self, pod: Pod, service_ip: str) -> Endpoint:
+        """``Endpoint.of_pod(pod, service_ip)``, memoised: a Service's backends are judged again for
+        every new client, and choosing a dual-stack pod's address of the family costs more than judging."""
+        key = (id(pod), service_ip)
+        found = self._backend_ends.get(key)
+        if found is None or found.pod is not pod:
+            found = remember(self._backend_ends, key, Endpoint.of_pod(pod, service_ip))
+        return found
+
     def judge_resolved(self, src: Endpoint, target: ServiceTarget | None, dst: Endpoint | None, dst_ip: str,
                        port: int, protocol: str) -> tuple[Verdict, ...]:
         """The verdicts of a flow whose ends are resolved (what :meth:`judge_flow` does after the
@@ -316,7 +326,7 @@ class Evaluator:
         is judged once per backend on its targetPort, reached on its address of ``dst_ip``'s family;
         otherwise ``dst`` (then not None) on ``port``."""
         if target is not None and target.backends:
-            return tuple(self.judge(src, Endpoint.of_pod(backend.pod, dst_ip), backend.port, protocol)
+            return tuple(self.judge(src, self._backend_end(backend.pod, dst_ip), backend.port, protocol)
                          for backend in target.backends)
         if dst is None:
             raise ValueError("judge_resolved: no destination endpoint and no Service backends")
