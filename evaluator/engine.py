@@ -33,7 +33,7 @@ from itertools import groupby
 from netpol_gen.evaluator.addresses import AddressClasses
 from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule
 from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
-from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod
+from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod, ServiceTarget, remember
 from netpol_gen.model.flows import Flow
 
 INGRESS, EGRESS = "Ingress", "Egress"
@@ -98,11 +98,13 @@ class Evaluator:
                 self._by_namespace[policy.namespace].append(policy)
         self._isolating: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
         self._applying: dict[tuple[int, str], tuple[NetworkPolicy, ...]] = {}
+        self._subjects: dict[tuple[int, str], tuple[tuple[NetworkPolicy, ...], bool, bool, int]] = {}
         self._label_keys: dict[int, tuple[int, int]] = {}  # by id: the cluster holds its pods
         self._interned: dict[object, int] = {}
         self._sides: dict[tuple[object, ...], SideVerdict] = {}
         self._looks_cache: dict[tuple[int, str], tuple[bool, bool]] = {}
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
+        self._backend_ends: dict[tuple[int, str], Endpoint] = {}
         self.addresses = AddressClasses(
             block for policy in self.policies for direction in (INGRESS, EGRESS)
             for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks())
@@ -240,7 +242,7 @@ class Evaluator:
             return _FIXED[direction, Basis.SAME_POD]
         if other.node is not None and other.node.name == pod.node_name:
             return _FIXED[direction, Basis.OWN_NODE]
-        policies = self.applying(pod, direction)
+        policies, looks_address, looks_nodes, subject_class = self._subject(pod, direction)
         if not policies:
             return _FIXED[direction, Basis.NOT_ISOLATED]
         # Past the identity checks above, the decision depends only on what selectors, ipBlocks and
@@ -250,15 +252,24 @@ class Evaluator:
         # answered for, when some rule looks at addresses, the destination pod's container
         # ports, and port/protocol; the subject's node only for Cilium's node entities. Pods alike in
         # those share one decision, so a new pod of a known workload costs a dictionary lookup.
-        looks = self._looks(policies, direction)
-        key = (direction, self._pod_class(pod)[0], self._pod_class(other.pod)[0] if other.pod is not None else None,
-               (self.addresses.of(other.ip), id(other.kind), other.names, other.node) if looks[0] else None,
-               pod.node_name if looks[1] else None,
+        key = (direction, subject_class, self._pod_class(other.pod)[0] if other.pod is not None else None,
+               (self.addresses.of(other.ip), id(other.kind), other.names, other.node) if looks_address else None,
+               pod.node_name if looks_nodes else None,
                self._pod_class(dst_pod)[1] if dst_pod is not None else None, port, protocol)
         verdict = self._sides.get(key)
         if verdict is None:
             verdict = self._sides[key] = self._decide(direction, policies, pod, other, port, protocol, dst_pod)
         return verdict
+
+    def _subject(self, pod: Pod, direction: str) -> tuple[tuple[NetworkPolicy, ...], bool, bool, int]:
+        """What a side's judgement needs of its subject pod, in one lookup per side: the policies
+        that apply, whether they look at the other end's address and at nodes, its label class."""
+        key = (id(pod), direction)
+        found = self._subjects.get(key)
+        if found is None:
+            policies = self.applying(pod, direction)
+            found = self._subjects[key] = (policies, *self._looks(policies, direction), self._pod_class(pod)[0])
+        return found
 
     def _looks(self, policies: tuple[NetworkPolicy, ...], direction: str) -> tuple[bool, bool]:
         """Whether some rule of ``policies`` looks at the other end's address, and at nodes (entities)."""
@@ -282,12 +293,11 @@ class Evaluator:
                port, protocol)
         verdict = self._verdicts.get(key)
         if verdict is None:
-            verdict = Verdict(
+            verdict = remember(self._verdicts, key, Verdict(  # bounded: external addresses are countless
                 src, dst, port, protocol,
                 egress=self._side(EGRESS, src, dst, port, protocol, dst.pod),
                 ingress=self._side(INGRESS, dst, src, port, protocol, dst.pod),
-            )
-            self._verdicts[key] = verdict
+            ))
         return verdict
 
     def judge_flow(self, flow: Flow) -> FlowVerdict:
@@ -296,11 +306,28 @@ class Evaluator:
         cluster = self.cluster
         src = cluster.endpoint(flow.src_ip, flow.ts)
         target = cluster.service_target(flow.dst_ip, flow.dst_port, flow.protocol, flow.ts)
+        dst = None if target is not None and target.backends else cluster.endpoint(flow.dst_ip, flow.ts)
+        return FlowVerdict(flow, self.judge_resolved(src, target, dst, flow.dst_ip, flow.dst_port, flow.protocol),
+                           target)
+
+    def _backend_end(self, pod: Pod, service_ip: str) -> Endpoint:
+        """``Endpoint.of_pod(pod, service_ip)``, memoised: a Service's backends are judged again for
+        every new client, and choosing a dual-stack pod's address of the family costs more than judging."""
+        key = (id(pod), service_ip)
+        found = self._backend_ends.get(key)
+        if found is None or found.pod is not pod:
+            found = remember(self._backend_ends, key, Endpoint.of_pod(pod, service_ip))
+        return found
+
+    def judge_resolved(self, src: Endpoint, target: ServiceTarget | None, dst: Endpoint | None, dst_ip: str,
+                       port: int, protocol: str) -> tuple[Verdict, ...]:
+        """The verdicts of a flow whose ends are resolved (what :meth:`judge_flow` does after the
+        lookups, for callers that resolve once per stretch of time): a Service target with backends
+        is judged once per backend on its targetPort, reached on its address of ``dst_ip``'s family;
+        otherwise ``dst`` (then not None) on ``port``."""
         if target is not None and target.backends:
-            verdicts = tuple(
-                self.judge(src, Endpoint.of_pod(backend.pod, flow.dst_ip), backend.port, flow.protocol)
-                for backend in target.backends
-            )
-            return FlowVerdict(flow, verdicts, target)
-        dst = cluster.endpoint(flow.dst_ip, flow.ts)
-        return FlowVerdict(flow, (self.judge(src, dst, flow.dst_port, flow.protocol),), target)
+            return tuple(self.judge(src, self._backend_end(backend.pod, dst_ip), backend.port, protocol)
+                         for backend in target.backends)
+        if dst is None:
+            raise ValueError("judge_resolved: no destination endpoint and no Service backends")
+        return (self.judge(src, dst, port, protocol),)

@@ -23,19 +23,20 @@ timestamp bound once per flow.
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TypeVar
 
 import msgspec
 
 from netpol_gen.errors import FlowError
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.replay import ReplaySummary
-from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict
+from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict, Verdict
 from netpol_gen.model.bounds import horizon
-from netpol_gen.model.cluster import LOOKUP_CACHE_LIMIT, Cluster, Endpoint, Pod, remember
+from netpol_gen.model.cluster import LOOKUP_CACHE_LIMIT, Cluster, Endpoint, Pod, ServiceTarget, remember
 from netpol_gen.model.flows import (
     DECODER,
     MAX_LINE,
@@ -48,28 +49,36 @@ from netpol_gen.model.flows import (
     too_late,
 )
 
-WRITE_EVERY = 4096  # JSONL lines per write: one write per line costs more than encoding the line
+WRITE_EVERY = 8192  # pieces (two per JSONL line) per write: one write per line costs more than encoding the line
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
 class _Group:
-    """Flows of one connection in one epoch: the first one judged, its JSONL tail, how many."""
+    """Flows judged alike: the first one judged, its JSONL tail, how many."""
 
     result: FlowVerdict
-    tail: str  # '"allowed":...}' + newline: everything after the flow's own fields
+    tail: bytes  # ',"allowed":...}' + newline: everything after the flow's own fields
     flows: int = 0
 
 
 @dataclass(slots=True)
 class _Connection:
     """One (src, dst, dst_port, protocol) as written in the file; ``head``/``middle`` frame a
-    flow's src_port and ts in its JSONL record."""
+    flow's src_port and ts in its JSONL record. ``group`` is the group of its latest flow, valid
+    for the times in [``low``, ``high``): a capture is read in time order, so most flows land
+    there and cost two comparisons."""
 
+    src: str  # canonical addresses
+    dst: str
     head: str
     middle: str
     src_times: list[float]  # Cluster.change_times of each address: the stretches judged alike
     dst_times: list[float]
     groups: dict[tuple[int, int], _Group] = field(default_factory=dict)
+    group: _Group | None = None
+    low: float = 0.0
+    high: float = 0.0  # empty: no stretch yet
 
 
 @dataclass
@@ -81,15 +90,27 @@ class StreamedReplay:
     connections: list[tuple[FlowVerdict, int]] = field(default_factory=list)
 
 
+def _quoted(ip: str) -> str:
+    """A canonical address as a JSON string: digits, hex, dots and colons need no escaping (a scope
+    id after ``%`` might)."""
+    return f'"{ip}"' if "%" not in ip else json.dumps(ip)
+
+
 def _connection(record: FlowRecord, cluster: Cluster) -> _Connection:
     src, dst = canonical_addresses(record.src_ip, record.dst_ip)
     return _Connection(
+        src=src, dst=dst,
         src_times=cluster.change_times(src),
         dst_times=cluster.change_times(dst),
-        head=f'{{"flow":{{"src_ip":{json.dumps(src)},"src_port":',
-        middle=(f',"dst_ip":{json.dumps(dst)},"dst_port":{record.dst_port},'
-                f'"protocol":{json.dumps(record.protocol.upper())},"ts":'),
+        head=f'{{"flow":{{"src_ip":{_quoted(src)},"src_port":',
+        middle=(f',"dst_ip":{_quoted(dst)},"dst_port":{record.dst_port},'
+                f'"protocol":"{record.protocol.upper()}","ts":'),
     )
+
+
+def _stretch(times: list[float], slot: int) -> tuple[float, float]:
+    """The times [low, high) that bisect_right puts in ``slot`` of ``times``."""
+    return (times[slot - 1] if slot else -math.inf), (times[slot] if slot < len(times) else math.inf)
 
 
 def _dumps(value: object) -> str:
@@ -141,24 +162,73 @@ class _Fragments:
         return f'{head},"backends":[{backends}]}}\n'
 
 
+class _Stretches:
+    """What each address stood for in each of its stretches (:meth:`Cluster.change_times`), looked
+    up once per address and stretch, and the verdicts of each resolved connection, judged once:
+    a new connection between known ends, or a known one in a new stretch in which its ends stand
+    for the same pods, costs dictionary lookups, not a resolution and a judgement. Endpoints and
+    Service targets are shared by content (a Service address's stretches change with every pod of
+    its namespace, its backends rarely), so connections judged alike find one another by identity."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.cluster = evaluator.cluster
+        self._ends: dict[tuple[str, int], Endpoint] = {}
+        self._targets: dict[tuple[str, int, str, int], ServiceTarget | None] = {}
+        self._alike: dict[object, object] = {}
+        # by the ends' ids (the ends are kept in the value, so those ids stay theirs)
+        self._judged: dict[tuple[int, int, int, int, str], tuple[object, object, object, tuple[Verdict, ...]]] = {}
+
+    def _same(self, found: _T) -> _T:
+        alike = self._alike.get(found)
+        return remember(self._alike, found, found) if alike is None else alike  # type: ignore[return-value]
+
+    def end(self, ip: str, slot: int, ts: float | None) -> Endpoint:
+        key = (ip, slot)
+        found = self._ends.get(key)
+        if found is None:
+            found = remember(self._ends, key, self._same(self.cluster.endpoint(ip, ts)))
+        return found
+
+    def target(self, ip: str, port: int, protocol: str, slot: int, ts: float | None) -> ServiceTarget | None:
+        key = (ip, port, protocol, slot)
+        if key in self._targets:
+            return self._targets[key]
+        found = self.cluster.service_target(ip, port, protocol, ts)
+        return remember(self._targets, key, None if found is None else self._same(found))
+
+    def verdicts(self, connection: _Connection, port: int, protocol: str, slot: tuple[int, int],
+                 ts: float | None) -> tuple[ServiceTarget | None, tuple[Verdict, ...]]:
+        """The Service target and the verdicts of ``connection``'s flows in the stretches ``slot``."""
+        src = self.end(connection.src, slot[0], ts)
+        target = self.target(connection.dst, port, protocol, slot[1], ts)
+        dst = None if target is not None and target.backends else self.end(connection.dst, slot[1], ts)
+        key = (id(src), id(target), id(dst), port, protocol)
+        found = self._judged.get(key)
+        if found is None or found[0] is not src or found[1] is not target or found[2] is not dst:
+            verdicts = self.evaluator.judge_resolved(src, target, dst, connection.dst, port, protocol)
+            found = remember(self._judged, key, (src, target, dst, verdicts))
+        return target, found[3]
+
+
 def replay_stream(
     evaluator: Evaluator, stream: IO[bytes], name: str, *, skip_bad: bool = False,
-    stats: FlowReadStats | None = None, write: Callable[[str], object] | None = None, explain: bool = False,
+    stats: FlowReadStats | None = None, write: Callable[[bytes], object] | None = None, explain: bool = False,
 ) -> StreamedReplay:
-    """Judge every flow of a JSONL stream; with ``write``, also write one verdict per flow, in input
-    order, as ``check --format jsonl`` prints it (lines before a bad line are written before it raises)."""
+    """Judge every flow of a JSONL stream; with ``write``, also write one verdict per flow (UTF-8), in
+    input order, as ``check --format jsonl`` prints it (lines before a bad line are written before it raises)."""
     stats = stats if stats is not None else FlowReadStats()
     out = StreamedReplay()
     latest = horizon()
     cluster = evaluator.cluster
-    judge = evaluator.judge_flow
+    stretches = _Stretches(evaluator)
     decode = DECODER.decode
     connections: dict[tuple[str, str, int, str], _Connection] = {}
-    # one group per outcome: the same connection in another epoch, judged alike, joins its group
+    # one group per outcome: the same connection in another stretch, judged alike, joins its group
     # (keyed by the verdicts' ids: the group holds its verdicts, so those ids stay theirs)
     groups: dict[tuple[tuple[int, ...], str | None], _Group] = {}
     fragments = _Fragments(explain)
-    pending: list[str] = []
+    pending: list[bytes] = []
 
     def fold() -> None:
         for group in groups.values():
@@ -169,8 +239,35 @@ def replay_stream(
 
     def flush() -> None:
         if write is not None and pending:
-            write("".join(pending))
+            write(b"".join(pending))
             pending.clear()
+
+    def new_group(connection: _Connection, record: FlowRecord, ts: float | None) -> _Group:
+        """The group of a flow outside its connection's latest stretch (raises on a late ``ts``)."""
+        if ts is None:
+            slot = (-1, -1)
+        else:
+            if ts > latest:
+                raise too_late(ts)
+            src_slot, dst_slot = bisect_right(connection.src_times, ts), bisect_right(connection.dst_times, ts)
+            slot = (src_slot, dst_slot)
+        group = connection.groups.get(slot)
+        if group is None:
+            protocol = record.protocol.upper()
+            target, verdicts = stretches.verdicts(connection, record.dst_port, protocol, slot, ts)
+            outcome = (tuple(map(id, verdicts)), target.service.key if target is not None else None)
+            group = groups.get(outcome)
+            if group is None:
+                result = FlowVerdict(flow_from_record(record, latest), verdicts, target)
+                group = groups[outcome] = _Group(result, fragments.tail(result).encode())
+            connection.groups[slot] = group
+        if ts is not None:
+            src_low, src_high = _stretch(connection.src_times, slot[0])
+            dst_low, dst_high = _stretch(connection.dst_times, slot[1])
+            # ts == latest is still allowed but takes this path, which checks it
+            connection.low, connection.high = max(src_low, dst_low), min(src_high, dst_high, latest)
+            connection.group = group
+        return group
 
     number = 0
     for number, line in enumerate(bounded_lines(stream), 1):
@@ -190,18 +287,9 @@ def replay_stream(
                     fold()
                 connection = connections[key] = _connection(record, cluster)
             ts = record.ts
-            if ts is not None and ts > latest:
-                raise too_late(ts)
-            slot = (-1, -1) if ts is None else (bisect_right(connection.src_times, ts),
-                                                bisect_right(connection.dst_times, ts))
-            group = connection.groups.get(slot)
-            if group is None:
-                result = judge(flow_from_record(record, latest))
-                outcome = (tuple(map(id, result.verdicts)), result.service.service.key if result.service else None)
-                group = groups.get(outcome)
-                if group is None:
-                    group = groups[outcome] = _Group(result, fragments.tail(result))
-                connection.groups[slot] = group
+            group = connection.group
+            if group is None or ts is None or not connection.low <= ts < connection.high:
+                group = new_group(connection, record, ts)
         except FlowError as exc:
             if skip_bad:
                 stats.skipped += 1
@@ -214,7 +302,8 @@ def replay_stream(
         if write is not None:
             sport = record.src_port
             pending.append(f"{connection.head}{'null' if sport is None else sport}{connection.middle}"
-                           f"{'null' if ts is None else repr(float(ts))}}}{group.tail}")
+                           f"{'null' if ts is None else repr(float(ts))}}}".encode())
+            pending.append(group.tail)
             if len(pending) >= WRITE_EVERY:
                 flush()
     stats.lines = number

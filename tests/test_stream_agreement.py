@@ -109,10 +109,10 @@ def test_replay_stream_agrees_flow_by_flow_with_judge_flow(
     cluster: Cluster, raw_policies: tuple[dict[str, Any], ...], lines: list[bytes], explain: bool,
 ) -> None:
     parsed = [parse_policy(raw) for raw in raw_policies]
-    written: list[str] = []
+    written: list[bytes] = []
     streamed = replay_stream(Evaluator(cluster, parsed), io.BytesIO(b"".join(lines)), "flows.jsonl",
                              write=written.append, explain=explain)
-    fast = [json.loads(line) for line in "".join(written).splitlines()]
+    fast = [json.loads(line) for line in b"".join(written).decode().splitlines()]
     plain, summary = judged_one_by_one(Evaluator(cluster, parsed), lines, explain)
     assert len(fast) == len(plain) == len(lines)
     for number, (got, expected) in enumerate(zip(fast, plain, strict=True), 1):
