@@ -23,6 +23,7 @@ from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
+from netpol_gen.model.documents import collector_paused
 from netpol_gen.model.flows import Flow, iter_records
 from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
@@ -77,7 +78,7 @@ class QuietProgress:
 
 
 def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: Hints) -> ReadCounts:
-    with progress.open_binary(source.path) as stream:
+    with progress.open_binary(source.path) as stream, collector_paused():
         ingest.add_records(iter_records(stream, source.path), source.path)
     return ReadCounts()
 

@@ -29,6 +29,27 @@ SAMPLES_PER_EDGE = 8
 DNS_GRACE = 600.0
 
 
+class _FlowFields(Protocol):
+    """What the per-flow loop reads of a flow: a :class:`Flow` or a decoded :class:`FlowRecord`."""
+
+    @property
+    def src_ip(self) -> str: ...
+    @property
+    def dst_ip(self) -> str: ...
+    @property
+    def dst_port(self) -> int: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def src_port(self) -> int | None: ...
+    @property
+    def ts(self) -> float | None: ...
+    @property
+    def packets(self) -> int | None: ...
+    @property
+    def bytes(self) -> int | None: ...
+
+
 class DnsRecord(Protocol):
     """A DNS answer as the capture reader produces it (``collector.dns.DnsAnswer``)."""
 
@@ -115,9 +136,7 @@ class Ingest:
     def add_flow(self, flow: Flow, source: str = SOURCE_CAPTURE) -> None:
         """One connection; ``source`` says how it was learnt (captured, or read from a table of open
         connections: ``conntrack``, ``sockets``), kept per edge as its provenance."""
-        key = (flow.src_ip, flow.dst_ip, flow.dst_port, flow.protocol)
-        connection = self._connections.get(key) or self._connection(key)
-        self._add(connection, flow.src_port, flow.ts, flow.packets, flow.bytes, source)
+        self._add(((0, flow),), "", source)
 
     def add_flows(self, flows: Iterable[Flow]) -> None:
         for flow in flows:
@@ -127,18 +146,44 @@ class Ingest:
         """Flow records as :func:`netpol_gen.model.flows.iter_records` decodes them, with what the schema
         cannot say checked as :func:`netpol_gen.model.flows.flow_from_record` checks it (once per
         connection for the addresses); FlowError names ``name`` and the line. No Flow is built per line."""
+        self._add(records, name, SOURCE_CAPTURE)
+
+    def _add(self, records: Iterable[tuple[int, _FlowFields]], name: str, source: str) -> None:
+        """The per-flow loop, the one hot path of ingest: find the connection, drop a duplicate, find the
+        group (usually the connection's current one), count, keep a sample while an edge wants one."""
         latest = horizon()
-        connections, add = self._connections, self._add
-        for number, record in records:
-            key = (record.src_ip, record.dst_ip, record.dst_port, record.protocol)
-            ts = record.ts
-            try:
-                connection = connections.get(key) or self._connection(key)
-                if ts is not None and ts > latest:
-                    raise too_late(ts)
-            except FlowError as exc:
-                raise FlowError(exc.what, where=f"{name}:line {number}") from None
-            add(connection, record.src_port, ts, record.packets, record.bytes, SOURCE_CAPTURE)
+        connections, seen_before = self._connections, self._deduper.seen_before
+        stats = self.stats
+        flows = duplicates = 0
+        try:
+            for number, record in records:
+                key = (record.src_ip, record.dst_ip, record.dst_port, record.protocol)
+                ts, src_port = record.ts, record.src_port
+                try:
+                    connection = connections.get(key) or self._connection(key)
+                    if ts is not None and ts > latest:
+                        raise too_late(ts)
+                except FlowError as exc:
+                    raise FlowError(exc.what, where=f"{name}:line {number}") from None
+                flows += 1
+                if ts is None:
+                    group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, src_port, ts)
+                else:
+                    if src_port is not None and seen_before((connection.src_ip, src_port, connection.dst_ip,
+                                                             connection.dst_port, connection.protocol), ts):
+                        duplicates += 1
+                        continue
+                    current = connection.current
+                    group = current if current is not None and connection.low <= ts < connection.high else \
+                        self._stretch(connection, src_port, ts)
+                group.counters.count(ts, record.packets, record.bytes)
+                if source != SOURCE_CAPTURE:
+                    group.established[source] = group.established.get(source, 0) + 1
+                if group.sampling:
+                    self._sample(connection, group, src_port, ts, record.packets, record.bytes)
+        finally:
+            stats.flows += flows
+            stats.duplicates += duplicates
 
     def _connection(self, key: tuple[str, str, int, str]) -> _Connection:
         """The connection ``key`` (addresses as spelt in the input) stands for; FlowError if its
@@ -152,26 +197,6 @@ class Ingest:
                 *canonical, change_times(src_ip), change_times(dst_ip))
         self._connections[key] = connection
         return connection
-
-    def _add(self, connection: _Connection, src_port: int | None, ts: float | None, packets: int | None,
-             bytes_: int | None, source: str) -> None:
-        stats = self.stats
-        stats.flows += 1
-        if ts is None:
-            group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, src_port, ts)
-        else:
-            if src_port is not None and self._deduper.seen_before(
-                    (connection.src_ip, src_port, connection.dst_ip, connection.dst_port, connection.protocol), ts):
-                stats.duplicates += 1
-                return
-            current = connection.current
-            group = current if current is not None and connection.low <= ts < connection.high else \
-                self._stretch(connection, src_port, ts)
-        group.counters.count(ts, packets, bytes_)
-        if source != SOURCE_CAPTURE:
-            group.established[source] = group.established.get(source, 0) + 1
-        if group.sampling:
-            self._sample(connection, group, src_port, ts, packets, bytes_)
 
     def _stretch(self, connection: _Connection, src_port: int | None, ts: float) -> _Group:
         """The group of the stretch ``ts`` falls in (made and attributed if new), now ``current``."""
