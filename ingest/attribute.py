@@ -7,8 +7,9 @@ the Service address itself never becomes a destination. A source that is a node 
 the first two addresses of a node's pod CIDR, which bridge and tunnel interfaces use when
 kube-proxy masquerades NodePort/LoadBalancer traffic) is recorded as that node.
 
-The cluster only changes at pod creation and end times, so lookups are cached per (address, interval
-between two such events): the same answer the cluster would give, at dictionary speed.
+What an address stands for only changes at the instants :meth:`Cluster.change_times` lists for it, so
+lookups are cached per (address, interval between two such instants): the same answer the cluster
+would give, at dictionary speed.
 """
 
 from __future__ import annotations
@@ -57,11 +58,14 @@ class Destination:
 
 
 class Attributor:
-    """Caching attribution of flow ends against one :class:`Cluster`."""
+    """Caching attribution of flow ends against one :class:`Cluster`.
+
+    Lookups are cached per address and stretch of that address's :meth:`Cluster.change_times` (not
+    per stretch between any two pod events): a Service in a namespace whose pods restart often
+    changes meaning at those instants only, an address nobody else shares almost never."""
 
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
-        self._changes = sorted({t for pod in cluster.pods for t in (pod.created, pod.ended) if t is not None})
         self._service_ips = {ip for svc in cluster.services for ip in (*svc.cluster_ips, *svc.external_ips)}
         self._gateways: dict[str, str] = {}
         for node in cluster.nodes:
@@ -71,14 +75,14 @@ class Attributor:
         self._ends: dict[tuple[str, int], End] = {}
         self._destinations: dict[tuple[str, int, str, int], Destination] = {}
 
-    def _epoch(self, ts: float | None) -> int:
-        return -1 if ts is None else bisect_right(self._changes, ts)
+    def _stretch(self, ip: str, ts: float | None) -> int:
+        return -1 if ts is None else bisect_right(self._cluster.change_times(ip), ts)
 
     def source(self, flow: Flow) -> End:
         return self.end(flow.src_ip, flow.ts)
 
     def end(self, ip: str, ts: float | None) -> End:
-        key = (ip, self._epoch(ts))
+        key = (ip, self._stretch(ip, ts))
         found = self._ends.get(key)
         if found is None:
             if len(self._ends) >= _CACHE_LIMIT:
@@ -87,7 +91,7 @@ class Attributor:
         return found
 
     def destination(self, flow: Flow) -> Destination:
-        key = (flow.dst_ip, flow.dst_port, flow.protocol, self._epoch(flow.ts))
+        key = (flow.dst_ip, flow.dst_port, flow.protocol, self._stretch(flow.dst_ip, flow.ts))
         found = self._destinations.get(key)
         if found is None:
             if len(self._destinations) >= _CACHE_LIMIT:

@@ -23,7 +23,8 @@ from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
-from netpol_gen.model.flows import Flow, iter_flows
+from netpol_gen.model.documents import collector_paused
+from netpol_gen.model.flows import Flow, iter_records
 from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store, StoreError
@@ -77,8 +78,8 @@ class QuietProgress:
 
 
 def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: Hints) -> ReadCounts:
-    with progress.open_binary(source.path) as stream:
-        ingest.add_flows(iter_flows(stream, source.path))
+    with progress.open_binary(source.path) as stream, collector_paused():
+        ingest.add_records(iter_records(stream, source.path), source.path)
     return ReadCounts()
 
 

@@ -12,18 +12,42 @@ as resolvers and clients cache beyond the TTL) at some point between the first a
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from netpol_gen.errors import FlowError
 from netpol_gen.ingest.attribute import Attributor, Destination, End
-from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch, Counters, Deduper, DnsSeen, EdgeTotals, Sample
+from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch, Counters, Deduper, DnsSeen, EdgeKey, EdgeTotals, Sample
+from netpol_gen.model.bounds import horizon
 from netpol_gen.model.cluster import Cluster
-from netpol_gen.model.flows import Flow
+from netpol_gen.model.flows import Flow, FlowRecord, canonical_addresses, too_late
 from netpol_gen.model.identity import Identity, IdentityKind
 
 SAMPLES_PER_EDGE = 8
 DNS_GRACE = 600.0
+
+
+class _FlowFields(Protocol):
+    """What the per-flow loop reads of a flow: a :class:`Flow` or a decoded :class:`FlowRecord`."""
+
+    @property
+    def src_ip(self) -> str: ...
+    @property
+    def dst_ip(self) -> str: ...
+    @property
+    def dst_port(self) -> int: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def src_port(self) -> int | None: ...
+    @property
+    def ts(self) -> float | None: ...
+    @property
+    def packets(self) -> int | None: ...
+    @property
+    def bytes(self) -> int | None: ...
 
 
 class DnsRecord(Protocol):
@@ -48,60 +72,170 @@ class IngestStats:
     dns_answers: int = 0
 
 
-@dataclass(slots=True)
-class _Route:
-    """Flows from one attributed source to one attributed destination: the per-flow aggregate."""
+_UNBOUNDED = float("inf")
+_UNTIMED = -1  # the stretch of flows without a timestamp (attributed against the live pods)
 
-    protocol: str
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """The flows of one connection within one stretch of time in which the cluster gives one answer for
+    both its addresses: attributed once, when its first flow arrives; each later flow only counts."""
+
+    source: End
+    destination: Destination
+    totals: tuple[EdgeTotals, ...]  # per target of ``destination``, the edge the group adds to
     counters: Counters = field(default_factory=Counters)
-    flows: list[Flow] = field(default_factory=list)  # the first few, as evidence
     established: dict[str, int] = field(default_factory=dict)  # connections not captured, by source
+    sampling: bool = True  # whether an edge of the group may still take samples
+
+
+@dataclass(slots=True, eq=False)
+class _Connection:
+    """Flows of one (source address, destination address, destination port, protocol), canonical, with
+    the instants at which either address may change meaning (:meth:`Cluster.change_times`) and its
+    groups by stretch between them; ``current`` is the group of ``[low, high)``, the stretch of the
+    last timed flow (flows of a connection mostly arrive in time order, so this is the usual hit)."""
+
+    src_ip: str
+    dst_ip: str
+    dst_port: int
+    protocol: str
+    src_times: list[float]
+    dst_times: list[float]
+    groups: dict[int, _Group] = field(default_factory=dict)
+    current: _Group | None = None
+    low: float = _UNBOUNDED
+    high: float = -_UNBOUNDED
 
 
 class Ingest:
-    """Attributes, deduplicates and aggregates flows for one cluster view until the batch is taken.
+    """Deduplicates, aggregates and attributes flows for one cluster view until the batch is taken.
 
-    Per flow, only a dictionary keyed by the attributor's cached (source, destination) objects is
-    touched; fanning out to Service backends and folding pods into workload edges happens once per
-    route when the batch is taken.
+    Flows are aggregated before they are attributed: per flow, one dictionary lookup finds its
+    connection, the stretch of the cluster view its timestamp falls in picks the group (usually the
+    one the previous flow of that connection used), and the group's counters grow. Attribution
+    (which identities, which Service backends) happens once per group; folding groups into workload
+    edges once per batch. An edge's samples are the first ``samples_per_edge`` flows attributed to
+    it, in the order they were added.
     """
 
     def __init__(
         self, cluster: Cluster, *, dedupe_window: float = 1.0, samples_per_edge: int = SAMPLES_PER_EDGE
     ) -> None:
+        self._cluster = cluster
         self._attributor = Attributor(cluster)
         self._deduper = Deduper(dedupe_window)
         self._samples = samples_per_edge
         self._dns: dict[str, dict[str, list[tuple[float, float]]]] = {}  # address -> name -> windows
         self._dns_batch: dict[tuple[str, str], DnsSeen] = {}
-        self._routes: dict[tuple[End, Destination], _Route] = {}
+        self._connections: dict[tuple[str, str, int, str], _Connection] = {}  # by the 4-tuple as spelt
+        self._canonical: dict[tuple[str, str, int, str], _Connection] = {}
+        self._edges: dict[EdgeKey, EdgeTotals] = {}
         self.stats = IngestStats()
+
+    def add_flow(self, flow: Flow, source: str = SOURCE_CAPTURE) -> None:
+        """One connection; ``source`` says how it was learnt (captured, or read from a table of open
+        connections: ``conntrack``, ``sockets``), kept per edge as its provenance."""
+        self._add(((0, flow),), "", source)
 
     def add_flows(self, flows: Iterable[Flow]) -> None:
         for flow in flows:
             self.add_flow(flow)
 
-    def add_flow(self, flow: Flow, source: str = SOURCE_CAPTURE) -> None:
-        """One connection; ``source`` says how it was learnt (captured, or read from a table of open
-        connections: ``conntrack``, ``sockets``), kept per edge as its provenance."""
+    def add_records(self, records: Iterable[tuple[int, FlowRecord]], name: str) -> None:
+        """Flow records as :func:`netpol_gen.model.flows.iter_records` decodes them, with what the schema
+        cannot say checked as :func:`netpol_gen.model.flows.flow_from_record` checks it (once per
+        connection for the addresses); FlowError names ``name`` and the line. No Flow is built per line."""
+        self._add(records, name, SOURCE_CAPTURE)
+
+    def _add(self, records: Iterable[tuple[int, _FlowFields]], name: str, source: str) -> None:
+        """The per-flow loop, the one hot path of ingest: find the connection, drop a duplicate, find the
+        group (usually the connection's current one), count, keep a sample while an edge wants one."""
+        latest = horizon()
+        connections, seen_before = self._connections, self._deduper.seen_before
         stats = self.stats
-        stats.flows += 1
-        if self._deduper.is_duplicate(flow):
-            stats.duplicates += 1
-            return
+        flows = duplicates = 0
+        try:
+            for number, record in records:
+                key = (record.src_ip, record.dst_ip, record.dst_port, record.protocol)
+                ts, src_port = record.ts, record.src_port
+                try:
+                    connection = connections.get(key) or self._connection(key)
+                    if ts is not None and ts > latest:
+                        raise too_late(ts)
+                except FlowError as exc:
+                    raise FlowError(exc.what, where=f"{name}:line {number}") from None
+                flows += 1
+                if ts is None:
+                    group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, src_port, ts)
+                else:
+                    if src_port is not None and seen_before((connection.src_ip, src_port, connection.dst_ip,
+                                                             connection.dst_port, connection.protocol), ts):
+                        duplicates += 1
+                        continue
+                    current = connection.current
+                    group = current if current is not None and connection.low <= ts < connection.high else \
+                        self._stretch(connection, src_port, ts)
+                group.counters.count(ts, record.packets, record.bytes)
+                if source != SOURCE_CAPTURE:
+                    group.established[source] = group.established.get(source, 0) + 1
+                if group.sampling:
+                    self._sample(connection, group, src_port, ts, record.packets, record.bytes)
+        finally:
+            stats.flows += flows
+            stats.duplicates += duplicates
+
+    def _connection(self, key: tuple[str, str, int, str]) -> _Connection:
+        """The connection ``key`` (addresses as spelt in the input) stands for; FlowError if its
+        addresses are no addresses of one family."""
+        src_ip, dst_ip = canonical_addresses(key[0], key[1])
+        canonical = (src_ip, dst_ip, key[2], key[3].upper())
+        connection = self._canonical.get(canonical)
+        if connection is None:
+            change_times = self._cluster.change_times
+            connection = self._canonical[canonical] = _Connection(
+                *canonical, change_times(src_ip), change_times(dst_ip))
+        self._connections[key] = connection
+        return connection
+
+    def _stretch(self, connection: _Connection, src_port: int | None, ts: float) -> _Group:
+        """The group of the stretch ``ts`` falls in (made and attributed if new), now ``current``."""
+        src_times, dst_times = connection.src_times, connection.dst_times
+        i, j = bisect_right(src_times, ts), bisect_right(dst_times, ts)
+        slot = i * (len(dst_times) + 1) + j
+        group = connection.groups.get(slot) or self._attribute(connection, slot, src_port, ts)
+        connection.current = group
+        connection.low = max(src_times[i - 1] if i else -_UNBOUNDED, dst_times[j - 1] if j else -_UNBOUNDED)
+        connection.high = min(src_times[i] if i < len(src_times) else _UNBOUNDED,
+                              dst_times[j] if j < len(dst_times) else _UNBOUNDED)
+        return group
+
+    def _attribute(self, connection: _Connection, slot: int, src_port: int | None, ts: float | None) -> _Group:
+        """A new group, attributed as its first flow is (every flow of the stretch gets the same answer)."""
+        flow = Flow(connection.src_ip, connection.dst_ip, connection.dst_port, connection.protocol, src_port, ts)
         destination = self._attributor.destination(flow)
-        if not destination.targets:
-            stats.service_unresolved += 1
-            return
-        key = (self._attributor.source(flow), destination)
-        route = self._routes.get(key)
-        if route is None:
-            route = self._routes[key] = _Route(flow.protocol)
-        route.counters.add(flow)
-        if source != SOURCE_CAPTURE:
-            route.established[source] = route.established.get(source, 0) + 1
-        if len(route.flows) < self._samples:
-            route.flows.append(flow)
+        source = self._attributor.source(flow)
+        totals = []
+        for target in destination.targets:
+            key = (source.identity, target.end.identity, target.port, connection.protocol)
+            edge = self._edges.get(key)
+            if edge is None:
+                edge = self._edges[key] = EdgeTotals()
+            totals.append(edge)
+        group = connection.groups[slot] = _Group(source, destination, tuple(totals))
+        return group
+
+    def _sample(self, connection: _Connection, group: _Group, src_port: int | None, ts: float | None,
+                packets: int | None, bytes_: int | None) -> None:
+        """The flow as evidence on each of the group's edges that has fewer than the samples it keeps."""
+        room = False
+        for target, edge in zip(group.destination.targets, group.totals, strict=True):
+            if len(edge.samples) < self._samples:
+                edge.samples.append(Sample(ts, connection.src_ip, src_port, connection.dst_ip, connection.dst_port,
+                                           group.source.pod_uid, target.end.pod_uid, group.destination.service,
+                                           packets, bytes_))
+                room = room or len(edge.samples) < self._samples
+        group.sampling = room
 
     def add_dns(self, answer: DnsRecord) -> None:
         self.stats.dns_answers += 1
@@ -121,24 +255,19 @@ class Ingest:
 
     def take_batch(self) -> Batch:
         """The workload-level edges so far, with DNS names on external destinations; starts a new batch."""
-        batch = Batch(dns=self._dns_batch)
+        batch = Batch(edges=self._edges, dns=self._dns_batch)
         windows: dict[Identity, Counters] = {}  # when each external destination was reached
-        for (src, destination), route in self._routes.items():
-            for target in destination.targets:
-                dst = target.end.identity
-                key = (src.identity, dst, target.port, route.protocol)
-                totals = batch.edges.get(key)
-                if totals is None:
-                    totals = batch.edges[key] = EdgeTotals()
-                totals.merge(route.counters)
-                for source, count in route.established.items():
-                    totals.established[source] = totals.established.get(source, 0) + count
-                for flow in route.flows[: self._samples - len(totals.samples)]:
-                    totals.samples.append(Sample(
-                        flow.ts, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, src.pod_uid,
-                        target.end.pod_uid, destination.service, flow.packets, flow.bytes))
-                if dst.kind is IdentityKind.EXTERNAL:
-                    windows.setdefault(dst, Counters()).merge(route.counters)
+        for connection in self._canonical.values():
+            for group in connection.groups.values():
+                if not group.totals:
+                    self.stats.service_unresolved += group.counters.connections
+                for target, totals in zip(group.destination.targets, group.totals, strict=True):
+                    totals.merge(group.counters)
+                    for source, count in group.established.items():
+                        totals.established[source] = totals.established.get(source, 0) + count
+                    dst = target.end.identity
+                    if dst.kind is IdentityKind.EXTERNAL:
+                        windows.setdefault(dst, Counters()).merge(group.counters)
         for src_identity, dst, _, _ in batch.edges:
             self.stats.unknown_ips.update(i.ip for i in (src_identity, dst) if i.kind is IdentityKind.UNKNOWN and i.ip)
         for identity, reached in windows.items():
@@ -146,7 +275,7 @@ class Ingest:
                      if _overlaps(reached, valid)}
             if names:
                 batch.names[identity] = names
-        self._routes, self._dns_batch = {}, {}
+        self._connections, self._canonical, self._edges, self._dns_batch = {}, {}, {}, {}
         return batch
 
 

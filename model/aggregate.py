@@ -6,11 +6,10 @@ interfaces of one node) is one connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from netpol_gen.model.bounds import AddressText, Count, DestinationPort, EstablishedSource, Port, Seconds, Ttl
-from netpol_gen.model.flows import Flow
 from netpol_gen.model.identity import Identity
 
 EdgeKey = tuple[Identity, Identity, int, str]  # source, destination, port on the destination, protocol
@@ -62,13 +61,14 @@ class Counters:
     last_seen: Seconds | None = None
     untimed: bool = False
 
-    def add(self, flow: Flow) -> None:
+    def count(self, ts: float | None, packets: int | None, bytes_: int | None) -> None:
+        """One connection (a flow's timestamp and counters: the fields, not a Flow, as the flow-file
+        reader has them before any Flow object is built)."""
         self.connections += 1
-        if flow.packets is not None:
-            self.packets = flow.packets if self.packets is None else self.packets + flow.packets
-        if flow.bytes is not None:
-            self.bytes = flow.bytes if self.bytes is None else self.bytes + flow.bytes
-        ts = flow.ts
+        if packets is not None:
+            self.packets = packets if self.packets is None else self.packets + packets
+        if bytes_ is not None:
+            self.bytes = bytes_ if self.bytes is None else self.bytes + bytes_
         if ts is None:
             self.untimed = True
             return
@@ -123,11 +123,11 @@ class Deduper:
         self._window = window
         self._seen: set[int] = set()
 
-    def is_duplicate(self, flow: Flow) -> bool:
-        if flow.src_port is None or flow.ts is None:
-            return False
-        conn = (flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol)
-        bucket = int(flow.ts // self._window)
+    def seen_before(self, conn: Hashable, ts: float) -> bool:
+        """Whether the connection ``conn`` names (its 5-tuple, or any key standing for exactly one, such
+        as the ingest's id of its 4-tuple plus the source port) started about ``ts`` before; remembers
+        it if not. Only flows with a source port and a timestamp can be asked about."""
+        bucket = int(ts // self._window)
         seen = self._seen
         if hash((conn, bucket)) in seen or hash((conn, bucket - 1)) in seen or hash((conn, bucket + 1)) in seen:
             return True

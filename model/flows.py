@@ -176,12 +176,13 @@ def bounded_lines(stream: IO[bytes]) -> Iterator[bytes | None]:
         yield None
 
 
-def iter_flows(
+def iter_records(
     stream: IO[bytes], name: str, *, skip_bad: bool = False, stats: FlowReadStats | None = None
-) -> Iterator[Flow]:
-    """Yield flows from a binary JSONL stream; blank lines are ignored, a bad line raises (or is skipped)."""
+) -> Iterator[tuple[int, FlowRecord]]:
+    """Yield (line number, record) of a binary JSONL stream as the schema decodes it, before the checks
+    the schema cannot make (:func:`flow_from_record`); blank lines are ignored, a bad one raises (or is
+    skipped). ``stats.flows`` is left to the caller, which may still refuse a record."""
     stats = stats if stats is not None else FlowReadStats()
-    latest = horizon()
     for number, line in enumerate(bounded_lines(stream), 1):
         stats.lines = number
         if line is not None and not line.strip():
@@ -189,7 +190,24 @@ def iter_flows(
         try:
             if line is None:
                 raise FlowError(f"line longer than {MAX_LINE} bytes")
-            flow = parse_flow(line, latest)
+            record = decode_record(line)
+        except FlowError as exc:
+            if skip_bad:
+                stats.skipped += 1
+                continue
+            raise FlowError(exc.what, where=f"{name}:line {number}") from None
+        yield number, record
+
+
+def iter_flows(
+    stream: IO[bytes], name: str, *, skip_bad: bool = False, stats: FlowReadStats | None = None
+) -> Iterator[Flow]:
+    """Yield flows from a binary JSONL stream; blank lines are ignored, a bad line raises (or is skipped)."""
+    stats = stats if stats is not None else FlowReadStats()
+    latest = horizon()
+    for number, record in iter_records(stream, name, skip_bad=skip_bad, stats=stats):
+        try:
+            flow = flow_from_record(record, latest)
         except FlowError as exc:
             if skip_bad:
                 stats.skipped += 1
