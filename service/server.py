@@ -51,7 +51,7 @@ from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.service.shadow_source import LocalShadow, SetMessage, add_checked
 from netpol_gen.service.source import LocalSource
 from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
-from netpol_gen.store.batches import Delivery, deliver_batches
+from netpol_gen.store.batches import Delivery, KnownIds, deliver_batches
 from netpol_gen.store.db import Store
 from netpol_gen.store.retention import StaleBatch
 from netpol_gen.store.shadow import remove_set
@@ -90,6 +90,7 @@ class Ingestor:
     def __init__(self, store: Store, writers: int) -> None:
         self.store = store
         self.judge = ShadowJudge(store)
+        self.known = KnownIds()
         self._slots = threading.BoundedSemaphore(writers)
         self._queue: deque[_Pending] = deque()
         self._queue_lock = threading.Lock()
@@ -137,7 +138,7 @@ class Ingestor:
         attempt = 1
         while True:
             try:
-                return deliver_batches(self.store, deliveries)
+                return deliver_batches(self.store, deliveries, known=self.known)
             except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
                 # a lock or a deadlock: the transaction rolled back whole, and is tried again
                 if attempt == WRITE_ATTEMPTS:

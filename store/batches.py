@@ -18,9 +18,10 @@ store ends as it would after writing them one by one, with one upsert per unique
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netpol_gen.model.aggregate import Batch, DnsSeen, EdgeKey, EdgeTotals
@@ -30,7 +31,7 @@ from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
 from netpol_gen.store.retention import check_fresh
 from netpol_gen.store.upsert import upsert_statement
-from netpol_gen.store.writer import write_batch, write_cluster
+from netpol_gen.store.writer import write_cluster, write_edges
 
 KIND = "collect"
 
@@ -50,21 +51,39 @@ class Delivery:
     then: Callable[[Connection], None] | None = None
 
 
-def combined(batches: Sequence[Batch]) -> Batch:
+@dataclass(frozen=True)
+class Combined:
+    """A group's batches as one: each edge once (with its key as first seen), DNS answers, names."""
+
+    edges: list[tuple[EdgeKey, EdgeTotals]]
+    dns: dict[tuple[str, str], DnsSeen]
+    names: dict[Identity, set[str]]
+
+
+def combined(batches: Sequence[Batch]) -> Combined:
     """One batch whose writing leaves the store as writing ``batches`` in order would: connections,
     counters and established counts add, times widen, each sample slot keeps its first writer's
-    sample, a DNS answer keeps its last TTL, names unite."""
-    if len(batches) == 1:
-        return batches[0]
-    edges: dict[EdgeKey, EdgeTotals] = {}
+    sample, a DNS answer keeps its last TTL, names unite.
+
+    Edges are matched by their identities' keys (strings hash in C, an Identity's hash is Python);
+    an edge's totals are copied only when a second batch adds to them, so the batches are never
+    changed (a failed group is written again batch by batch)."""
+    edges: dict[tuple[str, str, int, str], tuple[EdgeKey, EdgeTotals]] = {}
+    copied: set[tuple[str, str, int, str]] = set()
     dns: dict[tuple[str, str], DnsSeen] = {}
     names: dict[Identity, set[str]] = {}
     for batch in batches:
         for key, totals in batch.edges.items():
-            merged = edges.get(key)
-            if merged is None:
-                edges[key] = replace(totals, samples=list(totals.samples), established=dict(totals.established))
+            matched = (key[0].key, key[1].key, key[2], key[3])
+            found = edges.get(matched)
+            if found is None:
+                edges[matched] = (key, totals)
                 continue
+            merged = found[1]
+            if matched not in copied:
+                merged = replace(merged, samples=list(merged.samples), established=dict(merged.established))
+                edges[matched] = (found[0], merged)
+                copied.add(matched)
             merged.merge(totals)
             merged.samples.extend(totals.samples[len(merged.samples):])
             for source, count in totals.established.items():
@@ -75,7 +94,27 @@ def combined(batches: Sequence[Batch]) -> Batch:
                 seen.ttl, min(known.first_seen, seen.first_seen), max(known.last_seen, seen.last_seen))
         for identity, learnt in batch.names.items():
             names.setdefault(identity, set()).update(learnt)
-    return Batch(edges, dns, names)
+    return Combined(list(edges.values()), dns, names)
+
+
+class KnownIds:
+    """Identity ids (by key) that committed transactions wrote or read. An identity row is never
+    deleted nor renumbered, so once learning settles a group's identities need no upsert and no
+    lookup; any replica may have written them. Forgotten whole when the database refuses a write
+    (a store emptied under a running ``serve``) or past :data:`LIMIT` keys."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def learnt(self, ids: Mapping[str, int]) -> None:
+        if len(self.ids) + len(ids) > self.LIMIT:
+            self.ids.clear()
+        self.ids.update(ids)
+
+    def forget(self) -> None:
+        self.ids.clear()
 
 
 def claim(conn: Connection, deliveries: Sequence[Delivery], now: float | None = None) -> set[str]:
@@ -89,10 +128,26 @@ def claim(conn: Connection, deliveries: Sequence[Delivery], now: float | None = 
     return set(conn.execute(statement.values(ordered).returning(t.imports.c.content_hash)).scalars())
 
 
-def deliver_batches(store: Store, deliveries: Sequence[Delivery], now: float | None = None) -> list[bool]:
+def deliver_batches(store: Store, deliveries: Sequence[Delivery], now: float | None = None,
+                    known: KnownIds | None = None) -> list[bool]:
     """Write ``deliveries`` in one transaction; per delivery, True when written, False when its id was
     delivered before (or earlier in this group). StaleBatch (nothing written) when a new one is older
-    than the batch ids retention keeps (:func:`~netpol_gen.store.retention.check_fresh`)."""
+    than the batch ids retention keeps (:func:`~netpol_gen.store.retention.check_fresh`). ``known``:
+    identity ids committed before, and where this transaction's are kept once it committed."""
+    try:
+        written, ids = _deliver(store, deliveries, now, known.ids if known is not None else {})
+    except sa.exc.IntegrityError:
+        if known is not None:
+            known.forget()
+        raise
+    if known is not None:
+        known.learnt(ids)
+    return written
+
+
+def _deliver(store: Store, deliveries: Sequence[Delivery], now: float | None,
+             known: Mapping[str, int]) -> tuple[list[bool], Mapping[str, int]]:
+    ids: Mapping[str, int] = {}
     with store.transaction() as conn:
         new = claim(conn, deliveries, now)
         written: list[bool] = []
@@ -105,11 +160,12 @@ def deliver_batches(store: Store, deliveries: Sequence[Delivery], now: float | N
             if delivery.cluster is not None:
                 write_cluster(conn, delivery.cluster)
         if fresh:
-            write_batch(conn, combined([d.batch for d in fresh]))
+            group = combined([d.batch for d in fresh])
+            ids = write_edges(conn, group.edges, group.dns, group.names, known).identity_ids
         for delivery in fresh:
             if delivery.then is not None:
                 delivery.then(conn)
-    return written
+    return written, ids
 
 
 def deliver_batch(store: Store, batch_id: str, batch: Batch, flows: int, source: str,

@@ -11,7 +11,7 @@ transaction may upsert the same table twice (identities for the cluster view, th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,13 +44,20 @@ def upsert_staged(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str,
                   returning: Sequence[sa.ColumnElement[Any]]) -> Sequence[sa.Row[Any]]:
     """The upsert of ``rows`` through COPY and one ``INSERT .. SELECT``; ``returning`` as in upsert."""
     columns = list(rows[0])
+    return copy_upsert(conn, table, columns, [[row[c] for c in columns] for row in rows], keys, updates, returning)
+
+
+def copy_upsert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                keys: Sequence[str], updates: Callable[[Any], Mapping[str, Any]] | None,
+                returning: Sequence[sa.ColumnElement[Any]]) -> Sequence[sa.Row[Any]]:
+    """:func:`upsert_staged` of rows given as value sequences in ``columns`` order (no dict per row)."""
     stage = _stage(conn, table, columns)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         listed = ", ".join(f'"{c}"' for c in columns)
         with cursor.copy(f'COPY "{stage.name}" ({listed}) FROM STDIN') as copy:
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(row)
     finally:
         cursor.close()
     insert = postgresql.insert(table).from_select(columns, sa.select(*(stage.c[c] for c in columns))

@@ -7,19 +7,19 @@ rolls back everything written for that import or collector batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netpol_gen.model.aggregate import Batch, EdgeKey
+from netpol_gen.model.aggregate import Batch, DnsSeen, EdgeKey, EdgeTotals
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
 from netpol_gen.store.cluster_view import stamp_revision
-from netpol_gen.store.upsert import add_nullable, greatest, least, upsert
+from netpol_gen.store.upsert import Prepared, add_nullable, greatest, least, upsert
 
 _CHUNK = 500  # bound parameters per IN (...) lookup; SQLite allows 32766, PostgreSQL 65535
 _T = TypeVar("_T")
@@ -30,6 +30,7 @@ class WriteResult:
     edges_new: int
     edges_updated: int
     dns_answers: int
+    identity_ids: Mapping[str, int] = field(default_factory=dict)  # by key: what the write resolved
 
 
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
@@ -95,57 +96,84 @@ def write_cluster(conn: Connection, cluster: Cluster) -> None:
     stamp_revision(conn)
 
 
-def _write_evidence(conn: Connection, batch: Batch, edge_ids: dict[EdgeKey, int]) -> None:
-    """The samples of the batch's edges and their connections learnt from tables of open connections."""
-    # Slots 0..n-1 per batch, first writer wins: an edge keeps at most SAMPLES_PER_EDGE samples ever.
-    upsert(conn, t.edge_samples, [
-        {"edge_id": edge_ids[key], "slot": slot, "ts": s.ts, "src_ip": s.src_ip, "src_port": s.src_port,
-         "dst_ip": s.dst_ip, "dst_port": s.dst_port, "src_pod_uid": s.src_pod_uid, "dst_pod_uid": s.dst_pod_uid,
-         "service": s.service, "packets": s.packets, "bytes": s.bytes}
-        for key, totals in batch.edges.items() for slot, s in enumerate(totals.samples)
-    ], ["edge_id", "slot"])
-    upsert(conn, t.edge_established, [
-        {"edge_id": edge_ids[key], "source": source, "connections": count}
-        for key, totals in batch.edges.items() for source, count in totals.established.items()
-    ], ["edge_id", "source"], lambda ex: {"connections": t.edge_established.c.connections + ex.connections})
-
-
-def write_batch(conn: Connection, batch: Batch) -> WriteResult:
-    """Add ``batch`` to the store: one upsert per unique edge, samples up to each edge's bound."""
-    ids = identity_ids(conn, {i for key in batch.edges for i in key[:2]} | set(batch.names))
-    rows: list[dict[str, Any]] = []
-    by_ids: dict[tuple[int, int, int, str], EdgeKey] = {}
-    for key, totals in batch.edges.items():
-        src, dst, port, protocol = key
-        id_key = (ids[src], ids[dst], port, protocol)
-        by_ids[id_key] = key
-        rows.append({"src_id": id_key[0], "dst_id": id_key[1], "dst_port": port, "protocol": protocol,
-                     "connections": totals.connections, "packets": totals.packets, "bytes": totals.bytes,
-                     "first_seen": totals.first_seen, "last_seen": totals.last_seen})
+def _edge_updates(ex: Any) -> dict[str, Any]:
     e = t.edges.c
-    before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(e.id), 0))).scalar_one()
-    # The upsert returns every row's id, so no lookup follows (a lookup by source identity reads all of
-    # that identity's edges, which grows with the store). A row inserted now has an id above any before.
-    stored = upsert(conn, t.edges, rows, ["src_id", "dst_id", "dst_port", "protocol"], lambda ex: {
-        "connections": e.connections + ex.connections,
-        "packets": add_nullable(e.packets, ex.packets),
-        "bytes": add_nullable(e.bytes, ex.bytes),
-        "first_seen": least(e.first_seen, ex.first_seen),
-        "last_seen": greatest(e.last_seen, ex.last_seen),
-    }, returning=(e.src_id, e.dst_id, e.dst_port, e.protocol, e.id))
-    edge_ids = {by_ids[(row.src_id, row.dst_id, row.dst_port, row.protocol)]: row.id for row in stored}
-    new = sum(edge_id > before for edge_id in edge_ids.values())
-    _write_evidence(conn, batch, edge_ids)
-    upsert(conn, t.dns_answers, [
-        {"name": name, "address": address, "ttl": seen.ttl, "first_seen": seen.first_seen,
-         "last_seen": seen.last_seen}
-        for (name, address), seen in batch.dns.items()
-    ], ["name", "address"], lambda ex: {
-        "ttl": ex.ttl,
-        "first_seen": least(t.dns_answers.c.first_seen, ex.first_seen),
-        "last_seen": greatest(t.dns_answers.c.last_seen, ex.last_seen),
-    })
-    upsert(conn, t.identity_names,
-           [{"identity_id": ids[identity], "name": name} for identity, names in batch.names.items() for name in names],
-           ["identity_id", "name"])
-    return WriteResult(edges_new=new, edges_updated=len(rows) - new, dns_answers=len(batch.dns))
+    return {"connections": e.connections + ex.connections, "packets": add_nullable(e.packets, ex.packets),
+            "bytes": add_nullable(e.bytes, ex.bytes), "first_seen": least(e.first_seen, ex.first_seen),
+            "last_seen": greatest(e.last_seen, ex.last_seen)}
+
+
+def _dns_updates(ex: Any) -> dict[str, Any]:
+    d = t.dns_answers.c
+    return {"ttl": ex.ttl, "first_seen": least(d.first_seen, ex.first_seen),
+            "last_seen": greatest(d.last_seen, ex.last_seen)}
+
+
+_EDGE_KEY = ("src_id", "dst_id", "dst_port", "protocol")
+_IDENTITIES = Prepared(t.identities, ("key", "kind", "namespace", "workload_kind", "workload_name", "node", "ip"),
+                       ("key",))
+# The upsert returns every row's id, so no lookup follows (a lookup by source identity reads all of
+# that identity's edges, which grows with the store). A row inserted now has an id above any before.
+_EDGES = Prepared(t.edges, (*_EDGE_KEY, "connections", "packets", "bytes", "first_seen", "last_seen"), _EDGE_KEY,
+                  _edge_updates, returning=(*_EDGE_KEY, "id"))
+# Slots 0..n-1 per batch, first writer wins: an edge keeps at most SAMPLES_PER_EDGE samples ever.
+_SAMPLES = Prepared(t.edge_samples, ("edge_id", "slot", "ts", "src_ip", "src_port", "dst_ip", "dst_port",
+                                     "src_pod_uid", "dst_pod_uid", "service", "packets", "bytes"), ("edge_id", "slot"))
+_ESTABLISHED = Prepared(t.edge_established, ("edge_id", "source", "connections"), ("edge_id", "source"),
+                        lambda ex: {"connections": t.edge_established.c.connections + ex.connections})
+_DNS = Prepared(t.dns_answers, ("name", "address", "ttl", "first_seen", "last_seen"), ("name", "address"),
+                _dns_updates)
+_NAMES = Prepared(t.identity_names, ("identity_id", "name"), ("identity_id", "name"))
+
+
+def _ids_by_key(conn: Connection, wanted: Mapping[str, Identity], known: Mapping[str, int]) -> dict[str, int]:
+    """Ids of ``wanted`` (by key): those in ``known`` as they are, the others upserted and read."""
+    ids = {key: known[key] for key in wanted if key in known}
+    missing = [key for key in wanted if key not in ids]
+    if not missing:
+        return ids
+    _IDENTITIES.run(conn, [(key, i.kind.value, i.namespace, i.workload_kind, i.workload_name, i.node, i.ip)
+                           for key in missing for i in (wanted[key],)])
+    for chunk in _chunks(missing):
+        rows = conn.execute(sa.select(t.identities.c.key, t.identities.c.id).where(t.identities.c.key.in_(chunk)))
+        ids.update((key, ident) for key, ident in rows)
+    return ids
+
+
+def _write_evidence(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], edge_ids: Sequence[int]) -> None:
+    """The samples of the edges (``edge_ids`` in their order) and their connections learnt from tables of
+    open connections."""
+    _SAMPLES.run(conn, [(edge_id, slot, s.ts, s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.src_pod_uid,
+                         s.dst_pod_uid, s.service, s.packets, s.bytes)
+                        for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
+                        for slot, s in enumerate(totals.samples)])
+    _ESTABLISHED.run(conn, [(edge_id, source, count) for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
+                            for source, count in totals.established.items()])
+
+
+def write_batch(conn: Connection, batch: Batch, known: Mapping[str, int] | None = None) -> WriteResult:
+    """Add ``batch`` to the store: one upsert per unique edge, samples up to each edge's bound."""
+    return write_edges(conn, list(batch.edges.items()), batch.dns, batch.names, known)
+
+
+def write_edges(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], dns: Mapping[tuple[str, str], DnsSeen],
+                names: Mapping[Identity, Iterable[str]], known: Mapping[str, int] | None = None) -> WriteResult:
+    """:func:`write_batch` of a batch's parts (``edges`` each key once); ``known``: identity ids by key
+    committed before (their rows are neither upserted nor read again)."""
+    wanted: dict[str, Identity] = {}
+    for (src, dst, _port, _protocol), _totals in edges:
+        wanted[src.key] = src
+        wanted[dst.key] = dst
+    wanted.update((identity.key, identity) for identity in names)
+    ids = _ids_by_key(conn, wanted, known or {})
+    rows = [(ids[src.key], ids[dst.key], port, protocol, totals.connections, totals.packets, totals.bytes,
+             totals.first_seen, totals.last_seen) for (src, dst, port, protocol), totals in edges]
+    before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.edges.c.id), 0))).scalar_one()
+    stored = {row[:4]: row[4] for row in _EDGES.run(conn, rows)}
+    edge_ids = [stored[row[:4]] for row in rows]
+    _write_evidence(conn, edges, edge_ids)
+    _DNS.run(conn, [(name, address, seen.ttl, seen.first_seen, seen.last_seen)
+                    for (name, address), seen in dns.items()])
+    _NAMES.run(conn, [(ids[identity.key], name) for identity, learnt in names.items() for name in learnt])
+    new = sum(edge_id > before for edge_id in stored.values())
+    return WriteResult(edges_new=new, edges_updated=len(rows) - new, dns_answers=len(dns), identity_ids=ids)
