@@ -14,7 +14,7 @@ import click
 from netpol_gen.cli.options import db_option, server_options
 from netpol_gen.service.shadow_source import shadow_source
 from netpol_gen.service.watch import denied_stream, parse_since
-from netpol_gen.store.shadow import DeniedEdge
+from netpol_gen.store.shadow import UNKNOWN_SIDE, DeniedEdge
 
 EXIT_DENIED = 1
 
@@ -28,9 +28,13 @@ def _line(edge: DeniedEdge, fmt: str) -> str:
         record = asdict(edge) | {"policies": list(edge.policies), "first_seen": _time(edge.first_seen),
                                  "last_seen": _time(edge.last_seen)}
         return json.dumps(record, separators=(",", ":"))
-    return (f"{edge.set}: {edge.src} -> {edge.dst} {edge.port}/{edge.protocol} denied on {edge.side} by "
-            f"{', '.join(edge.policies)}: {edge.connections} connections, {_time(edge.first_seen)} .. "
-            f"{_time(edge.last_seen)}")
+    head = f"{edge.set}: {edge.src} -> {edge.dst} {edge.port}/{edge.protocol}"
+    span = f"{_time(edge.first_seen)} .. {_time(edge.last_seen)}"
+    if edge.side == UNKNOWN_SIDE:
+        return f"{head} never answered: {edge.unanswered} attempts, {span}"
+    unanswered = f" ({edge.unanswered} never answered)" if edge.unanswered else ""
+    return (f"{head} denied on {edge.side} by {', '.join(edge.policies)}: {edge.connections} connections"
+            f"{unanswered}, {span}")
 
 
 @click.command("watch")
@@ -48,7 +52,7 @@ def _line(edge: DeniedEdge, fmt: str) -> str:
 def watch_cmd(db_url: str | None, server_url: str | None, token: str | None, set_name: str | None,
               since: str | None, follow: bool, every: float, fmt: str, fail_on_deny: bool) -> None:
     """Edges a shadow set would deny: src, dst, port, protocol, the denying side and policies, first and
-    last seen, connections."""
+    last seen, connections; under set in-force also attempts never answered (denied in force)."""
     start = parse_since(since, time.time()) if since else None
     stop = threading.Event()
     if follow:

@@ -53,7 +53,8 @@ def _bound(pick: Callable[[float, float], float], a: float | None, b: float | No
 
 @dataclass(slots=True)
 class Counters:
-    """Connections, counters and time range of a set of flows; ``untimed`` if one had no timestamp."""
+    """Connections, counters and time range of a set of flows; ``untimed`` if one had no timestamp;
+    ``unanswered``: how many of the connections were attempts never answered (``Flow.answered``)."""
 
     connections: Count = 0
     packets: Count | None = None  # None: no flow carried counters
@@ -61,9 +62,12 @@ class Counters:
     first_seen: Seconds | None = None
     last_seen: Seconds | None = None
     untimed: bool = False
+    unanswered: Count = 0
 
     def add(self, flow: Flow) -> None:
         self.connections += 1
+        if not flow.answered:
+            self.unanswered += 1
         if flow.packets is not None:
             self.packets = flow.packets if self.packets is None else self.packets + flow.packets
         if flow.bytes is not None:
@@ -79,6 +83,7 @@ class Counters:
 
     def merge(self, other: Counters) -> None:
         self.connections += other.connections
+        self.unanswered += other.unanswered
         self.packets = _add(self.packets, other.packets)
         self.bytes = _add(self.bytes, other.bytes)
         self.first_seen = _bound(min, self.first_seen, other.first_seen)

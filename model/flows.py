@@ -1,9 +1,11 @@
 """The flow record: one connection, ``src`` being its initiator, as JSONL on disk.
 
 ``check`` reads it, ``import`` stores it, the collector and the pcap reader produce it. One line:
-``{"src_ip","src_port","dst_ip","dst_port","protocol","ts","packets","bytes"}`` with ``src_port``,
-``ts``, ``packets`` and ``bytes`` optional. A malformed line aborts the read with its line number
-(``skip_bad=True`` counts and skips it instead).
+``{"src_ip","src_port","dst_ip","dst_port","protocol","ts","packets","bytes","answered"}`` with
+``src_port``, ``ts``, ``packets``, ``bytes`` and ``answered`` optional. ``"answered": false`` marks a
+connection attempt never answered (a TCP SYN retransmitted without a SYN-ACK: an enforcement point or a
+dead peer dropped it); it is still a connection, and absent means answered or not known. A malformed
+line aborts the read with its line number (``skip_bad=True`` counts and skips it instead).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Flow:
     ts: float | None = None
     packets: int | None = None
     bytes: int | None = None
+    answered: bool = True  # False: a SYN retransmitted and never answered (a drop by policy, or a dead peer)
 
     def to_json(self) -> str:
         record: dict[str, Any] = {
@@ -50,6 +53,7 @@ class Flow:
             "ts": self.ts,
             "packets": self.packets,
             "bytes": self.bytes,
+            "answered": None if self.answered else False,
         }
         return json.dumps({k: v for k, v in record.items() if v is not None}, separators=(",", ":"))
 
@@ -74,6 +78,7 @@ class FlowRecord(msgspec.Struct, frozen=True):
     ts: Seconds | None = None
     packets: Count | None = None
     bytes: Count | None = None
+    answered: bool = True
 
 
 DECODER = msgspec.json.Decoder(FlowRecord)  # raises msgspec's errors; decode_record words them
@@ -143,6 +148,7 @@ def flow_from_record(record: FlowRecord, latest: float) -> Flow:
         ts=float(record.ts) if record.ts is not None else None,
         packets=record.packets,
         bytes=record.bytes,
+        answered=record.answered,
     )
 
 

@@ -25,11 +25,9 @@ from netpol_gen.errors import InputError, PolicyError
 from netpol_gen.model.documents import Document, load_documents
 from netpol_gen.service.shadow import check_name, validate
 from netpol_gen.store.db import Store
-from netpol_gen.store.shadow import replace_set
+from netpol_gen.store.shadow import IN_FORCE, replace_set
 
 log = logging.getLogger("netpol_gen.serve")
-
-IN_FORCE = "in-force"  # the set of the policies in force; `shadow add` refuses the name
 
 
 def sync_set(store: Store, name: str, source: str, documents: Sequence[Document], *,

@@ -19,6 +19,7 @@ from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
 from netpol_gen.store.cluster_view import stamp_revision
+from netpol_gen.store.unanswered import record_unanswered
 from netpol_gen.store.upsert import add_nullable, greatest, least, upsert
 
 _CHUNK = 500  # bound parameters per IN (...) lookup; SQLite allows 32766, PostgreSQL 65535
@@ -136,6 +137,7 @@ def write_batch(conn: Connection, batch: Batch) -> WriteResult:
     edge_ids = {by_ids[(row.src_id, row.dst_id, row.dst_port, row.protocol)]: row.id for row in stored}
     new = sum(edge_id > before for edge_id in edge_ids.values())
     _write_evidence(conn, batch, edge_ids)
+    record_unanswered(conn, batch, edge_ids)
     upsert(conn, t.dns_answers, [
         {"name": name, "address": address, "ttl": seen.ttl, "first_seen": seen.first_seen,
          "last_seen": seen.last_seen}
