@@ -39,7 +39,7 @@ from netpol_gen.model.flows import Flow
 INGRESS, EGRESS = "Ingress", "Egress"
 HOSTNAME_LABEL = "kubernetes.io/hostname"  # the one node label a snapshot's nodes are known by here
 # Cilium's entities, as the ends the evaluator knows: "host" is the pod's own node (always allowed
-# before policies are asked), "kube-apiserver" needs addresses no snapshot names (see frontends)
+# before policies are asked), "kube-apiserver" the addresses default/kubernetes's EndpointSlices name
 _WORLD = (EndpointKind.EXTERNAL, EndpointKind.UNKNOWN_CLUSTER_IP)
 # the side verdicts no policy takes part in, one object each: shared, they are encoded and tallied
 # once per run (by identity) rather than once per connection
@@ -59,7 +59,7 @@ def entity_matches(entity: str, subject: Pod, other: Endpoint) -> bool:
         return other.node is not None and other.node.name == subject.node_name
     if entity == "remote-node":
         return other.node is not None and other.node.name != subject.node_name
-    return False
+    return entity == "kube-apiserver" and other.api_server
 
 
 @lru_cache(maxsize=65536)
@@ -247,12 +247,14 @@ class Evaluator:
         # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
         # end's namespace and labels (or that it is no pod), its address's class (its family and the
         # policies' address blocks containing it, :mod:`.addresses`), what it is and the names it
-        # answered for, when some rule looks at addresses, the destination pod's container
-        # ports, and port/protocol; the subject's node only for Cilium's node entities. Pods alike in
-        # those share one decision, so a new pod of a known workload costs a dictionary lookup.
+        # answered for (and whether it is the API server's), when some rule looks at addresses, the
+        # destination pod's container ports, and port/protocol; the subject's node only for Cilium's node
+        # entities. Pods alike in those share one decision, so a new pod of a known workload costs a
+        # dictionary lookup.
         looks = self._looks(policies, direction)
         key = (direction, self._pod_class(pod)[0], self._pod_class(other.pod)[0] if other.pod is not None else None,
-               (self.addresses.of(other.ip), id(other.kind), other.names, other.node) if looks[0] else None,
+               (self.addresses.of(other.ip), id(other.kind), other.names, other.node, other.api_server)
+               if looks[0] else None,
                pod.node_name if looks[1] else None,
                self._pod_class(dst_pod)[1] if dst_pod is not None else None, port, protocol)
         verdict = self._sides.get(key)
@@ -296,11 +298,11 @@ class Evaluator:
         cluster = self.cluster
         src = cluster.endpoint(flow.src_ip, flow.ts)
         target = cluster.service_target(flow.dst_ip, flow.dst_port, flow.protocol, flow.ts)
-        if target is not None and target.backends:
+        if target is not None and (target.backends or target.others):
             verdicts = tuple(
                 self.judge(src, Endpoint.of_pod(backend.pod, flow.dst_ip), backend.port, flow.protocol)
                 for backend in target.backends
-            )
+            ) + tuple(self.judge(src, cluster.endpoint(ip, flow.ts), port, flow.protocol) for ip, port in target.others)
             return FlowVerdict(flow, verdicts, target)
         dst = cluster.endpoint(flow.dst_ip, flow.ts)
         return FlowVerdict(flow, (self.judge(src, dst, flow.dst_port, flow.protocol),), target)

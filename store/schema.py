@@ -234,5 +234,13 @@ edge_unanswered = sa.Table(
     sa.Index("ix_edge_unanswered_last_seen", "last_seen"),
 )
 
+# Cilium's entity kube-apiserver (#11): the addresses the default/kubernetes Service's EndpointSlices named in
+# any cluster view written (kept, as pods are, after they change: a flow of that time still went to them).
+api_servers = sa.Table(
+    "api_servers",
+    metadata,
+    sa.Column("address", sa.String(45), primary_key=True),
+)
+
 # Tables added within schema version 1: a writer opening an older store creates them (nothing else changes).
-ADDED_TABLES = [shadow_sets, shadow_denials, delivery_totals, edge_unanswered]
+ADDED_TABLES = [shadow_sets, shadow_denials, delivery_totals, edge_unanswered, api_servers]

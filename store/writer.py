@@ -60,7 +60,8 @@ def identity_ids(conn: Connection, identities: Iterable[Identity]) -> dict[Ident
 
 
 def write_cluster(conn: Connection, cluster: Cluster) -> None:
-    """Namespaces, nodes, Services and every pod IP (with its identity) as this cluster view has them."""
+    """Namespaces, nodes, Services, the API server's addresses and every pod IP (with its identity) as this
+    cluster view has them."""
     upsert(conn, t.namespaces, [{"name": ns.name, "labels": dict(ns.labels)} for ns in cluster.namespaces.values()],
            ["name"], lambda ex: {"labels": ex.labels})
     upsert(conn, t.nodes,
@@ -79,6 +80,7 @@ def write_cluster(conn: Connection, cluster: Cluster) -> None:
         for s in cluster.services for p in s.ports
     ], ["namespace", "service", "port", "protocol"],
         lambda ex: {"name": ex.name, "target_port": ex.target_port, "node_port": ex.node_port})
+    upsert(conn, t.api_servers, [{"address": ip} for ip in sorted(cluster.api_servers)], ["address"])
     pods = [pod for pod in cluster.pods if pod.ips]
     ids = identity_ids(conn, (Identity.of_pod(pod) for pod in pods))
     upsert(conn, t.endpoints, [
