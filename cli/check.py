@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from netpol_gen.cli.options import server_options
+
 if TYPE_CHECKING:
     from netpol_gen.evaluator import FlowVerdict, Verdict
     from netpol_gen.evaluator.replay import ReplaySummary
@@ -113,21 +115,31 @@ def _write_json(report: dict[str, Any]) -> None:
 @click.option("--skip-bad-lines", is_flag=True,
               help="Skip malformed flow lines (counted) instead of aborting at the first one.")
 @click.option("--db", "db_url", default=None, metavar="URL",
-              help="Name external addresses by the DNS answers recorded in this store (Cilium toFQDNs).")
+              help="Name external addresses by the DNS answers recorded in this store (Cilium toFQDNs), and "
+                   "take the API server addresses it learnt (kube-apiserver).")
+@server_options
 def check(clusters: tuple[str, ...], policies: tuple[str, ...], flows_path: str, fmt: str, explain: bool,
-          skip_bad_lines: bool, db_url: str | None) -> None:
+          skip_bad_lines: bool, db_url: str | None, server_url: str | None, token: str | None) -> None:
     """Replay flows against policies; report every flow that would be denied, and why."""
     # the library here, not at the top: `netpol-gen --help` lists this command without loading it
     from netpol_gen.evaluator import Evaluator, load_policies, policy_notes
     from netpol_gen.evaluator.stream import replay_stream
     from netpol_gen.model import load_cluster
-    from netpol_gen.model.flows import FlowReadStats, open_flows
-    from netpol_gen.store.db import open_store
-    from netpol_gen.store.learned import load_dns_answers
+    from netpol_gen.model.flows import FlowReadStats, names_in_flows, open_flows
 
     cluster = load_cluster(clusters)
-    if db_url is not None:
-        cluster.set_dns(load_dns_answers(open_store(db_url, create=False)))
+    answers, api_servers = [], []
+    if db_url is not None or server_url is not None:
+        from netpol_gen.service.source import learning_source  # the HTTP client is slow to import: only here
+
+        with learning_source(db_url, server_url, token) as source:
+            answers, api_servers = source.dns_answers(), source.api_servers()
+    if flows_path != "-":  # names the flows carry (dst_names): a second read of the file, before judging
+        stream, _ = open_flows(flows_path)
+        with stream:
+            answers += names_in_flows(stream)
+    if answers or api_servers:
+        cluster.set_dns(answers, api_servers)
     policy_set = load_policies(policies)
     for note in policy_notes(policy_set):
         click.echo(f"warning: {note}", err=True)

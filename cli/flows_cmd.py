@@ -16,8 +16,9 @@ if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --hel
     from netpol_gen.model.identity import Identity
     from netpol_gen.store.query import EdgeRow
 
+# ``unanswered`` last: a CSV reader of the columns before it keeps working
 _COLUMNS = ("source", "destination", "port", "protocol", "connections", "packets", "bytes", "first_seen",
-            "last_seen", "names")
+            "last_seen", "names", "unanswered")
 
 
 def _time(ts: float | None) -> str:
@@ -31,7 +32,8 @@ def _identity_dict(identity: Identity) -> dict[str, Any]:
 
 def _flat(edge: EdgeRow) -> list[Any]:
     return [edge.src.describe(), edge.dst.describe(), edge.dst_port, edge.protocol, edge.connections,
-            edge.packets, edge.bytes, _time(edge.first_seen), _time(edge.last_seen), " ".join(edge.dst_names)]
+            edge.packets, edge.bytes, _time(edge.first_seen), _time(edge.last_seen), " ".join(edge.dst_names),
+            edge.unanswered]
 
 
 def _print_table(edges: list[EdgeRow]) -> None:
@@ -40,7 +42,8 @@ def _print_table(edges: list[EdgeRow]) -> None:
 
     table = Table(box=None, header_style="bold")
     for column in _COLUMNS:
-        table.add_column(column.replace("_", " "), justify="right" if column in ("connections", "bytes") else "left")
+        right = column in ("connections", "unanswered", "bytes")
+        table.add_column(column.replace("_", " "), justify="right" if right else "left")
     for edge in edges:
         table.add_row(*("" if value is None else str(value) for value in _flat(edge)))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
@@ -52,7 +55,8 @@ def _print_table(edges: list[EdgeRow]) -> None:
 @click.option("--namespace", default=None, help="Only edges with an end in this namespace.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 def flows_cmd(db_url: str | None, server_url: str | None, token: str | None, namespace: str | None, fmt: str) -> None:
-    """List learnt connections: who talked to whom on which port, how often, first and last seen."""
+    """List learnt connections: who talked to whom on which port, how often (and how many attempts were
+    never answered), first and last seen."""
     from netpol_gen.service.source import learning_source
 
     with learning_source(db_url, server_url, token) as source:
@@ -60,7 +64,8 @@ def flows_cmd(db_url: str | None, server_url: str | None, token: str | None, nam
     if fmt == "json":
         click.echo(json.dumps([
             {"source": _identity_dict(e.src), "destination": _identity_dict(e.dst), "port": e.dst_port,
-             "protocol": e.protocol, "connections": e.connections, "packets": e.packets, "bytes": e.bytes,
+             "protocol": e.protocol, "connections": e.connections, "unanswered": e.unanswered,
+             "packets": e.packets, "bytes": e.bytes,
              "first_seen": _time(e.first_seen) or None, "last_seen": _time(e.last_seen) or None,
              "names": list(e.dst_names)}
             for e in edges

@@ -19,6 +19,7 @@ import click
 
 from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.errors import InputError
+from netpol_gen.model.bounds import name_problem
 from netpol_gen.names import IN_FORCE
 
 if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
@@ -84,10 +85,14 @@ def _check_tls(cert: str | None, key: str | None) -> None:
               help=f"Judge traffic against the policies in force too, watched from the Kubernetes API, as shadow "
                    f"set '{IN_FORCE}' (what the CNI drops shows in `watch --set {IN_FORCE}`).")
 @click.option("--kubeconfig", default=None,
-              help="With --in-force: the API [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
+              help="With --in-force or --shadow-configmap: the API [default: in-cluster, else $KUBECONFIG or "
+                   "~/.kube/config].")
 @click.option("--shadow-dir", "shadow_dirs", multiple=True, metavar="NAME=DIR",
               help="Keep shadow set NAME in step with the policy files in DIR (a checkout, a mounted ConfigMap), "
                    "read again every --shadow-every seconds (repeatable).")
+@click.option("--shadow-configmap", "shadow_configmaps", multiple=True, metavar="NAMESPACE/NAME",
+              help="Keep one shadow set per key of this ConfigMap (the key less .yaml/.yml/.json names it, its "
+                   "value holds the policies), watched through the Kubernetes API (repeatable).")
 @click.option("--shadow-every", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
               help="Seconds between two reads of each --shadow-dir.")
 @click.option("--retain", default=None, metavar="DURATION",
@@ -96,7 +101,8 @@ def _check_tls(cert: str | None, key: str | None) -> None:
 def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenreview: bool, writers: tuple[str, ...],
               readers: tuple[str, ...], audiences: tuple[str, ...], max_body_mb: float, tls_cert: str | None,
               tls_key: str | None, write_slots: int | None, in_force: bool, kubeconfig: str | None,
-              shadow_dirs: tuple[str, ...], shadow_every: float, retain: str | None) -> None:
+              shadow_dirs: tuple[str, ...], shadow_configmaps: tuple[str, ...], shadow_every: float,
+              retain: str | None) -> None:
     """Serve the store over HTTP(S): collectors post batches, `--server` commands read what was learnt."""
     import uvicorn
 
@@ -108,9 +114,10 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
     authenticator = _authenticator(token_file, tokenreview, writers, readers, audiences)
     host, port = parse_listen(listen, "--listen")
     _check_tls(tls_cert, tls_key)
-    if kubeconfig and not in_force:
-        raise click.UsageError("--kubeconfig goes with --in-force")
+    if kubeconfig and not (in_force or shadow_configmaps):
+        raise click.UsageError("--kubeconfig goes with --in-force or --shadow-configmap")
     named = [_shadow_dir(value) for value in shadow_dirs]
+    configmaps = [_configmap(value) for value in shadow_configmaps]
     retain_seconds = None if retain is None else parse_duration(retain)
     store = open_store(db_url)
     max_body = int(max_body_mb * (1 << 20))
@@ -122,6 +129,8 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
             stack.callback(_watch_in_force(store, kubeconfig))
         for name, directory in named:
             stack.callback(_watch_directory(store, name, directory, shadow_every))
+        for namespace, name in configmaps:
+            stack.callback(_watch_configmap(store, namespace, name, kubeconfig))
         if retain_seconds is not None:
             pruning = Pruning(store, retain_seconds)
             pruning.start()
@@ -168,6 +177,26 @@ def _watch_directory(store: Store, name: str, directory: str, every: float) -> C
     if watch.problem is not None:
         raise InputError(watch.problem, where=f"--shadow-dir {name}={directory}")
     watch.start()
+    return watch.stop
+
+
+def _configmap(value: str) -> tuple[str, str]:
+    namespace, sep, name = value.partition("/")
+    if not sep or "/" in name or name_problem(namespace, namespace=True) or name_problem(name):
+        raise InputError("expected NAMESPACE/NAME of a ConfigMap", where=f"--shadow-configmap {value}")
+    return namespace, name
+
+
+def _watch_configmap(store: Store, namespace: str, name: str, kubeconfig: str | None) -> Callable[[], None]:
+    """Start keeping the sets of ConfigMap ``namespace/name`` in step with it; returns how to stop."""
+    from netpol_gen.collector.kube import api_client  # the kubernetes client is slow to import: only here
+    from netpol_gen.collector.kube_configmap import ConfigMapWatch
+    from netpol_gen.service.synced_sets import ConfigMapSets
+
+    api = api_client(kubeconfig)
+    watch = ConfigMapWatch(api, namespace, name, ConfigMapSets(store, namespace, name).take)
+    watch.start()
+    click.echo(f"watching shadow sets in ConfigMap {namespace}/{name} at {api.configuration.host}", err=True)
     return watch.stop
 
 

@@ -51,6 +51,9 @@ def _print_readiness(readiness: Readiness) -> None:
                    "nothing it has not done)")
     for name, connections in readiness.denied_by_set.items():
         click.echo(f"shadow set {name}: would have denied {connections} connections (netpol-gen watch --set {name})")
+    if readiness.unanswered:
+        click.echo(f"denied in force: {readiness.unanswered} connection attempts never answered on "
+                   f"{readiness.unanswered_edges} edges (netpol-gen watch --set in-force)")
     click.echo(f"recommendation: {readiness.recommendation} ({readiness.reason})")
 
 

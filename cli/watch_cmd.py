@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from netpol_gen.cli.options import db_option, server_options
+from netpol_gen.names import UNKNOWN_SIDE
 
 if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
     from netpol_gen.store.shadow import DeniedEdge
@@ -29,9 +30,13 @@ def _line(edge: DeniedEdge, fmt: str) -> str:
         record = asdict(edge) | {"policies": list(edge.policies), "first_seen": _time(edge.first_seen),
                                  "last_seen": _time(edge.last_seen)}
         return json.dumps(record, separators=(",", ":"))
-    return (f"{edge.set}: {edge.src} -> {edge.dst} {edge.port}/{edge.protocol} denied on {edge.side} by "
-            f"{', '.join(edge.policies)}: {edge.connections} connections, {_time(edge.first_seen)} .. "
-            f"{_time(edge.last_seen)}")
+    head = f"{edge.set}: {edge.src} -> {edge.dst} {edge.port}/{edge.protocol}"
+    span = f"{_time(edge.first_seen)} .. {_time(edge.last_seen)}"
+    if edge.side == UNKNOWN_SIDE:
+        return f"{head} never answered: {edge.unanswered} attempts, {span}"
+    unanswered = f" ({edge.unanswered} never answered)" if edge.unanswered else ""
+    return (f"{head} denied on {edge.side} by {', '.join(edge.policies)}: {edge.connections} connections"
+            f"{unanswered}, {span}")
 
 
 @click.command("watch")
@@ -49,7 +54,7 @@ def _line(edge: DeniedEdge, fmt: str) -> str:
 def watch_cmd(db_url: str | None, server_url: str | None, token: str | None, set_name: str | None,
               since: str | None, follow: bool, every: float, fmt: str, fail_on_deny: bool) -> None:
     """Edges a shadow set would deny: src, dst, port, protocol, the denying side and policies, first and
-    last seen, connections."""
+    last seen, connections; under set in-force also attempts never answered (denied in force)."""
     from netpol_gen.service.shadow_source import shadow_source
     from netpol_gen.service.watch import denied_stream, parse_since
 

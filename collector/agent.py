@@ -167,7 +167,7 @@ class Agent:
                     self._set_interfaces(capture)
                 next_scan = now + config.rediscover_every
             if now >= next_cut or stopping:
-                self._cut(capture, tracker, start, now)
+                self._cut(capture, tracker, start, now, final=stopping)
                 cluster = self._refresh(capture, tracker, cluster)
                 start, next_cut = now, now + config.interval
             if stopping:
@@ -202,11 +202,13 @@ class Agent:
         self.metrics.interfaces.set(len(after))
         self.health.ready = bool(after)
 
-    def _cut(self, capture: Capture, tracker: FrameTracker, start: float, end: float) -> None:
+    def _cut(self, capture: Capture, tracker: FrameTracker, start: float, end: float, *, final: bool) -> None:
+        """Queue the interval ``start``..``end``; connections whose SYN is not answered yet wait for the
+        next cut (:meth:`FrameTracker.take`), unless this one is the ``final`` cut."""
         before = tracker.stats.packets_filtered_in, tracker.other_end, tracker.stats.dns_answers
         handshakes = tracker.syn_retransmits, tracker.unanswered
         self.metrics.tracked.set(tracker.tracked())
-        flows, dns = tracker.take()
+        flows, dns = tracker.take(None if final else end)
         if self._scanner is not None:
             self._queue_established(self._scanner.captured(flows))
         stats, metrics = tracker.stats, self.metrics

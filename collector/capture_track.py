@@ -21,22 +21,28 @@ intervals); a SYN-ACK acknowledging it marks it answered, and is not tracked whe
 connection was already taken. The first retransmission of a SYN not yet
 answered counts an unanswered attempt (``unanswered``): a connection that an enforcement point (the
 CNI's policies) or a dead peer dropped. The connection itself is learnt from its first SYN, so a
-shadow set judges it like any other.
+shadow set judges it like any other, and its flow says so (``answered=False``, which the store counts
+per edge): :meth:`FrameTracker.take` given the time holds back a connection whose SYN is still
+waiting and younger than :data:`HOLD` seconds to a later take, by when its retransmission (after 1 s)
+or its SYN-ACK has been seen. The cost: a connection cut within its first seconds is delivered an
+interval later.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Set
+from dataclasses import replace
 
 from netpol_gen.ingest.decode import DECODERS, LINKTYPE_ETHERNET, PROTO_TCP, TCP_ACK, TCP_SYN, Address
 from netpol_gen.ingest.dns import DnsAnswer
-from netpol_gen.ingest.flowtrack import FlowTracker
+from netpol_gen.ingest.flowtrack import FlowTracker, ntop
 from netpol_gen.ingest.pcap import CaptureStats, dns_answers, dns_over_tcp_answers
 from netpol_gen.model.flows import Flow
 
 DNS_PORT = 53
 SYN_WINDOW = 130.0  # seconds Linux retransmits an unanswered SYN (tcp_syn_retries 6: 1+2+...+64 s)
+HOLD = 3.0  # seconds a waiting SYN's connection is held back: its first two retransmissions (1 s, 3 s) fall in
 
 
 _WAITING, _ANSWERED, _UNANSWERED = 0.0, 1.0, 2.0  # what became of a remembered SYN
@@ -65,6 +71,7 @@ class FrameTracker:
         self._latest = 0.0
         self.syn_retransmits = 0
         self.unanswered = 0
+        self._held: list[tuple[Flow, list[float]]] = []  # connections whose SYN was waiting at a take, with it
 
     def frame(self, ts: float, outgoing: bool, frame: bytes) -> None:
         """One frame captured on a pod's host-side interface; ``outgoing``: sent by the host to the pod."""
@@ -129,11 +136,28 @@ class FrameTracker:
         """Connections held now (reported before each take: how close the interval came to the bound)."""
         return self._tracker.tracked()
 
-    def take(self) -> tuple[list[Flow], list[DnsAnswer]]:
-        """The flows and DNS answers since the last take."""
+    def take(self, now: float | None = None) -> tuple[list[Flow], list[DnsAnswer]]:
+        """The flows and DNS answers since the last take. Given ``now`` (the capture clock), a connection
+        whose SYN is waiting and younger than :data:`HOLD` is held back to a later take; without, every
+        connection is taken (the last take)."""
         tracker = self._tracker
         tracker.flush()
-        flows, answers = list(tracker.done), self._dns
+        answers = self._dns
+        fresh: dict[tuple[str, int | None, str, int], list[float]] = {
+            (ntop(key[0]), key[1], ntop(key[2]), key[3]): seen
+                 for key, seen in self._syns.items() if seen[_CUT] == self._cut}  # SYNs first seen since the last take
+        pending: list[tuple[Flow, list[float] | None]] = [*self._held, *(
+            (flow, fresh.get((flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port))) for flow in tracker.done)]
+        flows, self._held = [], []
+        for flow, seen in pending:
+            if seen is None or flow.protocol != "TCP":
+                flows.append(flow)
+            elif seen[_STATE] == _UNANSWERED:
+                flows.append(replace(flow, answered=False))
+            elif seen[_STATE] == _WAITING and now is not None and now - seen[_SEEN] < HOLD:
+                self._held.append((flow, seen))
+            else:
+                flows.append(flow)
         tracker.done.clear()
         self._dns = []
         self._cut += 1

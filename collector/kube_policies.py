@@ -24,7 +24,7 @@ from typing import Any
 
 from kubernetes import client
 
-from netpol_gen.collector.kube_watch import Resource, ResourceWatcher, WatchSettings
+from netpol_gen.collector.kube_watch import Resource, ResourceWatcher, StateSink, WatchSettings
 from netpol_gen.errors import InputError
 from netpol_gen.model.documents import Document
 
@@ -78,7 +78,7 @@ def _document(kind: PolicyKind, obj: dict[str, Any]) -> Document:
                     {**body, "apiVersion": kind.api_version, "kind": kind.kind})
 
 
-class PolicyWatch:
+class PolicyWatch(StateSink):
     """The policies in force, watched; ``publish`` gets every new state once all kinds were listed."""
 
     def __init__(self, api: client.ApiClient, publish: Callable[[list[Document]], None],
@@ -168,12 +168,3 @@ class PolicyWatch:
                 self._objects[resource][_key(raw)] = raw
             self._dirty = True
             self._changed.notify_all()
-
-    def bookmark(self, resource: str) -> None:
-        pass
-
-    def watching(self, resource: str, restart: bool) -> None:
-        pass
-
-    def failed(self, resource: str) -> None:
-        pass

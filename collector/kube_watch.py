@@ -83,6 +83,20 @@ class WatchSink(Protocol):
     def failed(self, resource: str) -> None: ...
 
 
+class StateSink:
+    """For a sink that wants only the state (``listed``, ``event``): bookmarks, watch (re)starts and
+    failures need nothing of it (the watcher logs and counts them)."""
+
+    def bookmark(self, resource: str) -> None:
+        pass
+
+    def watching(self, resource: str, restart: bool) -> None:
+        pass
+
+    def failed(self, resource: str) -> None:
+        pass
+
+
 class ResourceWatcher:
     """The list+watch loop of one resource; :meth:`run` until ``stopping`` is set."""
 

@@ -15,8 +15,9 @@ evaluator's policy model. Semantics as documented upstream
 
 What is not judged is named in the policy's ``notes`` (reported once): L7 rules (``rules.http``,
 ``kafka``, ``l7``) are judged at L4 (Cilium admits the connection, then filters requests), DNS
-rules other than ``matchPattern: "*"`` likewise, ``icmps`` and ``authentication`` are ignored, the entity
-``kube-apiserver`` matches nothing (no snapshot says which addresses serve the API). Rule kinds that
+rules other than ``matchPattern: "*"`` likewise, ``icmps`` and ``authentication`` are ignored. The entity
+``kube-apiserver`` matches the addresses the ``default/kubernetes`` Service's EndpointSlices name (kept
+by the store from every cluster view); with none known it matches nothing. Rule kinds that
 would change who is admitted and that cannot be judged (``toServices``, ``toGroups``, ``toRequires``,
 ``fromNodes``, node selectors, ``specs``) are refused.
 """
@@ -171,9 +172,6 @@ def _rule(raw: Any, field: str, egress: bool, action: str, namespace: str | None
     if unknown:
         raise PolicyError(f"{field}.{prefix}Entities: unknown entit{'y' if len(unknown) == 1 else 'ies'} "
                           f"{', '.join(unknown)}")
-    if "kube-apiserver" in entities:
-        notes.append(f"{where}: entity kube-apiserver matches nothing here (no snapshot names the API "
-                     f"server's addresses)")
     if entities:
         peers.append(Peer(entities=frozenset(entities)))
     if egress:

@@ -39,7 +39,7 @@ from netpol_gen.model.flows import Flow
 INGRESS, EGRESS = "Ingress", "Egress"
 HOSTNAME_LABEL = "kubernetes.io/hostname"  # the one node label a snapshot's nodes are known by here
 # Cilium's entities, as the ends the evaluator knows: "host" is the pod's own node (always allowed
-# before policies are asked), "kube-apiserver" needs addresses no snapshot names (see frontends)
+# before policies are asked), "kube-apiserver" the addresses default/kubernetes's EndpointSlices name
 _WORLD = (EndpointKind.EXTERNAL, EndpointKind.UNKNOWN_CLUSTER_IP)
 # the side verdicts no policy takes part in, one object each: shared, they are encoded and tallied
 # once per run (by identity) rather than once per connection
@@ -59,7 +59,7 @@ def entity_matches(entity: str, subject: Pod, other: Endpoint) -> bool:
         return other.node is not None and other.node.name == subject.node_name
     if entity == "remote-node":
         return other.node is not None and other.node.name != subject.node_name
-    return False
+    return entity == "kube-apiserver" and other.api_server
 
 
 @lru_cache(maxsize=65536)
@@ -249,11 +249,13 @@ class Evaluator:
         # named ports can see: the subject's namespace and labels (which fix ``policies``), the other
         # end's namespace and labels (or that it is no pod), its address's class (its family and the
         # policies' address blocks containing it, :mod:`.addresses`), what it is and the names it
-        # answered for, when some rule looks at addresses, the destination pod's container
-        # ports, and port/protocol; the subject's node only for Cilium's node entities. Pods alike in
-        # those share one decision, so a new pod of a known workload costs a dictionary lookup.
+        # answered for (and whether it is the API server's), when some rule looks at addresses, the
+        # destination pod's container ports, and port/protocol; the subject's node only for Cilium's node
+        # entities. Pods alike in those share one decision, so a new pod of a known workload costs a
+        # dictionary lookup.
         key = (direction, subject_class, self._pod_class(other.pod)[0] if other.pod is not None else None,
-               (self.addresses.of(other.ip), id(other.kind), other.names, other.node) if looks_address else None,
+               (self.addresses.of(other.ip), id(other.kind), other.names, other.node, other.api_server)
+               if looks_address else None,
                pod.node_name if looks_nodes else None,
                self._pod_class(dst_pod)[1] if dst_pod is not None else None, port, protocol)
         verdict = self._sides.get(key)
@@ -306,9 +308,10 @@ class Evaluator:
         cluster = self.cluster
         src = cluster.endpoint(flow.src_ip, flow.ts)
         target = cluster.service_target(flow.dst_ip, flow.dst_port, flow.protocol, flow.ts)
-        dst = None if target is not None and target.backends else cluster.endpoint(flow.dst_ip, flow.ts)
-        return FlowVerdict(flow, self.judge_resolved(src, target, dst, flow.dst_ip, flow.dst_port, flow.protocol),
-                           target)
+        behind = target is not None and (target.backends or target.others)
+        dst = None if behind else cluster.endpoint(flow.dst_ip, flow.ts)
+        return FlowVerdict(flow, self.judge_resolved(src, target, dst, flow.dst_ip, flow.dst_port, flow.protocol,
+                                                     flow.ts), target)
 
     def _backend_end(self, pod: Pod, service_ip: str) -> Endpoint:
         """``Endpoint.of_pod(pod, service_ip)``, memoised: a Service's backends are judged again for
@@ -320,14 +323,17 @@ class Evaluator:
         return found
 
     def judge_resolved(self, src: Endpoint, target: ServiceTarget | None, dst: Endpoint | None, dst_ip: str,
-                       port: int, protocol: str) -> tuple[Verdict, ...]:
+                       port: int, protocol: str, ts: float | None = None) -> tuple[Verdict, ...]:
         """The verdicts of a flow whose ends are resolved (what :meth:`judge_flow` does after the
         lookups, for callers that resolve once per stretch of time): a Service target with backends
-        is judged once per backend on its targetPort, reached on its address of ``dst_ip``'s family;
-        otherwise ``dst`` (then not None) on ``port``."""
-        if target is not None and target.backends:
-            return tuple(self.judge(src, self._backend_end(backend.pod, dst_ip), backend.port, protocol)
+        is judged once per backend on its targetPort, a pod reached on its address of ``dst_ip``'s
+        family, a backend that is no pod (the API server's) as the cluster names its address at
+        ``ts``; otherwise ``dst`` (then not None) on ``port``."""
+        if target is not None and (target.backends or target.others):
+            pods = tuple(self.judge(src, self._backend_end(backend.pod, dst_ip), backend.port, protocol)
                          for backend in target.backends)
+            return pods + tuple(self.judge(src, self.cluster.endpoint(ip, ts), other_port, protocol)
+                                for ip, other_port in target.others)
         if dst is None:
             raise ValueError("judge_resolved: no destination endpoint and no Service backends")
         return (self.judge(src, dst, port, protocol),)

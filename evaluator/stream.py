@@ -202,11 +202,12 @@ class _Stretches:
         """The Service target and the verdicts of ``connection``'s flows in the stretches ``slot``."""
         src = self.end(connection.src, slot[0], ts)
         target = self.target(connection.dst, port, protocol, slot[1], ts)
-        dst = None if target is not None and target.backends else self.end(connection.dst, slot[1], ts)
+        behind = target is not None and (target.backends or target.others)
+        dst = None if behind else self.end(connection.dst, slot[1], ts)
         key = (id(src), id(target), id(dst), port, protocol)
         found = self._judged.get(key)
         if found is None or found[0] is not src or found[1] is not target or found[2] is not dst:
-            verdicts = self.evaluator.judge_resolved(src, target, dst, connection.dst, port, protocol)
+            verdicts = self.evaluator.judge_resolved(src, target, dst, connection.dst, port, protocol, ts)
             found = remember(self._judged, key, (src, target, dst, verdicts))
         return target, found[3]
 

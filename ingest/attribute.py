@@ -2,10 +2,12 @@
 
 An IP is whatever held it *at that time* (:meth:`Cluster.endpoint`): an IP no known pod held then is
 an unknown cluster IP, never today's owner. A Service address (ClusterIP, external/LB IP, or a node
-IP with a nodePort) is replaced by the Service's backend pods and the targetPort on each of them;
-the Service address itself never becomes a destination. A source that is a node address (including
-the first two addresses of a node's pod CIDR, which bridge and tunnel interfaces use when
-kube-proxy masquerades NodePort/LoadBalancer traffic) is recorded as that node.
+IP with a nodePort) is replaced by the Service's backend pods and the targetPort on each of them,
+and by the addresses of its slices' endpoints that are no pod (the API server's, behind
+``default/kubernetes``, on the slice's port); the Service address itself never becomes a destination.
+A source that is a node address (including the first two addresses of a node's pod CIDR, which bridge
+and tunnel interfaces use when kube-proxy masquerades NodePort/LoadBalancer traffic) is recorded as
+that node.
 
 What an address stands for only changes at the instants :meth:`Cluster.change_times` lists for it, so
 lookups are cached per (address, interval between two such instants): the same answer the cluster
@@ -125,5 +127,5 @@ class Attributor:
         targets = tuple(
             Target(End(identity, uids[0] if len(uids) == 1 else None), port)
             for (identity, port), uids in pods_by_target.items()
-        )
+        ) + tuple(Target(self._resolve_end(ip, flow.ts), port) for ip, port in target.others)
         return Destination(targets, target.service.key)

@@ -8,7 +8,9 @@ unless a table of open connections dumped at capture time names it (``hints``, f
 the server the dump names (a conntrack entry's DNAT backend rather than the ClusterIP).
 A connection is identified by its 4-tuple plus the initiator's initial sequence number, so
 retransmitted (or, with ``tcpdump -i any``, duplicated) SYNs are one flow while a new connection
-reusing the 4-tuple is another.
+reusing the 4-tuple is another. A SYN seen again at least :data:`RETRANSMIT_AFTER` seconds after the
+first (a retransmission, not a duplicate of the same frame) while no SYN-ACK was seen marks the flow
+``answered=False``: an attempt a policy (or a dead peer) dropped.
 
 UDP has no handshake: the first packet of a 5-tuple is the request and its sender the initiator;
 packets either way within ``udp_timeout`` of the last one extend that flow (replies are not flows).
@@ -31,6 +33,9 @@ from netpol_gen.model.flows import Flow
 
 # A closed connection's last ACKs and stray retransmissions arrive within this many seconds.
 TCP_CLOSED_LINGER = 30.0
+# A SYN seen again this long after the first is a retransmission (Linux waits at least TCP_RTO_MIN, 200 ms;
+# the first SYN retransmission comes after 1 s), not the same frame captured twice (``tcpdump -i any``).
+RETRANSMIT_AFTER = 0.2
 
 _Key = tuple[Address, int, Address, int]
 # A dump's word on a connection seen without handshake: any four-tuple it shows (either order) ->
@@ -54,6 +59,8 @@ class _Conn:
     fin_from_src: bool = False
     fin_from_dst: bool = False
     closed: bool = False
+    answered: bool = False  # a SYN-ACK was seen
+    retransmitted: bool = False  # the SYN was seen again, RETRANSMIT_AFTER or more after the first
 
 
 @dataclass
@@ -75,7 +82,7 @@ class ResolvedFlow:
 
 
 @lru_cache(maxsize=1 << 16)  # a capture's flows share few addresses: format each once
-def _ntop(address: Address) -> str:
+def ntop(address: Address) -> str:
     if isinstance(address, int):
         return socket.inet_ntop(socket.AF_INET, address.to_bytes(4, "big"))
     return socket.inet_ntop(socket.AF_INET6, address)
@@ -131,6 +138,10 @@ class FlowTracker:
                 if conn is not None:
                     self._finish(conn, is_tcp=True)
                 conn = self._tcp[key] = _Conn(*initiator, ts, ts, isn)
+            if flags & TCP_ACK:
+                conn.answered = True
+            elif ts - conn.first >= RETRANSMIT_AFTER:
+                conn.retransmitted = True
         elif conn is None:
             conn = self._tcp[key] = _Conn(src, sport, dst, dport, ts, ts)
         if flags & (TCP_FIN | TCP_RST):
@@ -187,7 +198,7 @@ class FlowTracker:
 
     def _finish(self, conn: _Conn, *, is_tcp: bool) -> None:
         source = None
-        src, sport, dst, dport = _ntop(conn.src), conn.sport, _ntop(conn.dst), conn.dport
+        src, sport, dst, dport = ntop(conn.src), conn.sport, ntop(conn.dst), conn.dport
         if is_tcp and conn.isn is None:
             hint = self.hints.get((src, sport, dst, dport)) or self.hints.get((dst, dport, src, sport))
             if hint is None:
@@ -195,9 +206,10 @@ class FlowTracker:
                 return
             (src, sport, dst, dport), source = hint
         counted = self.count_tcp or not is_tcp
-        flow = Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes
+        flow = Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes, answered
             src, dst, dport, "TCP" if is_tcp else "UDP", sport, conn.first,
             conn.packets if counted else None, conn.bytes if counted else None,
+            not conn.retransmitted or conn.answered,
         )
         if source is None:
             self.done.append(flow)

@@ -48,6 +48,8 @@ class _FlowFields(Protocol):
     def packets(self) -> int | None: ...
     @property
     def bytes(self) -> int | None: ...
+    @property
+    def answered(self) -> bool: ...
 
 
 class DnsRecord(Protocol):
@@ -176,7 +178,7 @@ class Ingest:
                     current = connection.current
                     group = current if current is not None and connection.low <= ts < connection.high else \
                         self._stretch(connection, src_port, ts)
-                group.counters.count(ts, record.packets, record.bytes)
+                group.counters.count(ts, record.packets, record.bytes, record.answered)
                 if source != SOURCE_CAPTURE:
                     group.established[source] = group.established.get(source, 0) + 1
                 if group.sampling:

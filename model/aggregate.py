@@ -52,7 +52,8 @@ def _bound(pick: Callable[[float, float], float], a: float | None, b: float | No
 
 @dataclass(slots=True)
 class Counters:
-    """Connections, counters and time range of a set of flows; ``untimed`` if one had no timestamp."""
+    """Connections, counters and time range of a set of flows; ``untimed`` if one had no timestamp;
+    ``unanswered``: how many of the connections were attempts never answered (``Flow.answered``)."""
 
     connections: Count = 0
     packets: Count | None = None  # None: no flow carried counters
@@ -60,11 +61,14 @@ class Counters:
     first_seen: Seconds | None = None
     last_seen: Seconds | None = None
     untimed: bool = False
+    unanswered: Count = 0
 
-    def count(self, ts: float | None, packets: int | None, bytes_: int | None) -> None:
-        """One connection (a flow's timestamp and counters: the fields, not a Flow, as the flow-file
-        reader has them before any Flow object is built)."""
+    def count(self, ts: float | None, packets: int | None, bytes_: int | None, answered: bool = True) -> None:
+        """One connection (a flow's timestamp, counters and whether it was answered: the fields, not a
+        Flow, as the flow-file reader has them before any Flow object is built)."""
         self.connections += 1
+        if not answered:
+            self.unanswered += 1
         if packets is not None:
             self.packets = packets if self.packets is None else self.packets + packets
         if bytes_ is not None:
@@ -79,6 +83,7 @@ class Counters:
 
     def merge(self, other: Counters) -> None:
         self.connections += other.connections
+        self.unanswered += other.unanswered
         self.packets = _add(self.packets, other.packets)
         self.bytes = _add(self.bytes, other.bytes)
         self.first_seen = _bound(min, self.first_seen, other.first_seen)

@@ -136,6 +136,12 @@ class EndpointSlice:
     service_name: ObjectName
     endpoints: tuple[SliceEndpoint, ...]
     ports: tuple[ContainerPort, ...]  # a slice's port has a container port's shape: number, protocol, name
+    # ready endpoints that are no pod: the API server's addresses behind default/kubernetes, or what a
+    # selectorless Service's hand-written slice names
+    other_addresses: tuple[str, ...] = ()
+
+
+API_SERVER_SERVICE = "default/kubernetes"  # the Service whose endpoints are the API server's addresses
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +170,7 @@ class Endpoint:
     pod: Pod | None = None
     node: Node | None = None
     names: frozenset[str] = frozenset()  # an external address: the DNS names it answered for at the time
+    api_server: bool = False  # an address the API server listens on (Cilium's entity kube-apiserver)
 
     @classmethod
     def of_pod(cls, pod: Pod, peer_ip: str) -> Endpoint:
@@ -197,6 +204,7 @@ class ServiceTarget:
     service: Service
     port: ServicePort
     backends: tuple[Backend, ...]
+    others: tuple[tuple[str, int], ...] = ()  # backends that are no pod (address, port): the API server's
 
 
 @dataclass
@@ -208,6 +216,7 @@ class Cluster:
     services: list[Service] = field(default_factory=list)
     endpoint_slices: list[EndpointSlice] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    api_servers: frozenset[str] = frozenset()  # given (the store's), besides what default/kubernetes's slices say
     _pods_by_ip: dict[str, list[Pod]] = field(default_factory=dict, repr=False)
     _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, repr=False)
     _pods_by_key: dict[str, list[Pod]] = field(default_factory=dict, repr=False)
@@ -235,6 +244,7 @@ class Cluster:
         endpoint_slices: Iterable[EndpointSlice] = (),
         nodes: Iterable[Node] = (),
         dns: Iterable[DnsAnswerSeen] = (),
+        api_servers: Iterable[str] = (),
     ) -> Cluster:
         cluster = cls(
             namespaces={ns.name: ns for ns in namespaces},
@@ -243,6 +253,7 @@ class Cluster:
             endpoint_slices=list(endpoint_slices),
             nodes=list(nodes),
             dns=DnsHistory.of(dns),
+            api_servers=frozenset(api_servers),
         )
         cluster._index()
         return cluster
@@ -280,10 +291,14 @@ class Cluster:
         for eps in self.endpoint_slices:
             slices[f"{eps.namespace}/{eps.service_name}"].append(eps)
         self._slices_by_service = dict(slices)
+        self.api_servers = self.api_servers | {
+            ip for eps in slices.get(API_SERVER_SERVICE, ()) for ip in eps.other_addresses}
 
-    def set_dns(self, answers: Iterable[DnsAnswerSeen]) -> None:
-        """Replace the DNS answers external addresses are named by (``check --db``), re-indexing."""
+    def set_dns(self, answers: Iterable[DnsAnswerSeen], api_servers: Iterable[str] = ()) -> None:
+        """Replace the DNS answers external addresses are named by and add API server addresses (what a
+        store learnt, or flows carry: ``check --db``), re-indexing."""
         self.dns = DnsHistory.of(answers)
+        self.api_servers = self.api_servers | set(api_servers)
         self._index()
 
     # --- lookups -------------------------------------------------------------------------------
@@ -356,11 +371,12 @@ class Cluster:
         if pod is not None:
             return Endpoint(ip, EndpointKind.POD, pod=pod)
         node = self._node_by_ip.get(ip)
+        api_server = ip in self.api_servers
         if node is not None:
-            return Endpoint(ip, EndpointKind.NODE, node=node)
+            return Endpoint(ip, EndpointKind.NODE, node=node, api_server=api_server)
         if self._pods_by_ip.get(ip) or self.in_pod_network(ip):
-            return Endpoint(ip, EndpointKind.UNKNOWN_CLUSTER_IP)
-        return Endpoint(ip, EndpointKind.EXTERNAL, names=self.dns.names_at(ip, ts))
+            return Endpoint(ip, EndpointKind.UNKNOWN_CLUSTER_IP, api_server=api_server)
+        return Endpoint(ip, EndpointKind.EXTERNAL, names=self.dns.names_at(ip, ts), api_server=api_server)
 
     def service_target(
         self, ip: str, port: int, protocol: str, ts: float | None = None
@@ -384,7 +400,16 @@ class Cluster:
         if found is None:
             return None
         svc, sport = found
-        return ServiceTarget(svc, sport, tuple(self._backends(svc, sport, ts)))
+        return ServiceTarget(svc, sport, tuple(self._backends(svc, sport, ts)), self._other_backends(svc, sport))
+
+    def _other_backends(self, svc: Service, sport: ServicePort) -> tuple[tuple[str, int], ...]:
+        """The Service's ready slice endpoints that are no pod, with the slice's port for ``sport``."""
+        found: list[tuple[str, int]] = []
+        for eps in self._slices_by_service.get(svc.key, ()):
+            port = next((p for p in eps.ports if p.name == sport.name and p.protocol == sport.protocol), None)
+            if port is not None:
+                found.extend((ip, port.port) for ip in eps.other_addresses)
+        return tuple(found)
 
     def _backends(self, svc: Service, sport: ServicePort, ts: float | None) -> list[Backend]:
         slices = self._slices_by_service.get(svc.key)

@@ -56,6 +56,12 @@ def read_documents(path: Path, error: type[InputError]) -> Iterator[Document]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"cannot read: {exc}", where=str(path)) from None
+    return documents_in(text, path, error)
+
+
+def documents_in(text: str, path: Path, error: type[InputError]) -> Iterator[Document]:
+    """Objects in ``text``, read as the file ``path`` would be (its suffix says JSON; messages name it):
+    also a ConfigMap's value, named by its key."""
     for number, doc in enumerate(_parse(text, path, error), 1):
         where = f"{path}:doc {number}"
         if doc is None:

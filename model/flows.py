@@ -1,15 +1,20 @@
 """The flow record: one connection, ``src`` being its initiator, as JSONL on disk.
 
 ``check`` reads it, ``import`` stores it, the collector and the pcap reader produce it. One line:
-``{"src_ip","src_port","dst_ip","dst_port","protocol","ts","packets","bytes"}`` with ``src_port``,
-``ts``, ``packets`` and ``bytes`` optional. A malformed line aborts the read with its line number
-(``skip_bad=True`` counts and skips it instead).
+``{"src_ip","src_port","dst_ip","dst_port","protocol","ts","packets","bytes","answered"}`` with
+``src_port``, ``ts``, ``packets``, ``bytes`` and ``answered`` optional. ``"answered": false`` marks a
+connection attempt never answered (a TCP SYN retransmitted without a SYN-ACK: an enforcement point or a
+dead peer dropped it); it is still a connection, and absent means answered or not known.
+``"dst_names": [...]``, also optional, are the DNS names ``dst_ip`` answered for when the flow was made
+(what ``check`` judges Cilium ``toFQDNs`` with: :func:`names_in_flows`). A malformed line aborts the read
+with its line number (``skip_bad=True`` counts and skips it instead).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -21,7 +26,8 @@ from typing import IO, Annotated, Any
 import msgspec
 
 from netpol_gen.errors import FlowError
-from netpol_gen.model.bounds import AddressText, Count, DestinationPort, Port, Seconds, horizon
+from netpol_gen.model.bounds import AddressText, Count, DestinationPort, DnsName, Port, Seconds, horizon
+from netpol_gen.model.dns import DnsAnswerSeen
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MAX_LINE = 64 * 1024  # bytes: a flow record is ~150; the bound keeps a hostile file from filling memory
@@ -39,6 +45,7 @@ class Flow:
     ts: float | None = None
     packets: int | None = None
     bytes: int | None = None
+    answered: bool = True  # False: a SYN retransmitted and never answered (a drop by policy, or a dead peer)
 
     def to_json(self) -> str:
         record: dict[str, Any] = {
@@ -50,6 +57,7 @@ class Flow:
             "ts": self.ts,
             "packets": self.packets,
             "bytes": self.bytes,
+            "answered": None if self.answered else False,
         }
         return json.dumps({k: v for k, v in record.items() if v is not None}, separators=(",", ":"))
 
@@ -74,6 +82,8 @@ class FlowRecord(msgspec.Struct, frozen=True):
     ts: Seconds | None = None
     packets: Count | None = None
     bytes: Count | None = None
+    answered: bool = True
+    dst_names: tuple[DnsName, ...] = ()
 
 
 DECODER = msgspec.json.Decoder(FlowRecord)  # raises msgspec's errors; decode_record words them
@@ -143,6 +153,7 @@ def flow_from_record(record: FlowRecord, latest: float) -> Flow:
         ts=float(record.ts) if record.ts is not None else None,
         packets=record.packets,
         bytes=record.bytes,
+        answered=record.answered,
     )
 
 
@@ -215,6 +226,26 @@ def iter_flows(
             raise FlowError(exc.what, where=f"{name}:line {number}") from None
         stats.flows += 1
         yield flow
+
+
+def names_in_flows(stream: IO[bytes]) -> list[DnsAnswerSeen]:
+    """The DNS names flows carry for their destinations (``dst_names``), one answer per name and address
+    from the first to the last flow naming it (TTL 0: the grace of :mod:`netpol_gen.model.dns` covers the
+    connections after). Lines that are no good record are left to the read that judges them."""
+    seen: dict[tuple[str, str], tuple[float, float]] = {}
+    for line in bounded_lines(stream):
+        if line is None or b'"dst_names"' not in line:
+            continue
+        try:
+            record = decode_record(line)
+            address = canonical_addresses(record.src_ip, record.dst_ip)[1]
+        except FlowError:
+            continue
+        ts = float(record.ts) if record.ts is not None else -math.inf
+        for name in record.dst_names:
+            first, last = seen.get((name, address), (ts, ts))
+            seen[(name, address)] = (min(first, ts), max(last, ts if record.ts is not None else math.inf))
+    return [DnsAnswerSeen(name, address, 0, first, last) for (name, address), (first, last) in seen.items()]
 
 
 def open_flows(path: str) -> tuple[IO[bytes], str]:

@@ -108,10 +108,11 @@ class LearnedEdge:
 @dataclass(frozen=True)
 class LearnedInputs:
     """Everything the synthesizer reads. ``nodes`` maps a node name to its addresses, ``dns_names``
-    an external IP to the names it was resolved from."""
+    an external IP to the names it was resolved from; ``api_servers``: the API server's addresses."""
 
     workloads: tuple[LearnedWorkload, ...]
     edges: tuple[LearnedEdge, ...]
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dns_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    api_servers: tuple[str, ...] = ()

@@ -252,12 +252,15 @@ def parse_endpoint_slice(doc: Document) -> EndpointSlice | None:
     if not service:
         return None
     endpoints = []
+    others: list[str] = []  # ready endpoints that are no pod (the API server's behind default/kubernetes)
     for i, ep in enumerate(_list(doc.obj.get("endpoints"), doc.where, label, "endpoints")):
         ep = _mapping(ep, doc.where, label, f"endpoints[{i}]")
         ref = _mapping(ep.get("targetRef"), doc.where, label, f"endpoints[{i}].targetRef")
-        if ref.get("kind") != "Pod":
-            continue
         ready = (ep.get("conditions") or {}).get("ready")
+        if ref.get("kind") != "Pod":
+            if not ref and ready is not False:
+                others.extend(_ip(a, doc.where, label) for a in ep.get("addresses") or [])
+            continue
         endpoints.append(
             SliceEndpoint(
                 pod_namespace=ref.get("namespace") or meta.get("namespace") or "default",
@@ -275,7 +278,7 @@ def parse_endpoint_slice(doc: Document) -> EndpointSlice | None:
         for p in _list(doc.obj.get("ports"), doc.where, label, "ports")
         if isinstance(p, dict) and p.get("port") is not None
     )
-    return EndpointSlice(meta.get("namespace") or "default", str(service), tuple(endpoints), ports)
+    return EndpointSlice(meta.get("namespace") or "default", str(service), tuple(endpoints), ports, tuple(others))
 
 
 def parse_node(doc: Document) -> Node:

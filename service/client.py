@@ -27,7 +27,9 @@ import httpx
 from netpol_gen import __version__
 from netpol_gen.errors import InputError
 from netpol_gen.model.aggregate import Batch
+from netpol_gen.model.bounds import AddressText
 from netpol_gen.model.cluster import Cluster, Service
+from netpol_gen.model.dns import DnsAnswerSeen
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
 from netpol_gen.names import ENV_TOKEN
@@ -161,6 +163,12 @@ class StoreClient:
 
     def evidence(self) -> list[Flow]:
         return read(list[Flow], self._get("/v1/evidence"))
+
+    def dns_answers(self) -> list[DnsAnswerSeen]:
+        return read(list[DnsAnswerSeen], self._get("/v1/dns"))
+
+    def api_servers(self) -> list[str]:
+        return read(list[AddressText], self._get("/v1/api-servers"))
 
 
 def post_batch(url: str, token: str, batch: Batch, batch_id: str, *, flows: int = 0, source: str = "",

@@ -37,6 +37,7 @@ from netpol_gen.store.batches import deliver_batch
 from netpol_gen.store.cluster_view import cluster_revision, load_cluster
 from netpol_gen.store.db import Store
 from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, roll_up, set_versions
+from netpol_gen.store.unanswered import roll_up as roll_up_unanswered
 
 
 def check_name(name: str) -> None:
@@ -157,6 +158,7 @@ class ShadowJudge:
             record_denials(conn, denials, now)
             if rolling:
                 roll_up(conn, now)
+                roll_up_unanswered(conn, now)
         return record
 
 

@@ -14,11 +14,12 @@ from typing import Protocol
 
 from netpol_gen.errors import InputError
 from netpol_gen.model.cluster import Service
+from netpol_gen.model.dns import DnsAnswerSeen
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
 from netpol_gen.service.client import ENV_TOKEN, Retry, StoreClient
 from netpol_gen.store.db import Store, open_store
-from netpol_gen.store.learned import load_evidence, load_learned, load_services
+from netpol_gen.store.learned import load_dns_answers, load_evidence, load_learned, load_services, read_api_servers
 from netpol_gen.store.progress import Deliveries, read_deliveries
 from netpol_gen.store.query import EdgeRow, list_edges
 
@@ -29,6 +30,8 @@ class LearningSource(Protocol):
     def deliveries(self) -> Deliveries: ...
     def services(self) -> list[Service]: ...
     def evidence(self) -> list[Flow]: ...
+    def dns_answers(self) -> list[DnsAnswerSeen]: ...
+    def api_servers(self) -> list[str]: ...
 
 
 @dataclass
@@ -51,6 +54,13 @@ class LocalSource:
 
     def evidence(self) -> list[Flow]:
         return load_evidence(self.store)
+
+    def dns_answers(self) -> list[DnsAnswerSeen]:
+        return load_dns_answers(self.store)
+
+    def api_servers(self) -> list[str]:
+        with self.store.reading() as conn:
+            return read_api_servers(conn)
 
 
 @contextmanager

@@ -1,6 +1,11 @@
 """Shadow sets kept in step with a source rather than added once: the policies in force (watched from
 the Kubernetes API by ``serve --in-force``) and a directory or ConfigMap a GitOps user edits.
 
+A ConfigMap (``serve --shadow-configmap NAMESPACE/NAME``, watched through the API) holds one set per key:
+the key, less a ``.yaml``/``.yml``/``.json`` suffix, is the set's name, its value the policy manifests. A
+key removed (or the whole ConfigMap deleted) removes its set; a key whose value the evaluator cannot read
+keeps that set's last good state (logged once), the other keys being taken.
+
 A new state of the source replaces the set's documents in the store (the same set: what it denied so
 far stays), so every judge, in any process, reloads it before its next batch; a state equal to the
 stored one writes nothing, which makes several ``serve`` replicas publishing the same state harmless.
@@ -17,16 +22,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from netpol_gen.errors import InputError, PolicyError
-from netpol_gen.model.documents import Document, load_documents
+from netpol_gen.model.documents import Document, documents_in, load_documents
 from netpol_gen.names import IN_FORCE
 from netpol_gen.service.shadow import check_name, validate
 from netpol_gen.store.db import Store
-from netpol_gen.store.shadow import replace_set
+from netpol_gen.store.shadow import ShadowSetError, list_sets, remove_set, replace_set
 
 log = logging.getLogger("netpol_gen.serve")
 
@@ -105,3 +111,58 @@ class DirectoryWatch:
             with self._changed:
                 self.looks += 1
                 self._changed.notify_all()
+
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def set_name_of(key: str) -> str:
+    """The shadow set a ConfigMap key stands for: the key less its manifest suffix."""
+    for suffix in SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
+class ConfigMapSets:
+    """The sets of one ConfigMap, kept in step with each state :meth:`take` is given (its ``data``)."""
+
+    def __init__(self, store: Store, namespace: str, name: str) -> None:
+        self.store = store
+        self.source = f"configmap {namespace}/{name}"
+        self.problems: dict[str, str] = {}  # key -> why its latest value was not taken
+        self._refused: dict[str, str] = {}  # key -> the value refused (logged once)
+
+    def take(self, data: Mapping[str, str]) -> list[str]:
+        """Make the store's sets match ``data``; the names of the sets changed or removed."""
+        changed = []
+        wanted: set[str] = set()
+        for key, text in sorted(data.items()):
+            name = set_name_of(key)
+            wanted.add(name)
+            if self._refused.get(key) == text:
+                continue
+            try:
+                if name == IN_FORCE:
+                    raise PolicyError(f"{IN_FORCE} is the policies in force's (--in-force)")
+                documents = list(documents_in(text, Path(f"{self.source}/{key}"), PolicyError))
+                if sync_set(self.store, name, f"{self.source} key {key}", documents):
+                    changed.append(name)
+            except InputError as exc:
+                self._refused[key], self.problems[key] = text, exc.message
+                log.warning("shadow set %s keeps its last state: %s", name, exc.message)
+                continue
+            self._refused.pop(key, None)
+            self.problems.pop(key, None)
+        with self.store.reading() as conn:
+            gone = [s.name for s in list_sets(conn) if s.source.startswith(f"{self.source} key ")
+                    and s.name not in wanted]
+        for name in gone:
+            try:
+                remove_set(self.store, name)
+            except ShadowSetError:  # another serve replica removed it first
+                continue
+            changed.append(name)
+        if changed:
+            log.info("shadow sets from %s: %s", self.source, ", ".join(changed))
+        return changed

@@ -14,7 +14,8 @@ from datetime import datetime
 
 from netpol_gen.errors import InputError
 from netpol_gen.service.shadow_source import ShadowSource
-from netpol_gen.store.shadow import MINUTE, DeniedEdge
+from netpol_gen.store.buckets import MINUTE
+from netpol_gen.store.shadow import DeniedEdge
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}

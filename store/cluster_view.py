@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from netpol_gen.model.cluster import METADATA_NAME_LABEL, Cluster, ContainerPort, Namespace, Node, Pod, Workload
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
-from netpol_gen.store.learned import load_services
+from netpol_gen.store.learned import load_services, read_api_servers
 from netpol_gen.store.upsert import upsert
 
 REVISION_KEY = "cluster_revision"
@@ -52,7 +52,7 @@ def _pod(rows: list[Any]) -> Pod:
 
 
 def load_cluster(store: Store) -> Cluster:
-    """Every pod, namespace, node and Service in the store."""
+    """Every pod, namespace, node, Service and API server address in the store."""
     by_uid: dict[str, list[Any]] = defaultdict(list)
     with store.reading() as conn:
         for row in conn.execute(sa.select(t.endpoints).order_by(t.endpoints.c.pod_uid, t.endpoints.c.ip)):
@@ -60,4 +60,7 @@ def load_cluster(store: Store) -> Cluster:
         namespaces = [Namespace(row.name, {**row.labels, METADATA_NAME_LABEL: row.name})
                       for row in conn.execute(sa.select(t.namespaces))]
         nodes = [Node(row.name, tuple(row.addresses), tuple(row.pod_cidrs)) for row in conn.execute(sa.select(t.nodes))]
-    return Cluster.build(namespaces, [_pod(rows) for rows in by_uid.values()], load_services(store), (), nodes)
+        api_servers = read_api_servers(conn)
+    return Cluster.build(namespaces, [_pod(rows) for rows in by_uid.values()], load_services(store), (), nodes,
+                         api_servers=api_servers)
+

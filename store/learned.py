@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from netpol_gen.model.cluster import ContainerPort, Service, ServicePort
 from netpol_gen.model.dns import DnsAnswerSeen
@@ -101,7 +102,7 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 
 def load_learned(store: Store) -> LearnedInputs:
-    """Every workload, edge, namespace, node and DNS name in the store (the synthesizer applies the
+    """Every workload, edge, namespace, node, DNS name and API server address in the store (the synthesizer applies the
     learning window and the other options itself)."""
     with store.reading() as conn:
         identities = {row.id: _identity(row) for row in conn.execute(sa.select(schema.identities))}
@@ -135,7 +136,15 @@ def load_learned(store: Store) -> LearnedInputs:
             namespace_labels={r.name: dict(r.labels) for r in conn.execute(sa.select(schema.namespaces))},
             nodes={r.name: tuple(r.addresses) for r in conn.execute(sa.select(schema.nodes))},
             dns_names={ip: tuple(sorted(set(ns))) for ip, ns in names.items()},
+            api_servers=tuple(read_api_servers(conn)),
         )
+
+
+def read_api_servers(conn: Connection) -> list[str]:
+    """The API server's addresses the store learnt (none in a store older than the table, opened to read)."""
+    if not sa.inspect(conn).has_table(schema.api_servers.name):
+        return []
+    return list(conn.execute(sa.select(schema.api_servers.c.address).order_by(schema.api_servers.c.address)).scalars())
 
 
 def load_dns_answers(store: Store) -> list[DnsAnswerSeen]:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.store import schema as t
 from netpol_gen.store.sound import report_unsound, sound_edge
+from netpol_gen.store.unanswered import read_unanswered
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class EdgeRow:
     dst_names: tuple[str, ...]  # DNS names an external destination was reached under
     # connections learnt from tables of open connections (conntrack, sockets), by source; the rest captured
     established: tuple[tuple[str, int], ...] = ()
+    unanswered: int = 0  # connection attempts never answered (denied in force, or a dead peer)
 
 
 def _identity(row: sa.Row[tuple[object, ...]], prefix: str) -> Identity:
@@ -59,11 +61,11 @@ def list_edges(conn: Connection, namespace: str | None = None) -> list[EdgeRow]:
         sa.select(t.identity_names.c.identity_id, t.identity_names.c.name).order_by(t.identity_names.c.name)
     ):
         names[identity_id].append(name)
-    established = read_established(conn)
+    established, unanswered = read_established(conn), read_unanswered(conn)
     return [
         EdgeRow(_identity(row, "src_"), _identity(row, "dst_"), row.dst_port, row.protocol, row.connections,
                 row.packets, row.bytes, row.first_seen, row.last_seen, tuple(names.get(row.dst_id, ())),
-                established.get(row.id, ()))
+                established.get(row.id, ()), unanswered[row.id].attempts if row.id in unanswered else 0)
         for row in conn.execute(query)
     ]
 

@@ -1,6 +1,6 @@
 """May learning stop? What ``status`` adds to :mod:`netpol_gen.store.progress`: the trend of new edges,
-how many of the workloads known have been seen talking, what each shadow set would have denied, and
-the recommendation.
+how many of the workloads known have been seen talking, what each shadow set would have denied, the
+attempts never answered (denied in force), and the recommendation.
 
 Export is recommended only when the new-edge rate has settled: the state is ``settled`` (no new edge
 in the last hour while deliveries still arrive) and the trend is not rising (the last
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from netpol_gen.model.identity import IdentityKind
+from netpol_gen.names import UNKNOWN_SIDE
 from netpol_gen.store.progress import HOUR, Status
 from netpol_gen.store.query import EdgeRow
 from netpol_gen.store.shadow import DeniedEdge
@@ -33,6 +34,8 @@ class Readiness:
     workloads_seen: int  # known workloads with at least one edge
     never_seen: list[str] = field(default_factory=list)  # <ns>/<Kind>/<name>
     denied_by_set: dict[str, int] = field(default_factory=dict)  # connections each shadow set would deny
+    unanswered: int = 0  # connection attempts never answered: denied in force (or a dead peer)
+    unanswered_edges: int = 0
     recommendation: str = KEEP_LEARNING
     reason: str = ""
 
@@ -54,8 +57,13 @@ def assess(status: Status, edges: Iterable[EdgeRow], workloads: Iterable[str], d
     seen = {identity.describe() for e in edges for identity in (e.src, e.dst) if identity.kind is IdentityKind.POD}
     known = sorted(set(workloads))
     by_set: dict[str, int] = {}
+    attempts = edges_unanswered = 0
     for edge in denied:
-        by_set[edge.set] = by_set.get(edge.set, 0) + edge.connections
+        if edge.side != UNKNOWN_SIDE:  # an edge only seen unanswered is no set's verdict
+            by_set[edge.set] = by_set.get(edge.set, 0) + edge.connections
+        if edge.unanswered:
+            attempts += edge.unanswered
+            edges_unanswered += 1
     if status.state != "settled":
         recommendation, reason = KEEP_LEARNING, f"learning is {status.state}"
     elif trend == "rising":
@@ -64,4 +72,5 @@ def assess(status: Status, edges: Iterable[EdgeRow], workloads: Iterable[str], d
     else:
         recommendation, reason = EXPORT, "no new edge in the last hour and the new-edge rate is not rising"
     return Readiness(trend, recent, before, len(known), sum(1 for w in known if w in seen),
-                     [w for w in known if w not in seen], dict(sorted(by_set.items())), recommendation, reason)
+                     [w for w in known if w not in seen], dict(sorted(by_set.items())), attempts,
+                     edges_unanswered, recommendation, reason)

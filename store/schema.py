@@ -218,5 +218,29 @@ delivery_totals = sa.Table(
     sa.Column("last_at", sa.Double, nullable=False),
 )
 
+# Denied in force (#13): connection attempts of an edge never answered (a SYN retransmitted without SYN-ACK),
+# per bucket its connections were last seen in (the minute, an hour once a day old), with the addresses of one
+# of them. Only edges with such attempts have rows (:mod:`netpol_gen.store.unanswered`).
+edge_unanswered = sa.Table(
+    "edge_unanswered",
+    metadata,
+    sa.Column("edge_id", sa.Integer, sa.ForeignKey("edges.id"), primary_key=True),
+    sa.Column("minute", sa.Double, primary_key=True),
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    sa.Column("src_ip", sa.String(45), nullable=False),
+    sa.Column("dst_ip", sa.String(45), nullable=False),
+    sa.Column("first_seen", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Index("ix_edge_unanswered_last_seen", "last_seen"),
+)
+
+# Cilium's entity kube-apiserver (#11): the addresses the default/kubernetes Service's EndpointSlices named in
+# any cluster view written (kept, as pods are, after they change: a flow of that time still went to them).
+api_servers = sa.Table(
+    "api_servers",
+    metadata,
+    sa.Column("address", sa.String(45), primary_key=True),
+)
+
 # Tables added within schema version 1: a writer opening an older store creates them (nothing else changes).
-ADDED_TABLES = [shadow_sets, shadow_denials, delivery_totals]
+ADDED_TABLES = [shadow_sets, shadow_denials, delivery_totals, edge_unanswered, api_servers]

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.names import IN_FORCE, UNKNOWN_SIDE
 from netpol_gen.store import schema as t
+from netpol_gen.store.buckets import DETAIL, HOUR, bucket
 from netpol_gen.store.db import Store, StoreError
+from netpol_gen.store.unanswered import read_unanswered
 from netpol_gen.store.upsert import greatest, least, upsert
 
-MINUTE, HOUR = 60.0, 3600.0
-DETAIL = 86400.0  # how long denials stay per minute before roll_up makes them per hour
 ROLL_BACK = 7 * 86400.0  # how far behind the detail window roll_up looks (a store that was down that long)
 SIDES = ("egress", "ingress", "both")
 
@@ -88,6 +89,7 @@ class DeniedEdge:
     first_seen: float
     last_seen: float
     connections: int
+    unanswered: int = 0  # attempts never answered (set in-force only): denied in force, not only would be
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,6 @@ def load_sets(conn: Connection, ids: Iterable[int]) -> list[StoredSet]:
             for row in conn.execute(sa.select(t.shadow_sets).where(s.id.in_(list(ids))).order_by(s.id))]
 
 
-def _bucket(ts: float, now: float) -> float:
-    """The bucket of connections last seen at ``ts``: its minute, or its hour once past the detail window."""
-    width = HOUR if ts < now - DETAIL else MINUTE
-    return ts // width * width
-
-
 def record_denials(conn: Connection, denials: Sequence[Denial], now: float | None = None) -> None:
     """Add ``denials`` to their (set, edge, bucket) rows. The edges are the batch's, written in this
     transaction just before; a set removed meanwhile has its denials dropped."""
@@ -187,7 +183,7 @@ def record_denials(conn: Connection, denials: Sequence[Denial], now: float | Non
     live = set(set_versions(conn))
     rows = [
         {"set_id": d.set_id, "edge_id": edge_ids[(ids[d.src.key], ids[d.dst.key], d.port, d.protocol)],
-         "hour": _bucket(d.last_seen, now), "side": d.side, "policies": list(d.policies), "src_ip": d.src_ip,
+         "hour": bucket(d.last_seen, now), "side": d.side, "policies": list(d.policies), "src_ip": d.src_ip,
          "dst_ip": d.dst_ip, "connections": d.connections, "first_seen": d.first_seen, "last_seen": d.last_seen}
         for d in denials if d.set_id in live
     ]
@@ -259,14 +255,41 @@ def _denial_rows(conn: Connection, set_name: str | None, since: float | None) ->
     return conn.execute(query)
 
 
+def _edge_ends(conn: Connection, edge_ids: Iterable[int]) -> dict[int, Any]:
+    """Per edge id, its port, protocol and both ends' identity columns (as :func:`_denial_rows` labels them)."""
+    e = t.edges.c
+    src, dst = t.identities.alias("src"), t.identities.alias("dst")
+    columns = [alias.c[name].label(f"{prefix}{name}") for alias, prefix in ((src, "src_"), (dst, "dst_"))
+               for name in ("kind", "namespace", "workload_kind", "workload_name")]
+    query = (sa.select(e.id, e.dst_port, e.protocol, *columns).join_from(t.edges, src, src.c.id == e.src_id)
+             .join(dst, dst.c.id == e.dst_id).where(e.id.in_(list(edge_ids))))
+    return {row.id: row for row in conn.execute(query)}
+
+
+def _with_unanswered(conn: Connection, found: dict[tuple[str, int], DeniedEdge], since: float | None) -> None:
+    """Add the attempts never answered to set in-force's edges; an edge it does not deny (or a store
+    without it) is listed under it with side ``unknown``: dropped by what is enforced, or by a dead peer."""
+    attempts = read_unanswered(conn, since)
+    ends = _edge_ends(conn, [edge_id for edge_id in attempts if (IN_FORCE, edge_id) not in found])
+    for edge_id, seen in attempts.items():
+        before = found.get((IN_FORCE, edge_id))
+        if before is not None:
+            found[(IN_FORCE, edge_id)] = replace(before, unanswered=seen.attempts,
+                                                 first_seen=min(before.first_seen, seen.first_seen),
+                                                 last_seen=max(before.last_seen, seen.last_seen))
+        elif edge_id in ends:
+            row = ends[edge_id]
+            found[(IN_FORCE, edge_id)] = DeniedEdge(
+                IN_FORCE, _name(row, "src_", seen.src_ip), _name(row, "dst_", seen.dst_ip), row.dst_port,
+                row.protocol, UNKNOWN_SIDE, (), seen.first_seen, seen.last_seen, seen.attempts, seen.attempts)
+
+
 def denied_edges(conn: Connection, set_name: str | None = None, since: float | None = None) -> list[DeniedEdge]:
     """Per set and edge, the denials of the buckets last seen at or after ``since`` (to the minute over
-    the detail window, to the hour before it), summed; the side and policies of the latest. Ordered by
-    when each edge was first denied."""
-    if not has_tables(conn):
-        return []
+    the detail window, to the hour before it), summed; the side and policies of the latest; for set
+    in-force also the attempts never answered. Ordered by when each edge was first denied."""
     found: dict[tuple[str, int], DeniedEdge] = {}
-    for row in _denial_rows(conn, set_name, since):
+    for row in _denial_rows(conn, set_name, since) if has_tables(conn) else ():
         key = (row.set_name, row.edge_id)
         before = found.get(key)
         found[key] = DeniedEdge(
@@ -274,6 +297,8 @@ def denied_edges(conn: Connection, set_name: str | None = None, since: float | N
             row.side, tuple(row.policies),
             row.first_seen if before is None else min(before.first_seen, row.first_seen),
             row.last_seen, row.connections + (before.connections if before is not None else 0))
+    if set_name in (None, IN_FORCE):
+        _with_unanswered(conn, found, since)
     return sorted(found.values(), key=lambda edge: (edge.first_seen, edge.set, edge.src, edge.dst, edge.port))
 
 

@@ -19,6 +19,7 @@ from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
 from netpol_gen.store.cluster_view import stamp_revision
+from netpol_gen.store.unanswered import record_unanswered
 from netpol_gen.store.upsert import Prepared, add_nullable, greatest, least, upsert
 
 _CHUNK = 500  # bound parameters per IN (...) lookup; SQLite allows 32766, PostgreSQL 65535
@@ -60,7 +61,8 @@ def identity_ids(conn: Connection, identities: Iterable[Identity]) -> dict[Ident
 
 
 def write_cluster(conn: Connection, cluster: Cluster) -> None:
-    """Namespaces, nodes, Services and every pod IP (with its identity) as this cluster view has them."""
+    """Namespaces, nodes, Services, the API server's addresses and every pod IP (with its identity) as this
+    cluster view has them."""
     upsert(conn, t.namespaces, [{"name": ns.name, "labels": dict(ns.labels)} for ns in cluster.namespaces.values()],
            ["name"], lambda ex: {"labels": ex.labels})
     upsert(conn, t.nodes,
@@ -79,6 +81,7 @@ def write_cluster(conn: Connection, cluster: Cluster) -> None:
         for s in cluster.services for p in s.ports
     ], ["namespace", "service", "port", "protocol"],
         lambda ex: {"name": ex.name, "target_port": ex.target_port, "node_port": ex.node_port})
+    upsert(conn, t.api_servers, [{"address": ip} for ip in sorted(cluster.api_servers)], ["address"])
     pods = [pod for pod in cluster.pods if pod.ips]
     ids = identity_ids(conn, (Identity.of_pod(pod) for pod in pods))
     upsert(conn, t.endpoints, [
@@ -172,6 +175,7 @@ def write_edges(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], d
     stored = {row[:4]: row[4] for row in _EDGES.run(conn, rows)}
     edge_ids = [stored[row[:4]] for row in rows]
     _write_evidence(conn, edges, edge_ids)
+    record_unanswered(conn, edges, edge_ids)
     _DNS.run(conn, [(name, address, seen.ttl, seen.first_seen, seen.last_seen)
                     for (name, address), seen in dns.items()])
     _NAMES.run(conn, [(ids[identity.key], name) for identity, learnt in names.items() for name in learnt])

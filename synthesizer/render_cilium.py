@@ -2,7 +2,8 @@
 
 Same rules as the NetworkPolicy set, in Cilium's terms: pods by ``endpointSelector`` and
 ``fromEndpoints``/``toEndpoints`` carrying ``k8s:io.kubernetes.pod.namespace``; nodes as the
-entities ``host`` and ``remote-node`` (Cilium's CIDR rules never select nodes); an external address
+entities ``host`` and ``remote-node`` (Cilium's CIDR rules never select nodes), the API server's
+addresses (``default/kubernetes``'s endpoints) as the entity ``kube-apiserver``; an external address
 by the DNS names observed for it as ``toFQDNs`` ``matchName`` (or, with ``fqdn_patterns``, a
 ``matchPattern`` ``*.parent`` for two or more names under one parent domain), else as ``toCIDRSet``.
 ``toFQDNs`` only works when Cilium's DNS proxy sees the lookups, so the policy's rule to the observed
@@ -25,6 +26,7 @@ from netpol_gen.synthesizer.explain import RuleEvidence
 API_VERSION = "cilium.io/v2"
 NAMESPACE_KEY = "k8s:io.kubernetes.pod.namespace"
 NODE_ENTITIES = ["host", "remote-node"]
+API_SERVER_ENTITY = "kube-apiserver"
 DNS_PORT = 53
 
 
@@ -71,6 +73,7 @@ class CiliumRenderer:
 
     def __init__(self, inputs: LearnedInputs, fqdn_patterns: bool) -> None:
         self._node_ips = {ip for addresses in inputs.nodes.values() for ip in addresses}
+        self._api_servers = set(inputs.api_servers)
         self._names = inputs.dns_names
         self._patterns = fqdn_patterns
         self.warnings: list[str] = []
@@ -95,7 +98,10 @@ class CiliumRenderer:
                 endpoints.append(_selector((peer.get("podSelector") or {}).get("matchLabels") or {}, namespace))
                 continue
             ip = self._host_ip(block["cidr"])
-            if ip in self._node_ips:
+            if ip in self._api_servers:
+                if API_SERVER_ENTITY not in entities:
+                    entities.append(API_SERVER_ENTITY)
+            elif ip in self._node_ips:
                 entities.extend(e for e in NODE_ENTITIES if e not in entities)
             elif egress and dns_ok and ip is not None and self._names.get(ip):
                 names.extend(self._names[ip])

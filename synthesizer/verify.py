@@ -123,6 +123,7 @@ class LearnedCluster:
             pods=[pod for pods in self.pods.values() for pod in pods],
             nodes=self.nodes.values(),
             services=services,
+            api_servers=inputs.api_servers,
         )
         self._endpoints: dict[Identity, list[Addressed]] = {}
         self.dns_names = {ip: frozenset(n.rstrip(".").lower() for n in names) for ip, names in inputs.dns_names.items()}
@@ -142,12 +143,13 @@ class LearnedCluster:
                     for pod in self.pods.get(workload_key(identity), []) for ip in pod.ips]
         if kind is IdentityKind.NODE:
             node = self.nodes.get(identity.node or "")
-            return [Endpoint(ip, EndpointKind.NODE, node=node) for ip in node.addresses] if node else []
+            return [Endpoint(ip, EndpointKind.NODE, node=node, api_server=ip in self.cluster.api_servers)
+                    for ip in node.addresses] if node else []
         if kind is IdentityKind.UNKNOWN:
             return [Endpoint(identity.ip, EndpointKind.UNKNOWN_CLUSTER_IP)] if identity.ip else []
         # an external address with the names it answered for while it was reached (toFQDNs)
-        return [Endpoint(identity.ip, EndpointKind.EXTERNAL, names=self.dns_names.get(identity.ip, frozenset()))
-                ] if identity.ip else []
+        return [Endpoint(identity.ip, EndpointKind.EXTERNAL, names=self.dns_names.get(identity.ip, frozenset()),
+                         api_server=identity.ip in self.cluster.api_servers)] if identity.ip else []
 
 
 def _pairs(sources: Iterable[Addressed], destinations: Sequence[Addressed]) -> Iterable[tuple[Endpoint, Endpoint]]:

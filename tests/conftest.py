@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 
 from tests.browser import chromium
 from tests.collect_netns import Bed, unavailable
+from tests.kube_emulator import KubeEmulator
 
 # --- store: every store test runs on SQLite and on a real PostgreSQL server ------------------------
 
@@ -69,3 +72,14 @@ def browser() -> Iterator[Any]:
     """One Chromium per test process; skipped, with the reason printed, where it cannot run."""
     with chromium() as launched:
         yield launched
+
+
+# --- the Kubernetes API: the stateful emulator over real HTTP, and a kubeconfig for it ---------------
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[tuple[KubeEmulator, Path]]:
+    emulator = KubeEmulator(time.time)
+    kubeconfig = tmp_path / "kubeconfig"
+    with emulator.serving(kubeconfig):
+        yield emulator, kubeconfig

@@ -4,7 +4,9 @@ against a real cluster.
 
 What it keeps of the real server's semantics, for namespaces, nodes, pods, services (``/api/v1``),
 endpointslices (``/apis/discovery.k8s.io/v1``), networkpolicies and ciliumnetworkpolicies (a CRD's kind; any
-other path, as for a CNI whose CRDs are not installed, is a 404):
+other path, as for a CNI whose CRDs are not installed, is a 404), and configmaps, asked for in their
+namespace (``/api/v1/namespaces/NS/configmaps``) with a ``fieldSelector`` ``metadata.name=NAME`` (the one
+way RBAC ``resourceNames`` lets a client list and watch them; recorded in each request):
 
 * one resourceVersion counter across all resources (etcd's revision); every create, update and delete
   bumps it and stamps the object with it; creation sets uid and creationTimestamp;
@@ -28,6 +30,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -55,7 +58,9 @@ RESOURCES = {
     # what serve --in-force watches: a built-in kind and a CRD's (Calico's is not served: a 404, as without its CRD)
     "networkpolicies": ("/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy", "networking.k8s.io/v1"),
     "ciliumnetworkpolicies": ("/apis/cilium.io/v2/ciliumnetworkpolicies", "CiliumNetworkPolicy", "cilium.io/v2"),
+    "configmaps": ("/api/v1/configmaps", "ConfigMap", "v1"),  # served per namespace only (_NAMESPACED)
 }
+_NAMESPACED = re.compile(r"^/api/v1/namespaces/([^/]+)/(configmaps)$")
 CLUSTER_VIEW = ("namespaces", "nodes", "pods", "services", "endpointslices")  # what a collector watches
 _BY_PATH = {path: name for name, (path, _, _) in RESOURCES.items()}
 
@@ -66,6 +71,8 @@ class Request:
     watch: bool
     resource_version: str | None
     page: str | None = None  # the continue token
+    namespace: str | None = None  # of a namespaced path
+    field_selector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,12 +213,13 @@ class KubeEmulator:
             server.shutdown()
             server.server_close()
 
-    def list_page(self, resource: str, limit: int | None, token: str | None) -> dict[str, Any]:
+    def list_page(self, resource: str, limit: int | None, token: str | None,
+                  match: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
         with self._cond:
             if token:
                 items, version = self._pages.pop(token)
             else:
-                items = [self._list_item(o) for _, o in sorted(self._objects[resource].items())]
+                items = [self._list_item(o) for _, o in sorted(self._objects[resource].items()) if match(o)]
                 version = self.version
         _, kind, api_version = RESOURCES[resource]
         metadata: dict[str, Any] = {"resourceVersion": str(version)}
@@ -227,7 +235,8 @@ class KubeEmulator:
         return {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
     def stream(self, resource: str, since: str | None, bookmarks: bool, timeout: float,
-               send: Callable[[dict[str, Any]], None]) -> bool:
+               send: Callable[[dict[str, Any]], None],
+               match: Callable[[dict[str, Any]], bool] = lambda _: True) -> bool:
         """Send the watch events of ``resource`` after version ``since`` until the timeout (True: end
         cleanly) or a drop or shutdown (False: cut the connection)."""
         with self._cond:
@@ -239,20 +248,21 @@ class KubeEmulator:
                 position = int(since)
             else:  # no version: the current state as ADDED events first, as the real server does
                 for obj in self._objects[resource].values():
-                    send({"type": "ADDED", "object": copy.deepcopy(obj)})
+                    if match(obj):
+                        send({"type": "ADDED", "object": copy.deepcopy(obj)})
                 position = self.version
             drops, marks = self._drops, self._bookmarks
             deadline = time.monotonic() + timeout
             self._streaming[resource] += 1
             self._cond.notify_all()
         try:
-            return self._follow(resource, position, drops, marks, bookmarks, deadline, send)
+            return self._follow(resource, position, drops, marks, bookmarks, deadline, send, match)
         finally:
             with self._cond:
                 self._streaming[resource] -= 1
 
     def _follow(self, resource: str, position: int, drops: int, marks: int, bookmarks: bool, deadline: float,
-                send: Callable[[dict[str, Any]], None]) -> bool:
+                send: Callable[[dict[str, Any]], None], match: Callable[[dict[str, Any]], bool]) -> bool:
         _, kind, api_version = RESOURCES[resource]
         while True:
             with self._cond:
@@ -261,7 +271,7 @@ class KubeEmulator:
                 if self._drops != drops or self._closing:
                     return False
                 events = [{"type": c.type, "object": copy.deepcopy(c.obj)}
-                          for c in self._changes if c.version > position and c.resource == resource]
+                          for c in self._changes if c.version > position and c.resource == resource and match(c.obj)]
                 position = self.version
                 if self._bookmarks != marks and bookmarks:
                     events.append({"type": "BOOKMARK", "object": {
@@ -279,6 +289,12 @@ class KubeEmulator:
                 or time.monotonic() >= deadline)
 
 
+def _matches(namespace: str | None, name: str | None, obj: dict[str, Any]) -> bool:
+    """Whether ``obj`` is in the asked-for namespace and has the field-selected name (either unset: any)."""
+    meta = obj["metadata"]
+    return (namespace is None or meta.get("namespace") == namespace) and (name is None or meta["name"] == name)
+
+
 def _handler(emulator: KubeEmulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # chunked watch streams, keep-alive lists
@@ -286,25 +302,30 @@ def _handler(emulator: KubeEmulator) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            resource = _BY_PATH.get(url.path)
-            if resource is None:
+            namespaced = _NAMESPACED.match(url.path)
+            resource = namespaced.group(2) if namespaced else _BY_PATH.get(url.path)
+            if resource is None or (resource == "configmaps" and not namespaced):
                 self._reply(404, _status(404, "NotFound", "the server could not find the requested resource"))
                 return
+            namespace = namespaced.group(1) if namespaced else None
+            selector = query.get("fieldSelector")
+            wanted = selector.removeprefix("metadata.name=") if selector else None
+            match = partial(_matches, namespace, wanted)
             watching = query.get("watch") == "true"
             with emulator._cond:
                 emulator.requests.append(Request(resource, watching, query.get("resourceVersion"),
-                                                 query.get("continue")))
+                                                 query.get("continue"), namespace, selector))
                 emulator._cond.notify_all()
                 available = emulator.available
             if not available:
                 self._reply(503, _status(503, "ServiceUnavailable", "the server is currently unable to handle it"))
             elif watching:
-                self._watch(resource, query)
+                self._watch(resource, query, match)
             else:
                 limit = int(query["limit"]) if "limit" in query else None
-                self._reply(200, emulator.list_page(resource, limit, query.get("continue")))
+                self._reply(200, emulator.list_page(resource, limit, query.get("continue"), match))
 
-        def _watch(self, resource: str, query: dict[str, str]) -> None:
+        def _watch(self, resource: str, query: dict[str, str], match: Callable[[dict[str, Any]], bool]) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
@@ -317,7 +338,7 @@ def _handler(emulator: KubeEmulator) -> type[BaseHTTPRequestHandler]:
             try:
                 clean = emulator.stream(resource, query.get("resourceVersion"),
                                         query.get("allowWatchBookmarks") == "true",
-                                        float(query.get("timeoutSeconds", "1800")), send)
+                                        float(query.get("timeoutSeconds", "1800")), send, match)
             except OSError:  # the client went away (it stopped watching)
                 self.close_connection = True
                 return

@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from netpol_gen.collector.capture import compile_bpf
-from netpol_gen.collector.capture_track import FrameTracker
+from netpol_gen.collector.capture_track import HOLD, FrameTracker
 
 POD_A, POD_B, OUTSIDE = "10.0.0.1", "10.0.1.1", "192.0.2.7"
 
@@ -114,3 +114,31 @@ def test_a_syn_ack_after_the_cut_that_took_its_syn_is_no_second_sighting() -> No
     # a SYN-ACK for another ISN on the same 4-tuple is another connection's, whose SYN was missed
     tracker.frame(2.0, True, _tcp(POD_B, POD_A, 8080, 40000, "SA", seq=901, ack=5001))
     assert _key(tracker) == [(POD_A, POD_B, 8080, "TCP")]
+
+
+def _answered(tracker: FrameTracker, now: float | None) -> list[tuple[int, bool]]:
+    flows, _ = tracker.take(now)
+    return [(f.dst_port, f.answered) for f in flows]
+
+
+def test_a_connection_whose_syn_is_waiting_is_held_until_answered_or_retransmitted() -> None:
+    """Stands in for an interval cut right after a SYN: an nftables drop on the path (its SYN retransmitted
+    after 1 s) against a peer that answers, both cut before the answer or the retransmission came."""
+    tracker = _tracker()
+    dropped = _tcp(POD_A, POD_B, 40000, 5432, "S", seq=100)
+    tracker.frame(1.0, False, dropped)
+    tracker.frame(1.0, False, _tcp(POD_A, POD_B, 40001, 8080, "S", seq=500))
+    assert _answered(tracker, 1.2) == []  # both held: neither answered nor retransmitted yet
+    tracker.frame(1.3, True, _tcp(POD_B, POD_A, 8080, 40001, "SA", seq=900, ack=501))
+    tracker.frame(2.0, False, dropped)
+    assert sorted(_answered(tracker, 2.1)) == [(5432, False), (8080, True)]
+    assert _answered(tracker, 3.0) == []  # each connection once
+    # a SYN retransmitted before the cut is marked at once; one waiting past HOLD is taken as it is
+    tracker.frame(10.0, False, _tcp(POD_A, POD_B, 40002, 5432, "S", seq=7))
+    tracker.frame(11.0, False, _tcp(POD_A, POD_B, 40002, 5432, "S", seq=7))
+    tracker.frame(11.0, False, _tcp(POD_A, POD_B, 40003, 9000, "S", seq=8))
+    assert _answered(tracker, 11.5) == [(5432, False)]
+    assert _answered(tracker, 11.0 + HOLD) == [(9000, True)]
+    # the last take holds nothing back
+    tracker.frame(20.0, False, _tcp(POD_A, POD_B, 40004, 9000, "S", seq=9))
+    assert _answered(tracker, None) == [(9000, True)]

@@ -36,7 +36,7 @@ def test_json_lists_workload_edges_with_counts_and_times(imported: str) -> None:
                    "node": None, "ip": None},
         "destination": {"kind": "pod", "namespace": "shop", "workload_kind": "Deployment",
                         "workload_name": "api-v1", "node": None, "ip": None},
-        "port": 8080, "protocol": "TCP", "connections": 2, "packets": 10, "bytes": 1000,
+        "port": 8080, "protocol": "TCP", "connections": 2, "unanswered": 0, "packets": 10, "bytes": 1000,
         "first_seen": "2026-11-20T10:30:00Z", "last_seen": "2026-11-20T10:40:00Z", "names": [],
     }
     assert len(rows) == 4
@@ -66,7 +66,7 @@ def test_table_names_both_ends(imported: str) -> None:
 def test_namespace_filter_keeps_edges_with_an_end_in_it(imported: str) -> None:
     result = run_cli("flows", "--db", imported, "--namespace", "kube-system", "--format", "csv")
     assert result.stdout.splitlines() == [
-        "source,destination,port,protocol,connections,packets,bytes,first_seen,last_seen,names"
+        "source,destination,port,protocol,connections,packets,bytes,first_seen,last_seen,names,unanswered"
     ]
     shop = run_cli("flows", "--db", imported, "--namespace", "shop", "--format", "json")
     assert len(json.loads(shop.stdout)) == 4

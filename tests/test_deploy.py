@@ -82,11 +82,21 @@ def test_rbac_grants_only_the_listed_verbs(objects: list[dict[str, Any]]) -> Non
     rules = [(group, resource, frozenset(rule["verbs"]))
              for role in objects if role["kind"] in ("ClusterRole", "Role")
              for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]]
-    allowed = {(g, r): VIEW for g, r in VIEWED} | {("authentication.k8s.io", "tokenreviews"): {"create"}}
+    allowed = {(g, r): VIEW for g, r in VIEWED} | {("authentication.k8s.io", "tokenreviews"): {"create"},
+                                                   ("", "configmaps"): VIEW}
     for group, resource, verbs in rules:
         assert verbs <= allowed.get((group, resource), set()), (group, resource, verbs)
         assert "*" not in (group, resource)
     assert {(g, r) for g, r, _ in rules} == set(allowed)
+    # serve --shadow-configmap: the one ConfigMap it is told to watch, in its namespace, for the store only
+    (configmaps,) = [(role, rule) for role in objects if role["kind"] in ("ClusterRole", "Role")
+                     for rule in role["rules"] if "configmaps" in rule["resources"]]
+    role, rule = configmaps
+    args = _one(objects, "Deployment", "netpol-gen-store")["spec"]["template"]["spec"]["containers"][0]["args"]
+    namespace, name = _flag(args, "--shadow-configmap").split("/")
+    assert (role["kind"], role["metadata"]["namespace"], rule["resourceNames"]) == ("Role", namespace, [name])
+    binding = _one(objects, "RoleBinding", role["metadata"]["name"])
+    assert [s["name"] for s in binding["subjects"]] == ["netpol-gen-store"]
     tokenreview = _one(objects, "ClusterRoleBinding", "netpol-gen-tokenreview")
     assert [s["name"] for s in tokenreview["subjects"]] == ["netpol-gen-store"]  # collectors cannot review
 

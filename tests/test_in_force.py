@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +50,6 @@ REDIS = {  # Cilium: only auth may reach redis
 }
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[KubeEmulator, Path]]:
-    emulator = KubeEmulator(time.time)
-    kubeconfig = tmp_path / "kubeconfig"
-    with emulator.serving(kubeconfig):
-        yield emulator, kubeconfig
-
-
 class InForce:
     """A PolicyWatch publishing into ``store`` as serve --in-force does."""
 
@@ -80,8 +71,8 @@ def _watch(url: str) -> list[dict[str, Any]]:
 
 
 def test_denials_by_the_policies_in_force_follow_the_api_as_they_change(
-        store_url: str, api: tuple[KubeEmulator, Path]) -> None:
-    emulator, kubeconfig = api
+        store_url: str, kube_api: tuple[KubeEmulator, Path]) -> None:
+    emulator, kubeconfig = kube_api
     emulator.create("networkpolicies", POSTGRES)
     store = open_store(store_url)
     in_force = InForce(store, kubeconfig)
@@ -149,9 +140,21 @@ def test_the_same_state_twice_writes_nothing_and_a_bad_one_keeps_the_last_good(s
         store.close()
 
 
-def test_serve_in_force_with_a_kubeconfig_keeps_the_set(api: tuple[KubeEmulator, Path], tmp_path: Path) -> None:
+def wait_listed(url: str, prefix: str) -> str:
+    """``shadow list --server`` once serve (started) lists a set as ``prefix`` says, within WAIT."""
+    wait_ready(url)
+    deadline = time.monotonic() + WAIT
+    while True:
+        listed = run_cli("shadow", "list", "--server", url, "--token", TOKEN).stdout
+        if listed.startswith(prefix):
+            return listed
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.05)  # polling interval, not synchronisation
+
+
+def test_serve_in_force_with_a_kubeconfig_keeps_the_set(kube_api: tuple[KubeEmulator, Path], tmp_path: Path) -> None:
     """The command's wiring: ``serve --in-force --kubeconfig F`` (a real process) publishes the set."""
-    emulator, kubeconfig = api
+    emulator, kubeconfig = kube_api
     emulator.create("networkpolicies", POSTGRES)
     token = tmp_path / "token"
     token.write_text(TOKEN)
@@ -161,15 +164,7 @@ def test_serve_in_force_with_a_kubeconfig_keeps_the_set(api: tuple[KubeEmulator,
                               "--listen", f"127.0.0.1:{port}", "--token-file", str(token), "--in-force",
                               "--kubeconfig", str(kubeconfig)], stderr=subprocess.PIPE, text=True)
     try:
-        wait_ready(url)
-        deadline = time.monotonic() + WAIT
-        while True:
-            listed = run_cli("shadow", "list", "--server", url, "--token", TOKEN).stdout
-            if listed.startswith(f"{IN_FORCE}\t1 policies"):
-                break
-            assert time.monotonic() < deadline, listed
-            time.sleep(0.05)  # polling interval, not synchronisation
-        assert "kubernetes http://127.0.0.1:" in listed
+        assert "kubernetes http://127.0.0.1:" in wait_listed(url, f"{IN_FORCE}\t1 policies")
     finally:
         serve.terminate()
         serve.wait(10)

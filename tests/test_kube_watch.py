@@ -28,7 +28,9 @@ from netpol_gen.collector.kube import KubeStats, LiveClusterSource, StaticCluste
 from netpol_gen.collector.kube_watch import Backoff, WatchSettings
 from netpol_gen.errors import InputError
 from netpol_gen.model.cluster import Cluster, EndpointKind, Pod
+from netpol_gen.service.wire import ClusterView, encode, read
 from tests.kube_emulator import KubeEmulator
+from tests.test_api_server_entity import KUBERNETES
 
 T0 = 1_700_000_000.0
 SETTINGS = WatchSettings(retention=3600.0, page_size=1, watch_timeout=60, connect_timeout=2.0, read_grace=5.0,
@@ -333,3 +335,20 @@ def test_no_kubeconfig_is_a_one_line_input_error(tmp_path: Path, monkeypatch: py
 def test_a_static_source_is_its_snapshot() -> None:
     cluster = Cluster.build()
     assert StaticClusterSource(cluster).current() is cluster
+
+
+def test_the_api_servers_addresses_come_from_the_kubernetes_services_slice(
+        api: KubeEmulator, source: LiveClusterSource) -> None:
+    """The collector learns Cilium's kube-apiserver addresses as it watches slices (no pod behind them);
+    sent to the store in its cluster view, they survive the wire."""
+    assert source.current().api_servers == frozenset()
+    api.create("endpointslices", KUBERNETES[1])
+    wait_until(source, lambda: source.current().api_servers == {"172.20.0.5"})
+    api.update("endpointslices", "kubernetes",
+               lambda s: s["endpoints"].append({"addresses": ["172.20.0.6"], "conditions": {"ready": False}}),
+               "default")
+    api.update("endpointslices", "kubernetes",
+               lambda s: s["endpoints"].append({"addresses": ["172.20.0.7"]}), "default")
+    wait_until(source, lambda: source.current().api_servers == {"172.20.0.5", "172.20.0.7"})  # ready ones
+    sent = read(ClusterView, encode(ClusterView.of(source.current())))
+    assert sent.cluster().api_servers == {"172.20.0.5", "172.20.0.7"}

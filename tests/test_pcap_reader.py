@@ -123,6 +123,21 @@ def test_retransmitted_syn_is_one_flow_and_a_new_isn_is_a_new_flow(tmp_path: Pat
     assert result.stats.flows == 2
 
 
+def test_a_syn_retransmitted_without_answer_is_an_unanswered_attempt(tmp_path: Path, bpf: bool) -> None:
+    """Stands in for a SYN an enforcement point drops, next to one answered after a retransmission and one
+    captured twice in the same instant (``tcpdump -i any``: the same frame on two interfaces)."""
+    def syn(sport: int, isn: int, t: float) -> Packet:
+        return at(Ether() / IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=5432, flags="S", seq=isn), t)
+    late_answer = handshake(CLIENT, SERVER, 40001, 5432, isn=222, t=10.0)
+    twice = handshake(CLIENT, SERVER, 40002, 5432, isn=333, t=20.0)
+    packets = [syn(40000, 111, 0.0), syn(40000, 111, 1.0), syn(40000, 111, 3.0),
+               late_answer[0], syn(40001, 222, 11.0), *[at(p, p.time - T0 + 1.0) for p in late_answer[1:]],
+               twice[0], syn(40002, 333, 20.0), *twice[1:]]
+    flows, _, _ = read(write(tmp_path, packets), bpf=bpf)
+    assert sorted((f.src_port, f.answered) for f in flows) == [(40000, False), (40001, True), (40002, True)]
+    assert '"answered":false' in next(f for f in flows if not f.answered).to_json()
+
+
 def test_synack_without_syn_recovers_direction(tmp_path: Path, bpf: bool) -> None:
     packets = handshake(CLIENT, SERVER, 40001, 5432, t=3.0)[1:]  # the SYN was not captured
     flows, _, result = read(write(tmp_path, packets), bpf=bpf)

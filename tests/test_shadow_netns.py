@@ -12,7 +12,8 @@ ingress admits only shop/api) is added with `shadow add --server` before the tra
    the same database: the store ends holding every connection once, and the denials match them;
 3. the set is "enforced" by an nftables drop of that edge on the host: the worker's attempt times out;
    the collector counts it as an unanswered attempt (its SYN retransmitted, never answered), learns it
-   once (not once per retransmission) and `watch` shows it (denied in force, seen as well).
+   once (not once per retransmission) and `watch` shows it (denied in force, seen as well): the store
+   counts the attempt on its edge (`flows`' ``unanswered``) and `watch` lists it under set in-force.
 
 Stands in for a cluster running netpol-gen while a proposed set is watched before it is enforced.
 """
@@ -45,12 +46,22 @@ PROPOSED = {
 }
 
 
-def _watched(url: str) -> list[tuple[str, str, int, str, int, str]]:
+def _watched(url: str, set_name: str = "proposed") -> list[tuple[str, str, int, str, int, str, int]]:
+    """``watch``'s lines, every set's: those of ``set_name`` as (edge, connections, side, unanswered)."""
     lines = _cli("watch", "--server", url, "--format", "jsonl").splitlines()
     records = [json.loads(line) for line in lines]
     short = {"shop/Deployment/worker": "shop/worker", "data/StatefulSet/db": "data/db"}
+    assert {r["set"] for r in records} <= {"proposed", "in-force"}
     return [(short.get(r["src"], r["src"]), short.get(r["dst"], r["dst"]), r["port"], r["protocol"],
-             r["connections"], r["side"]) for r in records]
+             r["connections"], r["side"], r["unanswered"]) for r in records if r["set"] == set_name]
+
+
+def _unanswered(url: str) -> dict[Edge, int]:
+    """``flows``' edges with attempts never answered."""
+    def name(end: dict[str, str]) -> str:
+        return f"{end['namespace']}/{end['workload_name']}"
+    return {(name(e["source"]), name(e["destination"]), e["port"], e["protocol"]): e["unanswered"]
+            for e in json.loads(_cli("flows", "--server", url, "--format", "json")) if e["unanswered"]}
 
 
 def _counted(url: str) -> dict[str, float]:
@@ -82,7 +93,7 @@ def test_a_proposed_set_missing_one_edge_reports_it_live_and_a_serve_restart_los
         log_b = b.start(tmp_path)
         _traffic(bed, made, ("node-a", "node-b"), repeat=2)
         _await_store(serve.url, made)
-        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress")]
+        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress", 0)]
         assert _counted(serve.url) == {series: made[OMITTED]}
 
         serve.stop()
@@ -90,7 +101,7 @@ def test_a_proposed_set_missing_one_edge_reports_it_live_and_a_serve_restart_los
         log_b.wait("node B's batch spooled", lambda e: e["msg"] == "store unreachable: batch spooled", DEADLINE)
         serve.start()
         _await_store(serve.url, made)
-        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress")]
+        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress", 0)]
         assert _counted(serve.url) == {series: made[OMITTED]}
 
         # 3. the set enforced: an nftables drop on the host stands in for the CNI; the worker's attempt
@@ -108,7 +119,11 @@ def test_a_proposed_set_missing_one_edge_reports_it_live_and_a_serve_restart_los
         a.log.wait("the attempt counted unanswered", lambda e: e["msg"] == "interval"
                    and e.get("unanswered_total", 0) >= 1, DEADLINE)
         _await_store(serve.url, made)
-        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress")]
+        assert _watched(serve.url) == [(*OMITTED, made[OMITTED], "ingress", 0)]
+        # and the attempt arrives as never answered: in the store, and in watch under the policies in force
+        # (none watched here, so no policy is named and the side is unknown)
+        assert _unanswered(serve.url) == {OMITTED: 1}
+        assert _watched(serve.url, "in-force") == [(*OMITTED, 1, "unknown", 1)]
         a.stop()
         b.stop()
     finally:
