@@ -19,7 +19,6 @@ import click
 
 from netpol_gen.cli.options import db_option, parse_listen
 from netpol_gen.errors import InputError
-from netpol_gen.model.bounds import name_problem
 from netpol_gen.names import IN_FORCE
 
 if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
@@ -181,6 +180,8 @@ def _watch_directory(store: Store, name: str, directory: str, every: float) -> C
 
 
 def _configmap(value: str) -> tuple[str, str]:
+    from netpol_gen.model.bounds import name_problem
+
     namespace, sep, name = value.partition("/")
     if not sep or "/" in name or name_problem(namespace, namespace=True) or name_problem(name):
         raise InputError("expected NAMESPACE/NAME of a ConfigMap", where=f"--shadow-configmap {value}")
