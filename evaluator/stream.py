@@ -5,12 +5,14 @@ addresses, port and protocol and on what each address stood for at its time (see
 :func:`netpol_gen.evaluator.replay.iter_verdicts`), which changes only at the instants
 :meth:`Cluster.change_times` gives for that address. So each line is decoded against the boundary
 schema (:data:`netpol_gen.model.flows.DECODER`, no Flow built) and grouped by (src, dst, dst_port,
-protocol) and the stretch between two such instants of each address; only the first flow of a group
-is turned into a Flow and judged by :meth:`Evaluator.judge_flow`, the others add one to its count.
-Groups judged alike (the same verdicts, the same Service) share one record. Per-flow JSONL output is
+protocol) and the stretch between two such instants of each address; for the first flow of a group
+its ends are resolved once per address and stretch and judged by :meth:`Evaluator.judge_resolved`
+(what :meth:`Evaluator.judge_flow` does after its lookups), once per distinct pair of ends; the other
+flows add one to its count, most of them after two comparisons with their connection's latest
+stretch. Groups judged alike (the same verdicts, the same Service) share one record. Per-flow JSONL output is
 the group's record (what :func:`~netpol_gen.evaluator.replay.flow_verdict_to_dict` gives, encoded once
 from per-side and per-pod fragments) with the
-flow's own addresses, ports and time spliced in, written in batches. Counts are folded into the
+flow's own addresses, ports and time spliced in, written as bytes in batches. Counts are folded into the
 summary when groups are dropped (memory is bounded by
 :data:`~netpol_gen.model.cluster.LOOKUP_CACHE_LIMIT` connections, not by the number of flows) and at
 the end.
