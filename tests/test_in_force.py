@@ -141,8 +141,9 @@ def test_the_same_state_twice_writes_nothing_and_a_bad_one_keeps_the_last_good(s
 
 
 def wait_listed(url: str, prefix: str) -> str:
-    """``shadow list --server`` once serve (started) lists a set as ``prefix`` says, within WAIT."""
-    wait_ready(url)
+    """``shadow list --server`` once serve (started) lists a set as ``prefix`` says, within WAIT (a
+    deadline: serve starting beside a full parallel test run took over 10 s)."""
+    wait_ready(url, deadline=WAIT)
     deadline = time.monotonic() + WAIT
     while True:
         listed = run_cli("shadow", "list", "--server", url, "--token", TOKEN).stdout
@@ -167,4 +168,4 @@ def test_serve_in_force_with_a_kubeconfig_keeps_the_set(kube_api: tuple[KubeEmul
         assert "kubernetes http://127.0.0.1:" in wait_listed(url, f"{IN_FORCE}\t1 policies")
     finally:
         serve.terminate()
-        serve.wait(10)
+        serve.wait(WAIT)

@@ -100,7 +100,7 @@ def test_serve_shadow_configmap_with_a_kubeconfig_keeps_the_sets(kube_api: tuple
         assert "configmap netpol-gen/shadow-sets key postgres.yaml" in wait_listed(url, "postgres\t1 policies")
     finally:
         serve.terminate()
-        serve.wait(10)
+        serve.wait(WAIT)
 
 
 @pytest.mark.parametrize("value", ["shadow-sets", "netpol-gen/", "a/b/c", "Bad/name"])
