@@ -9,6 +9,7 @@ Each phase runs in a fresh interpreter so that its peak RSS (``ru_maxrss``) is i
   and written with ``write_batch`` in one transaction, against one upsert statement per event (also in one
   transaction) - the difference pre-aggregation makes.
 
+The last line is the ratio of the two imports (issue #16: PostgreSQL no slower than 1.1x SQLite).
 PostgreSQL phases get a fresh schema in ``--pg`` (dropped afterwards); they are skipped, with the reason,
 when no server answers.
 """
@@ -167,17 +168,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'phase':<34}{'seconds':>9}{'rate':>18}{'peak RSS MB':>13}")
         print(f"{'parse (iter_flows, the floor)':<34}{parse['seconds']:>9.2f}{lines / parse['seconds']:>12,.0f} fl/s"
               f"{parse['rss_mb']:>13.0f}")
+        imports = {}
         for engine_name in ("sqlite", "postgresql"):
             figures = _run_engine(engine_name, data, tmp, args.pg, args.keys)
             if not figures:
                 continue
             imp, keys = figures["import"], figures["keys"]
+            imports[engine_name] = imp
             print(f"{'import into ' + engine_name:<34}{imp['seconds']:>9.2f}{lines / imp['seconds']:>12,.0f} fl/s"
                   f"{imp['rss_mb']:>13.0f}   ({imp['duplicates']:,} duplicates, {imp['edges']:,} edges)")
             print(f"{'  write ' + str(keys['keys']) + ' keys, pre-aggregated':<34}{keys['batched_seconds']:>9.2f}"
                   f"{keys['keys'] / keys['batched_seconds']:>10,.0f} keys/s{keys['rss_mb']:>13.0f}")
             print(f"{'  write ' + str(keys['keys']) + ' keys, upsert per event':<34}"
                   f"{keys['per_event_seconds']:>9.2f}{keys['keys'] / keys['per_event_seconds']:>10,.0f} keys/s")
+        if len(imports) == 2:  # issue #16's goal: no slower than 1.1x
+            print(f"import postgresql / sqlite: {imports['postgresql']['seconds'] / imports['sqlite']['seconds']:.2f}x"
+                  f"  (each: import / parse {imports['sqlite']['seconds'] / parse['seconds']:.2f}x sqlite, "
+                  f"{imports['postgresql']['seconds'] / parse['seconds']:.2f}x postgresql)")
     finally:
         shutil.rmtree(tmp)
 

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from netpol_gen.errors import FlowError
 from netpol_gen.ingest.attribute import Attributor, Destination, End
-from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch, Counters, Deduper, DnsSeen, EdgeKey, EdgeTotals, Sample
+from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch, Counters, DnsSeen, EdgeKey, EdgeTotals, Sample
 from netpol_gen.model.bounds import horizon
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.flows import Flow, FlowRecord, canonical_addresses, too_late
@@ -76,6 +76,7 @@ class IngestStats:
 
 _UNBOUNDED = float("inf")
 _UNTIMED = -1  # the stretch of flows without a timestamp (attributed against the live pods)
+_BUCKET = 1 << 48  # deduplication keys: start bucket * _BUCKET + (connection number << 16 | source port)
 
 
 @dataclass(slots=True, eq=False)
@@ -98,6 +99,7 @@ class _Connection:
     groups by stretch between them; ``current`` is the group of ``[low, high)``, the stretch of the
     last timed flow (flows of a connection mostly arrive in time order, so this is the usual hit)."""
 
+    number: int  # in the order connections were first seen: with a source port, names the 5-tuple
     src_ip: str
     dst_ip: str
     dst_port: int
@@ -119,6 +121,14 @@ class Ingest:
     (which identities, which Service backends) happens once per group; folding groups into workload
     edges once per batch. An edge's samples are the first ``samples_per_edge`` flows attributed to
     it, in the order they were added.
+
+    The same connection captured on both nodes (or on two interfaces of one node) is one connection:
+    same 5-tuple, start within about ``dedupe_window`` seconds. Start times are bucketed by the window
+    and the neighbouring buckets checked, so two sightings up to one window apart always match (and
+    up to two windows apart may). A flow without a source port or a timestamp cannot be told apart
+    from a new connection to the same port and is never dropped. Memory is one integer per flow with
+    both, for the life of the Ingest: import all captures of the same period in one run so that both
+    sightings meet.
     """
 
     def __init__(
@@ -126,7 +136,8 @@ class Ingest:
     ) -> None:
         self._cluster = cluster
         self._attributor = Attributor(cluster)
-        self._deduper = Deduper(dedupe_window)
+        self._window = dedupe_window
+        self._seen: set[int] = set()  # connections started, as (start bucket, connection, source port)
         self._samples = samples_per_edge
         self._dns: dict[str, dict[str, list[tuple[float, float]]]] = {}  # address -> name -> windows
         self._dns_batch: dict[tuple[str, str], DnsSeen] = {}
@@ -154,7 +165,7 @@ class Ingest:
         """The per-flow loop, the one hot path of ingest: find the connection, drop a duplicate, find the
         group (usually the connection's current one), count, keep a sample while an edge wants one."""
         latest = horizon()
-        connections, seen_before = self._connections, self._deduper.seen_before
+        connections, seen, window = self._connections, self._seen, self._window
         stats = self.stats
         flows = duplicates = 0
         try:
@@ -171,10 +182,12 @@ class Ingest:
                 if ts is None:
                     group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, src_port, ts)
                 else:
-                    if src_port is not None and seen_before((connection.src_ip, src_port, connection.dst_ip,
-                                                             connection.dst_port, connection.protocol), ts):
-                        duplicates += 1
-                        continue
+                    if src_port is not None:
+                        started = int(ts // window) * _BUCKET + (connection.number << 16 | src_port)
+                        if started in seen or started - _BUCKET in seen or started + _BUCKET in seen:
+                            duplicates += 1
+                            continue
+                        seen.add(started)
                     current = connection.current
                     group = current if current is not None and connection.low <= ts < connection.high else \
                         self._stretch(connection, src_port, ts)
@@ -196,7 +209,7 @@ class Ingest:
         if connection is None:
             change_times = self._cluster.change_times
             connection = self._canonical[canonical] = _Connection(
-                *canonical, change_times(src_ip), change_times(dst_ip))
+                len(self._canonical), *canonical, change_times(src_ip), change_times(dst_ip))
         self._connections[key] = connection
         return connection
 
@@ -260,7 +273,8 @@ class Ingest:
         batch = Batch(edges=self._edges, dns=self._dns_batch)
         windows: dict[Identity, Counters] = {}  # when each external destination was reached
         for connection in self._canonical.values():
-            for group in connection.groups.values():
+            groups, connection.groups, connection.current = connection.groups, {}, None
+            for group in groups.values():
                 if not group.totals:
                     self.stats.service_unresolved += group.counters.connections
                 for target, totals in zip(group.destination.targets, group.totals, strict=True):
@@ -277,7 +291,7 @@ class Ingest:
                      if _overlaps(reached, valid)}
             if names:
                 batch.names[identity] = names
-        self._connections, self._canonical, self._edges, self._dns_batch = {}, {}, {}, {}
+        self._edges, self._dns_batch = {}, {}
         return batch
 
 

@@ -1,12 +1,8 @@
-"""In-memory aggregation: the store sees one write per unique edge per batch, not one per flow.
-
-Also the connection deduplicator: the same connection captured on both nodes (or on two
-interfaces of one node) is one connection.
-"""
+"""In-memory aggregation: the store sees one write per unique edge per batch, not one per flow."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netpol_gen.model.bounds import AddressText, Count, DestinationPort, EstablishedSource, Port, Seconds, Ttl
@@ -112,29 +108,3 @@ class Batch:
     edges: dict[EdgeKey, EdgeTotals] = field(default_factory=dict)
     dns: dict[tuple[str, str], DnsSeen] = field(default_factory=dict)  # (name, address)
     names: dict[Identity, set[str]] = field(default_factory=dict)
-
-
-class Deduper:
-    """Recognises a connection already seen: same 5-tuple, start within about ``window`` seconds.
-
-    Start times are bucketed by ``window`` and the neighbouring buckets checked, so two sightings up
-    to one window apart always match (and up to two windows apart may). A flow without a source port
-    or a timestamp cannot be told apart from a new connection to the same port and is never dropped.
-    Memory is one hash per flow with both, for the life of the deduper: import all captures of the
-    same period in one run so that both sightings meet.
-    """
-
-    def __init__(self, window: float = 1.0) -> None:
-        self._window = window
-        self._seen: set[int] = set()
-
-    def seen_before(self, conn: Hashable, ts: float) -> bool:
-        """Whether the connection ``conn`` names (its 5-tuple, or any key standing for exactly one, such
-        as the ingest's id of its 4-tuple plus the source port) started about ``ts`` before; remembers
-        it if not. Only flows with a source port and a timestamp can be asked about."""
-        bucket = int(ts // self._window)
-        seen = self._seen
-        if hash((conn, bucket)) in seen or hash((conn, bucket - 1)) in seen or hash((conn, bucket + 1)) in seen:
-            return True
-        seen.add(hash((conn, bucket)))
-        return False

@@ -4,7 +4,8 @@ it stores exactly what attributing every flow on its own stores, on the benchmar
 issue-#15 shape (Service backends, pods replaced mid-window and their IPs reused, IPv6, internet
 addresses), with duplicates, untimed flows and other spellings of addresses and protocols added.
 
-The simple path is written out here: per flow, dedupe, attribute with a fresh :class:`Attributor`
+The simple path is written out here: per flow, dedupe (same 5-tuple within the second before or
+after one kept), attribute with a fresh :class:`Attributor`
 (no cache shared between flows), add to the edge, keep the edge's first samples in input order.
 Both batches go through the same writer, so what is compared is what the store holds.
 """
@@ -25,7 +26,7 @@ from netpol_gen.ingest.attribute import Attributor
 from netpol_gen.ingest.importer import Source, import_sources
 from netpol_gen.ingest.pipeline import SAMPLES_PER_EDGE
 from netpol_gen.model import Flow, iter_flows, load_cluster
-from netpol_gen.model.aggregate import Batch, Deduper, EdgeTotals, Sample
+from netpol_gen.model.aggregate import Batch, EdgeTotals, Sample
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import open_store
@@ -34,11 +35,14 @@ from netpol_gen.store.writer import write_batch, write_cluster
 
 def per_flow_batch(cluster: Cluster, flows: list[Flow]) -> Batch:
     """Every flow attributed on its own: the definition the grouped path must agree with."""
-    deduper, batch = Deduper(), Batch()
+    started: set[tuple[object, ...]] = set()  # (5-tuple, second) of each connection kept
+    batch = Batch()
     for flow in flows:
-        if flow.src_port is not None and flow.ts is not None and deduper.seen_before(
-                (flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol), flow.ts):
-            continue
+        if flow.src_port is not None and flow.ts is not None:
+            conn, second = (flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol), int(flow.ts)
+            if any((conn, near) in started for near in (second - 1, second, second + 1)):
+                continue  # the same connection seen again within a second: a duplicate
+            started.add((conn, second))
         attributor = Attributor(cluster)
         destination, source = attributor.destination(flow), attributor.source(flow)
         for target in destination.targets:
