@@ -26,6 +26,7 @@ class AddressClasses:
 
     def __init__(self, blocks: Iterable[IPBlock]) -> None:
         self.blocks: list[IPBlock] = list(dict.fromkeys(blocks))
+        self.index = {block: index for index, block in enumerate(self.blocks)}  # what :meth:`of`'s sets hold
         # version -> prefix length -> network address as int -> indices of the blocks with that cidr
         self._by_prefix: dict[int, dict[int, dict[int, list[int]]]] = {4: {}, 6: {}}
         self._excepts: list[tuple[tuple[int, int], ...]] = []  # per block: its excepts as int ranges

@@ -62,6 +62,18 @@ def entity_matches(entity: str, subject: Pod, other: Endpoint) -> bool:
     return entity == "kube-apiserver" and other.api_server
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RulePeers:
+    """A rule's peers as matching takes them: the ipBlocks as indices of the evaluator's
+    :class:`AddressClasses` (``world_blocks``: Cilium's CIDR rules, for ends outside the cluster only),
+    so whether any of them contains the other end's address is one set test on that address's class
+    however many blocks the rule lists; the other peers are matched one by one."""
+
+    blocks: frozenset[int]
+    world_blocks: frozenset[int]
+    others: tuple[Peer, ...]
+
+
 @lru_cache(maxsize=65536)
 def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(ip)
@@ -108,6 +120,7 @@ class Evaluator:
         self.addresses = AddressClasses(
             block for policy in self.policies for direction in (INGRESS, EGRESS)
             for rule in policy.rules(direction) for peer in rule.peers for block in peer.address_blocks())
+        self._rule_peers: dict[int, _RulePeers] = {}  # by id: the policies hold their rules
 
     # --- isolation ------------------------------------------------------------------------------
 
@@ -180,7 +193,25 @@ class Evaluator:
     ) -> bool:
         if rule.ports and not any(port_matches(spec, port, protocol, dst_pod) for spec in rule.ports):
             return False
-        return not rule.peers or any(self.peer_matches(p, policy_namespace, other, subject) for p in rule.peers)
+        if not rule.peers:
+            return True
+        peers = self._peers_of(rule)
+        if peers.blocks or peers.world_blocks:
+            inside = self.addresses.of(other.ip)[1]
+            if not peers.blocks.isdisjoint(inside) or (
+                    peers.world_blocks and other.kind in _WORLD and not peers.world_blocks.isdisjoint(inside)):
+                return True
+        return any(self.peer_matches(p, policy_namespace, other, subject) for p in peers.others)
+
+    def _peers_of(self, rule: Rule) -> _RulePeers:
+        found = self._rule_peers.get(id(rule))
+        if found is None:
+            index = self.addresses.index
+            found = self._rule_peers[id(rule)] = _RulePeers(
+                frozenset(index[p.ip_block] for p in rule.peers if p.ip_block is not None and not p.world_only),
+                frozenset(index[p.ip_block] for p in rule.peers if p.ip_block is not None and p.world_only),
+                tuple(p for p in rule.peers if p.ip_block is None))
+        return found
 
     def _decide(self, direction: str, policies: tuple[NetworkPolicy, ...], subject: Pod, other: Endpoint,
                 port: int, protocol: str, dst_pod: Pod | None) -> SideVerdict:
