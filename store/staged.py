@@ -96,4 +96,4 @@ def copy_upsert(conn: Connection, table: sa.Table, columns: Sequence[str], rows:
     finally:
         cursor.close()
     result = conn.exec_driver_sql(sql)
-    return result.tuples().all() if result.returns_rows else []
+    return [tuple(row) for row in result] if result.returns_rows else []

@@ -87,12 +87,17 @@ class Prepared:
         if not self.returning:
             conn.exec_driver_sql(head + values + tail, list(rows))
             return []
+        # Statements of a power of two of rows each: the driver caches a compiled statement per SQL text,
+        # so a few sizes are compiled once and reused (one size per row count would fill the cache).
         found: list[tuple[Any, ...]] = []
-        per_statement = SQLITE_VARIABLES // len(self.columns)
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start:start + per_statement]
-            sql = head + ", ".join([values] * len(chunk)) + tail
-            found.extend(conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)).tuples().all())
+        largest = 1 << ((SQLITE_VARIABLES // len(self.columns)).bit_length() - 1)
+        start = 0
+        while start < len(rows):
+            size = min(largest, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start:start + size]
+            sql = head + ", ".join([values] * size) + tail
+            found.extend(tuple(row) for row in conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)))
+            start += size
         return found
 
     def _statement(self, conn: Connection) -> sa.Insert:
