@@ -31,6 +31,10 @@ def _print(status: Status, hours: int) -> None:
                "only from tables of open connections)")
     click.echo(f"deliveries: {status.deliveries} batches and imports, {status.flows} flows, "
                f"last at {status.last_delivery or 'never'}")
+    click.echo(f"collectors: {status.nodes} nodes, {len(status.behind)} behind")
+    for lag in status.behind:
+        every = f"every {lag.interval:.0f} s before" if lag.interval is not None else "interval unknown"
+        click.echo(f"  behind: {lag.node} last delivered {lag.age:.0f} s ago ({every})")
     click.echo(f"new edges by hour first seen (UTC, last {hours} h):")
     for row in status.timeline:
         click.echo(f"  {row.hour}  +{row.new_edges:<6} {row.total_edges}")

@@ -19,16 +19,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from netpol_gen.store import schema as t
-from netpol_gen.store.batches import KIND as COLLECT_KIND
 from netpol_gen.store.db import Store
+from netpol_gen.store.progress import node_deliveries
 from netpol_gen.store.shadow import denied_totals
 
 HOUR = 3600.0
-
-
-def node_of(source: str) -> str:
-    """The node of a delivery's recorded source: ``collect:NODE`` (as USER, through serve)."""
-    return source.split(" as ", 1)[0].removeprefix("collect:")
 
 
 class StoreCollector:
@@ -44,24 +39,17 @@ class StoreCollector:
         new = GaugeMetricFamily("netpol_gen_new_edges_last_hour", "Edges first seen in the last hour.")
         last = GaugeMetricFamily("netpol_gen_last_delivery_timestamp_seconds",
                                  "When the latest batch of each node's collector was written.", labels=["node"])
-        e, i = t.edges.c, t.imports.c
+        e = t.edges.c
         with self._store.reading() as conn:
             for total in denied_totals(conn):
                 denied.add_metric([total.set, total.namespace, total.workload, total.direction], total.connections)
             count, recent = conn.execute(sa.select(
                 sa.func.count(), sa.func.count().filter(e.first_seen >= self._now - HOUR))).one()
-            latest: dict[str, float] = {}
-            rolled = t.delivery_totals.c  # batches retention summed (serve --retain)
-            latest_rows = sa.union_all(
-                sa.select(i.source, sa.func.max(i.imported_at)).where(i.kind == COLLECT_KIND).group_by(i.source),
-                sa.select(rolled.source, rolled.last_at).where(rolled.kind == COLLECT_KIND))
-            for source, at in conn.execute(latest_rows):
-                node = node_of(source)
-                latest[node] = max(latest.get(node, 0.0), float(at))
+            nodes = node_deliveries(conn, self._now)  # imports posted by import --server are no nodes
         edges.add_metric([], count)
         new.add_metric([], recent)
-        for node, at in sorted(latest.items()):
-            last.add_metric([node], at)
+        for node in nodes:
+            last.add_metric([node.node], node.last)
         yield from (denied, edges, new, last)
 
 

@@ -51,10 +51,11 @@ from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.service.shadow_source import LocalShadow, SetMessage, add_checked
 from netpol_gen.service.source import LocalSource
 from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
-from netpol_gen.store.batches import Delivery, KnownIds, deliver_batches
+from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import Store
 from netpol_gen.store.retention import StaleBatch
 from netpol_gen.store.shadow import remove_set
+from netpol_gen.store.writer import Known
 
 log = logging.getLogger("netpol_gen.serve")
 
@@ -90,7 +91,7 @@ class Ingestor:
     def __init__(self, store: Store, writers: int) -> None:
         self.store = store
         self.judge = ShadowJudge(store)
-        self.known = KnownIds()
+        self.known = Known()
         self._slots = threading.BoundedSemaphore(writers)
         self._queue: deque[_Pending] = deque()
         self._queue_lock = threading.Lock()
@@ -129,12 +130,10 @@ class Ingestor:
             pending.done.set()
 
     def _attempts(self, group: list[_Pending]) -> list[bool]:
-        deliveries = []
-        for pending in group:
-            message = pending.message
-            cluster = message.cluster.cluster() if message.cluster is not None else None
-            deliveries.append(Delivery(message.batch_id, message.batch, message.flows, pending.source, cluster,
-                                       self.judge.recorder(message.batch, cluster)))
+        clusters = [p.message.cluster.cluster() if p.message.cluster is not None else None for p in group]
+        recorders = self.judge.recorders([(p.message.batch, c) for p, c in zip(group, clusters, strict=True)])
+        deliveries = [Delivery(p.message.batch_id, p.message.batch, p.message.flows, p.source, cluster, record)
+                      for p, cluster, record in zip(group, clusters, recorders, strict=True)]
         attempt = 1
         while True:
             try:

@@ -122,6 +122,10 @@ class ShadowJudge:
 
     def judge(self, batch: Batch, cluster: Cluster | None = None) -> list[Denial]:
         """The denials of ``batch`` by every set in the store now (read, not written)."""
+        return self.judge_all([(batch, cluster)])[0]
+
+    def judge_all(self, batches: Sequence[tuple[Batch, Cluster | None]]) -> list[list[Denial]]:
+        """:meth:`judge` of each batch (with its cluster view or None), the sets read once for all."""
         with self._lock:
             with self.store.reading() as conn:
                 versions, revision = set_versions(conn), cluster_revision(conn)
@@ -131,35 +135,44 @@ class ShadowJudge:
                     self._sets[stored.id] = _Judged(stored, parse_documents(documents_of(stored.documents)))
             for gone in set(self._sets) - set(versions):
                 del self._sets[gone]
-            if not self._sets or not batch.edges:
-                return []
-            view = cluster if cluster is not None else self._store_view(revision)
+            if not self._sets:
+                return [[] for _ in batches]
             now = self._clock()
-            denials = []
-            for judged in self._sets.values():
-                if judged.evaluator is None or judged.cluster is not view:
-                    judged.evaluator, judged.cluster = Evaluator(view, judged.policies), view
-                for key, totals in batch.edges.items():
-                    denial = judge_edge(judged.evaluator, judged.stored.id, key, totals, now)
-                    if denial is not None:
-                        denials.append(denial)
-            return denials
+            return [self._denials(batch, cluster if cluster is not None else self._store_view(revision), now)
+                    if batch.edges else [] for batch, cluster in batches]
+
+    def _denials(self, batch: Batch, view: Cluster, now: float) -> list[Denial]:
+        denials = []
+        for judged in self._sets.values():
+            if judged.evaluator is None or judged.cluster is not view:
+                judged.evaluator, judged.cluster = Evaluator(view, judged.policies), view
+            for key, totals in batch.edges.items():
+                denial = judge_edge(judged.evaluator, judged.stored.id, key, totals, now)
+                if denial is not None:
+                    denials.append(denial)
+        return denials
 
     def recorder(self, batch: Batch, cluster: Cluster | None = None) -> Callable[[Connection], None]:
         """What to run in the batch's transaction: record its denials (judged now, before the transaction),
         and, every :data:`ROLL_UP_EVERY` seconds, roll day-old minutes up into hours."""
-        denials = self.judge(batch, cluster)
+        return self.recorders([(batch, cluster)])[0]
+
+    def recorders(self, batches: Sequence[tuple[Batch, Cluster | None]]) -> list[Callable[[Connection], None]]:
+        """:meth:`recorder` of each batch of a group (the sets read once); the first rolls up when due."""
+        judged = self.judge_all(batches)
         now = self._clock()
         rolling = now - self._rolled >= ROLL_UP_EVERY
         if rolling:
             self._rolled = now
 
-        def record(conn: Connection) -> None:
-            record_denials(conn, denials, now)
-            if rolling:
-                roll_up(conn, now)
-                roll_up_unanswered(conn, now)
-        return record
+        def recording(denials: list[Denial], roll: bool) -> Callable[[Connection], None]:
+            def record(conn: Connection) -> None:
+                record_denials(conn, denials, now)
+                if roll:
+                    roll_up(conn, now)
+                    roll_up_unanswered(conn, now)
+            return record
+        return [recording(denials, rolling and n == 0) for n, denials in enumerate(judged)]
 
 
 def deliver_judged(judge: ShadowJudge, batch_id: str, batch: Batch, flows: int, source: str,

@@ -18,7 +18,7 @@ store ends as it would after writing them one by one, with one upsert per unique
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
 from netpol_gen.store.retention import check_fresh
 from netpol_gen.store.upsert import upsert_statement
-from netpol_gen.store.writer import write_cluster, write_edges
+from netpol_gen.store.writer import Known, write_cluster, write_edges
 
 KIND = "collect"
 
@@ -97,26 +97,6 @@ def combined(batches: Sequence[Batch]) -> Combined:
     return Combined(list(edges.values()), dns, names)
 
 
-class KnownIds:
-    """Identity ids (by key) that committed transactions wrote or read. An identity row is never
-    deleted nor renumbered, so once learning settles a group's identities need no upsert and no
-    lookup; any replica may have written them. Forgotten whole when the database refuses a write
-    (a store emptied under a running ``serve``) or past :data:`LIMIT` keys."""
-
-    LIMIT = 1 << 20
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-
-    def learnt(self, ids: Mapping[str, int]) -> None:
-        if len(self.ids) + len(ids) > self.LIMIT:
-            self.ids.clear()
-        self.ids.update(ids)
-
-    def forget(self) -> None:
-        self.ids.clear()
-
-
 def claim(conn: Connection, deliveries: Sequence[Delivery], now: float | None = None) -> set[str]:
     """Record the ids of ``deliveries`` (in id order) as delivered at ``now``; the ids this transaction
     recorded, i.e. not delivered before."""
@@ -129,25 +109,26 @@ def claim(conn: Connection, deliveries: Sequence[Delivery], now: float | None = 
 
 
 def deliver_batches(store: Store, deliveries: Sequence[Delivery], now: float | None = None,
-                    known: KnownIds | None = None) -> list[bool]:
+                    known: Known | None = None) -> list[bool]:
     """Write ``deliveries`` in one transaction; per delivery, True when written, False when its id was
     delivered before (or earlier in this group). StaleBatch (nothing written) when a new one is older
     than the batch ids retention keeps (:func:`~netpol_gen.store.retention.check_fresh`). ``known``:
-    identity ids committed before, and where this transaction's are kept once it committed."""
+    what committed transactions wrote (:class:`~netpol_gen.store.writer.Known`), and where this
+    transaction's is added once it committed."""
     try:
-        written, ids = _deliver(store, deliveries, now, known.ids if known is not None else {})
+        written, learnt = _deliver(store, deliveries, now, known)
     except sa.exc.IntegrityError:
         if known is not None:
             known.forget()
         raise
-    if known is not None:
-        known.learnt(ids)
+    if known is not None and learnt is not None:
+        known.add(learnt)
     return written
 
 
 def _deliver(store: Store, deliveries: Sequence[Delivery], now: float | None,
-             known: Mapping[str, int]) -> tuple[list[bool], Mapping[str, int]]:
-    ids: Mapping[str, int] = {}
+             known: Known | None) -> tuple[list[bool], Known | None]:
+    learnt = None
     with store.transaction() as conn:
         new = claim(conn, deliveries, now)
         written: list[bool] = []
@@ -161,11 +142,11 @@ def _deliver(store: Store, deliveries: Sequence[Delivery], now: float | None,
                 write_cluster(conn, delivery.cluster)
         if fresh:
             group = combined([d.batch for d in fresh])
-            ids = write_edges(conn, group.edges, group.dns, group.names, known).identity_ids
+            learnt = write_edges(conn, group.edges, group.dns, group.names, known).learnt
         for delivery in fresh:
             if delivery.then is not None:
                 delivery.then(conn)
-    return written, ids
+    return written, learnt
 
 
 def deliver_batch(store: Store, batch_id: str, batch: Batch, flows: int, source: str,

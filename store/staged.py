@@ -5,20 +5,24 @@ A batch's edges, identities and samples are thousands of rows per group of batch
 executemany, each row is a statement the server plans and runs, and the driver and SQLAlchemy
 handle its parameters one by one; COPY streams them in one round trip and the upsert runs once,
 taking the row locks in key order (so concurrent ``serve`` replicas cannot deadlock). The staging
-tables live per connection (``ON COMMIT DELETE ROWS``) and are emptied after each use, since one
-transaction may upsert the same table twice (identities for the cluster view, then for the batch).
+tables live per connection (created once, ``ON COMMIT DELETE ROWS``) and the upsert empties them as it
+reads them, since one transaction may upsert the same table twice (identities for the cluster view,
+then for the batch).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 MIN_ROWS = 32  # below this, executemany is as quick and needs no staging table
+_STAGES = "netpol_stages"  # in a connection's info: the staging tables it created
 
 
 def applies(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> bool:
@@ -31,43 +35,65 @@ def applies(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
     return len({tuple(row[k] for k in keys) for row in rows}) == len(rows)
 
 
-def _stage(conn: Connection, table: sa.Table, columns: Sequence[str]) -> sa.Table:
-    name = f"netpol_stage_{table.name}"
-    listed = ", ".join(f'"{c}"' for c in columns)
-    conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS '
-                         f'SELECT {listed} FROM "{table.name}" WITH NO DATA')
-    return sa.Table(name, sa.MetaData(), *(sa.Column(c, table.c[c].type) for c in columns))
+def _stage_name(table: sa.Table, columns: Sequence[str]) -> str:
+    return f"netpol_stage_{table.name}_{zlib.crc32(','.join(columns).encode()):08x}"
+
+
+def _forget_stages(conn: Connection) -> None:
+    """A rolled back transaction takes the staging tables it created with it."""
+    conn.connection.info.pop(_STAGES, None)
+
+
+def _stage(conn: Connection, table: sa.Table, columns: Sequence[str]) -> str:
+    """The name of ``table``'s staging table for ``columns``, created on this connection's first use
+    (and again after a rollback, which may have undone the creation)."""
+    name = _stage_name(table, columns)
+    created: set[str] = conn.connection.info.setdefault(_STAGES, set())
+    if name not in created:
+        if not event.contains(conn.engine, "rollback", _forget_stages):
+            event.listen(conn.engine, "rollback", _forget_stages)
+        listed = ", ".join(f'"{c}"' for c in columns)
+        conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{name}" ON COMMIT DELETE ROWS AS '
+                             f'SELECT {listed} FROM "{table.name}" WITH NO DATA')
+        created.add(name)
+    return name
+
+
+def upsert_sql(table: sa.Table, columns: Sequence[str], keys: Sequence[str],
+               updates: Callable[[Any], Mapping[str, Any]] | None, returning: Sequence[sa.ColumnElement[Any]]) -> str:
+    """The statement that moves the staged rows into ``table``: the staging table emptied
+    (``DELETE .. RETURNING`` in a CTE, one round trip) and its rows upserted in key order."""
+    stage = sa.table(_stage_name(table, columns), *(sa.column(c) for c in columns))
+    staged = sa.delete(stage).returning(*stage.c).cte("staged")
+    insert = postgresql.insert(table).from_select(list(columns), sa.select(*(staged.c[c] for c in columns))
+                                                  .order_by(*(staged.c[k] for k in keys)))
+    statement = (insert.on_conflict_do_nothing(index_elements=list(keys)) if updates is None
+                 else insert.on_conflict_do_update(index_elements=list(keys), set_=dict(updates(insert.excluded))))
+    compiled = statement.returning(*returning) if returning else statement
+    return str(compiled.compile(dialect=postgresql.dialect()))
 
 
 def upsert_staged(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
                   updates: Callable[[Any], Mapping[str, Any]] | None,
-                  returning: Sequence[sa.ColumnElement[Any]]) -> Sequence[sa.Row[Any]]:
+                  returning: Sequence[sa.ColumnElement[Any]]) -> Sequence[tuple[Any, ...]]:
     """The upsert of ``rows`` through COPY and one ``INSERT .. SELECT``; ``returning`` as in upsert."""
     columns = list(rows[0])
-    return copy_upsert(conn, table, columns, [[row[c] for c in columns] for row in rows], keys, updates, returning)
+    return copy_upsert(conn, table, columns, [[row[c] for c in columns] for row in rows],
+                       upsert_sql(table, columns, keys, updates, returning))
 
 
 def copy_upsert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                keys: Sequence[str], updates: Callable[[Any], Mapping[str, Any]] | None,
-                returning: Sequence[sa.ColumnElement[Any]]) -> Sequence[sa.Row[Any]]:
-    """:func:`upsert_staged` of rows given as value sequences in ``columns`` order (no dict per row)."""
+                sql: str) -> Sequence[tuple[Any, ...]]:
+    """Rows given as value sequences in ``columns`` order COPYed into the staging table and moved by
+    ``sql`` (:func:`upsert_sql`, compiled once by a caller that runs it often); what it returns."""
     stage = _stage(conn, table, columns)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         listed = ", ".join(f'"{c}"' for c in columns)
-        with cursor.copy(f'COPY "{stage.name}" ({listed}) FROM STDIN') as copy:
+        with cursor.copy(f'COPY "{stage}" ({listed}) FROM STDIN') as copy:
             for row in rows:
                 copy.write_row(row)
     finally:
         cursor.close()
-    insert = postgresql.insert(table).from_select(columns, sa.select(*(stage.c[c] for c in columns))
-                                                  .order_by(*(stage.c[k] for k in keys)))
-    statement = (insert.on_conflict_do_nothing(index_elements=list(keys)) if updates is None
-                 else insert.on_conflict_do_update(index_elements=list(keys), set_=dict(updates(insert.excluded))))
-    found: Sequence[sa.Row[Any]] = []
-    if returning:
-        found = conn.execute(statement.returning(*returning)).all()
-    else:
-        conn.execute(statement)
-    conn.exec_driver_sql(f'DELETE FROM "{stage.name}"')
-    return found
+    result = conn.exec_driver_sql(sql)
+    return [tuple(row) for row in result] if result.returns_rows else []

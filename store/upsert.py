@@ -40,7 +40,7 @@ def upsert(
     keys: Sequence[str],
     updates: Updates | None = None,
     returning: Sequence[sa.ColumnElement[Any]] = (),
-) -> Sequence[sa.Row[Any]]:
+) -> Sequence[tuple[Any, ...]]:
     """Upsert ``rows`` as one batched statement (the driver's executemany); with ``returning``, those
     columns of every row written (``rows`` must then hold each key once: they go in multi-row VALUES).
 
@@ -88,6 +88,7 @@ class Prepared:
         self.updates, self.returning = updates, tuple(returning)
         self._key = operator.itemgetter(*(self.columns.index(k) for k in keys))
         self._sqlite: tuple[str, str, str] | None = None  # SQL before, one row of and after VALUES
+        self._postgresql_sql: str | None = None
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Upsert ``rows``, each key at most once; the ``returning`` columns of every row written."""
@@ -99,12 +100,17 @@ class Prepared:
         if not self.returning:
             conn.exec_driver_sql(head + values + tail, list(rows))
             return []
+        # Statements of a power of two of rows each: the driver caches a compiled statement per SQL text,
+        # so a few sizes are compiled once and reused (one size per row count would fill the cache).
         found: list[tuple[Any, ...]] = []
-        per_statement = SQLITE_VARIABLES // len(self.columns)
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start:start + per_statement]
-            sql = head + ", ".join([values] * len(chunk)) + tail
-            found.extend(conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)).tuples().all())
+        largest = 1 << ((SQLITE_VARIABLES // len(self.columns)).bit_length() - 1)
+        start = 0
+        while start < len(rows):
+            size = min(largest, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start:start + size]
+            sql = head + ", ".join([values] * size) + tail
+            found.extend(tuple(row) for row in conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)))
+            start += size
         return found
 
     def _statement(self, conn: Connection) -> sa.Insert:
@@ -127,8 +133,10 @@ class Prepared:
     def _postgresql(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         returning = [self.table.c[c] for c in self.returning]
         if len(rows) >= staged.MIN_ROWS:
-            return [tuple(row) for row in staged.copy_upsert(conn, self.table, self.columns, rows, self.keys,
-                                                             self.updates, returning)]
+            if self._postgresql_sql is None:
+                self._postgresql_sql = staged.upsert_sql(self.table, self.columns, self.keys, self.updates, returning)
+            return [tuple(row) for row in staged.copy_upsert(conn, self.table, self.columns, rows,
+                                                             self._postgresql_sql)]
         dicts = [dict(zip(self.columns, row, strict=True)) for row in rows]
         return [tuple(row) for row in upsert(conn, self.table, dicts, self.keys, self.updates, returning)]
 

@@ -31,7 +31,34 @@ class WriteResult:
     edges_new: int
     edges_updated: int
     dns_answers: int
-    identity_ids: Mapping[str, int] = field(default_factory=dict)  # by key: what the write resolved
+    learnt: Known | None = None  # what later writes need not write again, once this one committed
+
+
+@dataclass
+class Known:
+    """What committed transactions wrote that later ones need not write again: identity ids by key (an
+    identity row is never deleted nor renumbered) and, per edge id, how many sample slots are filled
+    (slots are only ever filled, first writer wins). Once learning settles, a batch's identities need
+    no upsert and no lookup and its samples no insert; any replica may have written them. Forgotten
+    whole past :data:`LIMIT` entries, or when the database refuses a write (a store emptied under a
+    running ``serve``)."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    slots: dict[int, int] = field(default_factory=dict)
+
+    LIMIT = 1 << 19
+
+    def add(self, learnt: Known) -> None:
+        if len(self.ids) + len(learnt.ids) > self.LIMIT:
+            self.ids.clear()
+        if len(self.slots) + len(learnt.slots) > self.LIMIT:
+            self.slots.clear()
+        self.ids.update(learnt.ids)
+        self.slots.update(learnt.slots)
+
+    def forget(self) -> None:
+        self.ids.clear()
+        self.slots.clear()
 
 
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
@@ -143,41 +170,45 @@ def _ids_by_key(conn: Connection, wanted: Mapping[str, Identity], known: Mapping
     return ids
 
 
-def _write_evidence(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], edge_ids: Sequence[int]) -> None:
-    """The samples of the edges (``edge_ids`` in their order) and their connections learnt from tables of
-    open connections."""
+def _write_evidence(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], edge_ids: Sequence[int],
+                    filled: Mapping[int, int]) -> None:
+    """The samples of the edges (``edge_ids`` in their order) in slots past those ``filled`` before, and
+    their connections learnt from tables of open connections."""
     _SAMPLES.run(conn, [(edge_id, slot, s.ts, s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.src_pod_uid,
                          s.dst_pod_uid, s.service, s.packets, s.bytes)
                         for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
-                        for slot, s in enumerate(totals.samples)])
+                        for slot, s in enumerate(totals.samples) if slot >= filled.get(edge_id, 0)])
     _ESTABLISHED.run(conn, [(edge_id, source, count) for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
                             for source, count in totals.established.items()])
 
 
-def write_batch(conn: Connection, batch: Batch, known: Mapping[str, int] | None = None) -> WriteResult:
+def write_batch(conn: Connection, batch: Batch, known: Known | None = None) -> WriteResult:
     """Add ``batch`` to the store: one upsert per unique edge, samples up to each edge's bound."""
     return write_edges(conn, list(batch.edges.items()), batch.dns, batch.names, known)
 
 
 def write_edges(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], dns: Mapping[tuple[str, str], DnsSeen],
-                names: Mapping[Identity, Iterable[str]], known: Mapping[str, int] | None = None) -> WriteResult:
-    """:func:`write_batch` of a batch's parts (``edges`` each key once); ``known``: identity ids by key
-    committed before (their rows are neither upserted nor read again)."""
+                names: Mapping[Identity, Iterable[str]], known: Known | None = None) -> WriteResult:
+    """:func:`write_batch` of a batch's parts (``edges`` each key once); ``known``: what committed
+    transactions wrote (not written again)."""
+    known = known or Known()
     wanted: dict[str, Identity] = {}
     for (src, dst, _port, _protocol), _totals in edges:
         wanted[src.key] = src
         wanted[dst.key] = dst
     wanted.update((identity.key, identity) for identity in names)
-    ids = _ids_by_key(conn, wanted, known or {})
+    ids = _ids_by_key(conn, wanted, known.ids)
     rows = [(ids[src.key], ids[dst.key], port, protocol, totals.connections, totals.packets, totals.bytes,
              totals.first_seen, totals.last_seen) for (src, dst, port, protocol), totals in edges]
     before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.edges.c.id), 0))).scalar_one()
     stored = {row[:4]: row[4] for row in _EDGES.run(conn, rows)}
     edge_ids = [stored[row[:4]] for row in rows]
-    _write_evidence(conn, edges, edge_ids)
+    _write_evidence(conn, edges, edge_ids, known.slots)
     record_unanswered(conn, edges, edge_ids)
     _DNS.run(conn, [(name, address, seen.ttl, seen.first_seen, seen.last_seen)
                     for (name, address), seen in dns.items()])
     _NAMES.run(conn, [(ids[identity.key], name) for identity, learnt in names.items() for name in learnt])
     new = sum(edge_id > before for edge_id in stored.values())
-    return WriteResult(edges_new=new, edges_updated=len(rows) - new, dns_answers=len(dns), identity_ids=ids)
+    slots = {edge_id: len(totals.samples) for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
+             if len(totals.samples) > known.slots.get(edge_id, 0)}
+    return WriteResult(edges_new=new, edges_updated=len(rows) - new, dns_answers=len(dns), learnt=Known(ids, slots))
