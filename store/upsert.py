@@ -52,23 +52,10 @@ def upsert(
         return staged.upsert_staged(conn, table, rows, keys, updates, returning)
     ordered = _in_key_order(rows, keys)
     statement = upsert_statement(conn, table, keys, updates)
-    if not returning and _plain_sqlite(conn, table):
-        # SQLAlchemy's executemany handles each row's parameters in Python (about 15 us a row, most of
-        # a large import's write); the driver takes tuples in the compiled statement's order directly.
-        compiled = statement.compile(dialect=conn.dialect, column_keys=list(ordered[0]))
-        names = compiled.positiontup or []
-        conn.exec_driver_sql(compiled.string, [tuple(row[name] for name in names) for row in ordered])
-        return []
     if not returning:
         conn.execute(statement, ordered)
         return []
     return conn.execute(statement.returning(*returning), ordered).all()
-
-
-def _plain_sqlite(conn: Connection, table: sa.Table) -> bool:
-    """Whether the driver can take ``table``'s rows as they are: SQLite, and no column whose values
-    SQLAlchemy must convert first (JSON)."""
-    return conn.dialect.name == "sqlite" and not any(isinstance(c.type, sa.JSON) for c in table.columns)
 
 
 class Prepared:
