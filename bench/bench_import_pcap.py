@@ -4,10 +4,10 @@ Each reader runs in a fresh process so that its peak RSS is its own. Printed sid
 ``read_capture`` with the tcpdump BPF pre-filter and without it (every packet in Python), plain
 ``tcpdump -nn -r FILE > /dev/null`` (the floor to beat) and ``tcpdump -r FILE -w /dev/null FILTER``
 (the cost of the filter alone: issue #15's baseline). Rates are packets in the file per wall-clock
-second; CPU is user+system seconds of that process (for ``read_capture`` with the filter, Python's own,
-then the tcpdump it ran; the read only, not the interpreter's start). ``--repeat N`` runs each row N times and keeps the fastest (on a shared
-machine). The last lines are the ratios of the filtered import to the filter alone, measured in this
-run: wall time, and Python's CPU time (issue #15's goal: 3 or less).
+second; CPU is user+system seconds of that process (for ``read_capture``: the read's own, not the
+interpreter's start, then the tcpdump it ran). ``--repeat N`` runs each row N times and keeps the
+fastest (on a shared machine). The last lines are the ratios of the filtered import to the filter
+alone, measured in this run: wall time, and Python's CPU time (issue #15's goal: 3 or less).
 """
 
 from __future__ import annotations
