@@ -6,6 +6,10 @@ returns a plain tuple (:data:`Decoded`) rather than an object: it is built once 
 hot path, and the flow tracker only unpacks it. ``None`` means "not TCP/UDP over IP" (ARP, ICMP, a
 non-first fragment); a frame cut short by the snap length raises ``struct.error`` or ``IndexError``,
 which the caller catches once per packet instead of every header checking its length.
+
+Nearly every frame is untagged IPv4 without options carrying TCP or UDP: for those, one ``struct``
+reads the link header's ethertype, the IPv4 header and the transport header at fixed offsets in one
+call (:func:`_fixed_ipv4`), and the layered decoders below run only for the other frames.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ _IPV6_EXT = struct.Struct("!BB")  # next header, length
 _IPV6_FRAG = struct.Struct("!BxH")  # next header, fragment offset/flags
 _TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
 _UDP = struct.Struct("!HH")
+_IPV4_NO_OPTIONS = 0x45  # version 4, header length 20
 
 # An address is an int for IPv4 (hashes and compares faster than bytes) and 16 bytes for IPv6.
 Address = int | bytes
@@ -115,8 +120,6 @@ def _network(frame: bytes, ethertype: int, off: int) -> Decoded | None:
 
 
 def _ethernet(frame: bytes) -> Decoded | None:
-    if frame[12:14] == b"\x08\x00":  # untagged IPv4, most frames: one call less
-        return _ipv4(frame, 14)
     return _network(frame, _U16.unpack_from(frame, 12)[0], 14)
 
 
@@ -126,6 +129,31 @@ def _sll(frame: bytes) -> Decoded | None:
 
 def _sll2(frame: bytes) -> Decoded | None:
     return _network(frame, _U16.unpack_from(frame, 0)[0], 20)
+
+
+def _fixed_ipv4(ethertype_at: int, l3: int, general: Decoder) -> Decoder:
+    """A decoder for a link header with the ethertype at ``ethertype_at`` and IP at ``l3`` that reads an
+    untagged, option-less IPv4 frame's headers with one ``struct`` (TCP's layout: a UDP frame shorter
+    than that, or any other frame, goes to ``general``, which gives the same answer for the rest)."""
+    layout = struct.Struct(f"!{ethertype_at}xH{l3 - ethertype_at - 2}xBxHxxHxBxxIIHHIIBB")
+    unpack, l4 = layout.unpack_from, l3 + 20
+
+    def decode(frame: bytes) -> Decoded | None:
+        try:
+            ethertype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, offset, flags = unpack(frame)
+        except struct.error:
+            return general(frame)
+        if ethertype != _ETHERTYPE_IPV4 or vihl != _IPV4_NO_OPTIONS or frag & 0x1FFF:
+            return general(frame)
+        if not total:  # as in _ipv4: TCP segmentation offload
+            total = len(frame) - l3
+        if proto == PROTO_TCP:
+            return proto, src, dst, sport, dport, flags, seq, ack, l4 + ((offset >> 4) << 2), l3 + total, total
+        if proto == PROTO_UDP:
+            return proto, src, dst, sport, dport, 0, 0, 0, l4 + 8, l3 + total, total
+        return None
+
+    return decode
 
 
 def _raw(frame: bytes) -> Decoded | None:
@@ -138,9 +166,9 @@ def _raw(frame: bytes) -> Decoded | None:
 
 
 DECODERS: dict[int, Decoder] = {
-    LINKTYPE_ETHERNET: _ethernet,
-    LINKTYPE_LINUX_SLL: _sll,
-    LINKTYPE_LINUX_SLL2: _sll2,
+    LINKTYPE_ETHERNET: _fixed_ipv4(12, 14, _ethernet),
+    LINKTYPE_LINUX_SLL: _fixed_ipv4(14, 16, _sll),
+    LINKTYPE_LINUX_SLL2: _fixed_ipv4(0, 20, _sll2),
     LINKTYPE_RAW: _raw,
     **{alias: _raw for alias in LINKTYPE_RAW_ALIASES},
 }

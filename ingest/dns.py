@@ -6,6 +6,10 @@ and the caller counts it. Compression pointers must point strictly backwards, wh
 name walk by the message length. An address is reported for the name that owns the A/AAAA record
 and for every name that reaches it through a CNAME chain, so the name the client asked for (and
 each alias on the way) is associated with the address.
+
+Responses repeat: every pod of a namespace gets the same answers (and the same NXDOMAINs of its
+search-list expansions) from the cluster DNS cache, so the answers of a message are memoised by its
+bytes after the 2-byte ID (:data:`_MEMO_SIZE` messages), and a repeated one costs a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")  # type, class, TTL, rdata length
@@ -21,6 +26,7 @@ _TYPE_CNAME = 5
 _TYPE_AAAA = 28
 _FLAG_RESPONSE = 0x8000
 _MAX_NAME = 255
+_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +106,29 @@ def parse_response(msg: bytes, ts: float) -> list[DnsAnswer] | None:
 
     A message that is a query, not a response, counts as malformed: it should not come from port 53.
     """
+    found = _answers(msg[2:])
+    if found is None:
+        return None
+    return [DnsAnswer(ts, name, address, ttl) for name, address, ttl in found]
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _answers(after_id: bytes) -> tuple[tuple[str, str, int], ...] | None:
+    """``(name, address, ttl)`` of each answer of the message whose bytes after its ID are ``after_id``
+    (the ID changes no answer, and offsets stay those of the message), or ``None`` if it is malformed."""
     try:
-        addresses, aliases = _records(msg)
+        addresses, aliases = _records(b"\x00\x00" + after_id)
     except (_Malformed, struct.error, IndexError, ValueError):
         return None
-    answers: list[DnsAnswer] = []
+    answers: list[tuple[str, str, int]] = []
     for owner, address, ttl in addresses:
         pending = [(owner, ttl)]
         seen = {owner}
         while pending:
             name, name_ttl = pending.pop()
-            answers.append(DnsAnswer(ts, name, address, name_ttl))
+            answers.append((name, address, name_ttl))
             for alias, alias_ttl in aliases.get(name, ()):
                 if alias not in seen:
                     seen.add(alias)
                     pending.append((alias, min(name_ttl, alias_ttl)))
-    return answers
+    return tuple(answers)

@@ -88,13 +88,6 @@ def ntop(address: Address) -> str:
     return socket.inet_ntop(socket.AF_INET6, address)
 
 
-def _both_ways(src: Address, sport: int, dst: Address, dport: int) -> _Key:
-    """One key for both directions of a conversation (both addresses are of one family)."""
-    if (src, sport) < (dst, dport):  # int with int, bytes with bytes
-        return (src, sport, dst, dport)
-    return (dst, dport, src, sport)
-
-
 class FlowTracker:
     """Feed packets with :meth:`tcp`/:meth:`udp` in capture order; take finished flows from :attr:`done`
     (and clear it: it is the same list for the tracker's life, so the caller can hold on to it).
@@ -120,7 +113,8 @@ class FlowTracker:
     def tcp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, flags: int, seq: int,
             ack: int, length: int) -> None:
         """Account one TCP segment of ``length`` IP bytes."""
-        key = _both_ways(src, sport, dst, dport)
+        # One key for both directions (both addresses of one family: int with int, bytes with bytes).
+        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
         conn = self._tcp.get(key)
         if conn is not None and not flags & (TCP_SYN | TCP_FIN | TCP_RST):  # mid-connection: most packets
             conn.packets += 1
@@ -160,7 +154,7 @@ class FlowTracker:
 
     def udp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, length: int) -> None:
         """Account one UDP datagram of ``length`` IP bytes."""
-        key = _both_ways(src, sport, dst, dport)
+        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
         conn = self._udp.get(key)
         if conn is not None and ts - conn.last > self.udp_timeout:
             self._finish(self._udp.pop(key), is_tcp=False)
