@@ -37,6 +37,9 @@ class Principal:
 
 
 class Authenticator(Protocol):
+    # whether authenticate may wait on the network (the server then calls it from a worker thread)
+    blocking: bool
+
     def authenticate(self, token: str) -> Principal | None: ...
 
 
@@ -57,6 +60,7 @@ class SharedSecret:
     """One secret for every collector and the CLI, compared in constant time."""
 
     secret: str
+    blocking = False  # a comparison: answered in the event loop
 
     def authenticate(self, token: str) -> Principal | None:
         if hmac.compare_digest(token.encode(), self.secret.encode()):
@@ -98,6 +102,8 @@ class TokenReview:
     The cache is keyed by the token's SHA-256 (no token is kept in memory) and bounded; a failing
     API server is not cached, so the next request asks again.
     """
+
+    blocking = True  # a token not in the cache waits for the API server's review
 
     def __init__(self, reviewer: Reviewer, writers: frozenset[str], readers: frozenset[str],
                  ttl: float = 60.0, negative_ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:

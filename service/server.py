@@ -11,11 +11,11 @@ this). Bodies are bounded twice: on the wire (413 once the limit is passed, what
 claims) and after gunzip (a gzip bomb stops at the limit, it is never inflated whole).
 
 Writes are idempotent (the batch id is recorded in the same transaction as the edges) and go through
-group commit (:class:`Ingestor`): the batches queued meanwhile are written in one transaction, one
-writer slot by default on both engines. Any number of ``serve`` replicas may write to one PostgreSQL:
+group commit (:mod:`~netpol_gen.service.group_commit`): the batches queued meanwhile are written in one
+transaction, one writer by default on both engines. Any number of ``serve`` replicas may write to one PostgreSQL:
 batch ids are claimed in id order with ``INSERT .. ON CONFLICT DO NOTHING``, so a batch posted to two
 replicas is written by one and answered "delivered before" by the other (store/batches.py). A
-transient database failure (lock, deadlock) is retried here; what remains becomes 503 and the
+transient database failure (lock, deadlock) is retried there; what remains becomes 503 and the
 collector retries the same batch id later. Figures: bench/README.md.
 """
 
@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 import zlib
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -46,105 +43,24 @@ from starlette.routing import Route
 from netpol_gen.errors import InputError
 from netpol_gen.model.documents import Document
 from netpol_gen.service.auth import Access, Authenticator, Principal
+from netpol_gen.service.group_commit import Ingestor
 from netpol_gen.service.metrics import render_metrics
-from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.service.shadow_source import LocalShadow, SetMessage, add_checked
 from netpol_gen.service.source import LocalSource
 from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
-from netpol_gen.store.batches import Delivery, deliver_batches
 from netpol_gen.store.db import Store
 from netpol_gen.store.retention import StaleBatch
 from netpol_gen.store.shadow import remove_set
-from netpol_gen.store.writer import Known
 
 log = logging.getLogger("netpol_gen.serve")
 
-WRITE_ATTEMPTS = 5
-GROUP = 64  # batches per transaction at most
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class Limits:
     max_body: int = 16 << 20  # bytes as sent (compressed)
     max_decoded: int = 128 << 20  # bytes after gunzip
-
-
-@dataclass
-class _Pending:
-    """A batch waiting in the ingest queue, and its answer once written (or why it was not)."""
-
-    message: BatchMessage
-    source: str
-    done: threading.Event = field(default_factory=threading.Event)
-    written: bool = False
-    error: BaseException | None = None
-
-
-class Ingestor:
-    """Writes batches by group commit: a request queues its batch, and whichever request holds a
-    writer slot takes what is queued (up to :data:`GROUP`) and writes it in one transaction
-    (:func:`~netpol_gen.store.batches.deliver_batches`), each batch judged against the shadow sets
-    and its denials recorded in that transaction. One commit then serves many collectors, and their
-    shared edges are written once. A group the database refuses is retried; if it still fails, each
-    batch is written alone so that one bad batch fails only its own request."""
-
-    def __init__(self, store: Store, writers: int) -> None:
-        self.store = store
-        self.judge = ShadowJudge(store)
-        self.known = Known()
-        self._slots = threading.BoundedSemaphore(writers)
-        self._queue: deque[_Pending] = deque()
-        self._queue_lock = threading.Lock()
-
-    def deliver(self, message: BatchMessage, principal: Principal) -> bool:
-        """True when written, False when this batch id was delivered before."""
-        pending = _Pending(message, f"{message.source or 'collector'} as {principal.user}")
-        with self._queue_lock:
-            self._queue.append(pending)
-        with self._slots:
-            group = self._take()
-            if group:  # else another writer took this batch and answers it
-                self._write(group)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.written
-
-    def _take(self) -> list[_Pending]:
-        with self._queue_lock:
-            return [self._queue.popleft() for _ in range(min(GROUP, len(self._queue)))]
-
-    def _write(self, group: list[_Pending]) -> None:
-        try:
-            written = self._attempts(group)
-        except Exception as exc:  # answered to each request, never lost in this thread
-            if len(group) > 1:
-                for pending in group:
-                    self._write([pending])
-                return
-            group[0].error = exc
-            group[0].done.set()
-            return
-        for pending, ok in zip(group, written, strict=True):
-            pending.written = ok
-            pending.done.set()
-
-    def _attempts(self, group: list[_Pending]) -> list[bool]:
-        clusters = [p.message.cluster.cluster() if p.message.cluster is not None else None for p in group]
-        recorders = self.judge.recorders([(p.message.batch, c) for p, c in zip(group, clusters, strict=True)])
-        deliveries = [Delivery(p.message.batch_id, p.message.batch, p.message.flows, p.source, cluster, record)
-                      for p, cluster, record in zip(group, clusters, recorders, strict=True)]
-        attempt = 1
-        while True:
-            try:
-                return deliver_batches(self.store, deliveries, known=self.known)
-            except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
-                # a lock or a deadlock: the transaction rolled back whole, and is tried again
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                log.info("retrying a batch write: %s", str(getattr(exc, "orig", exc)).splitlines()[0])
-                time.sleep(0.05 * 2**attempt)
-                attempt += 1
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -160,7 +76,8 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
-async def _body(request: Request, limits: Limits) -> bytes:
+async def _body(request: Request, limits: Limits, then: Callable[[bytes], _T]) -> _T:
+    """``then`` of the request's body (gunzipped), run in a worker thread: one hop for both."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limits.max_body:
         raise HTTPException(413, f"body larger than {limits.max_body} bytes")
@@ -172,11 +89,10 @@ async def _body(request: Request, limits: Limits) -> bytes:
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "gzip":
-        return await run_in_threadpool(_gunzip, body, limits.max_decoded)
-    if encoding != "identity":
+    if encoding not in ("gzip", "identity"):
         raise HTTPException(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-    return body
+    return await run_in_threadpool(
+        lambda: then(_gunzip(body, limits.max_decoded) if encoding == "gzip" else body))
 
 
 def _parse(body: bytes) -> BatchMessage:
@@ -211,7 +127,9 @@ async def _principal(request: Request, access: Access) -> Principal:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
-    found = await run_in_threadpool(_state(request).authenticator.authenticate, token.strip())
+    authenticator = _state(request).authenticator
+    found = (await run_in_threadpool(authenticator.authenticate, token.strip()) if authenticator.blocking
+             else authenticator.authenticate(token.strip()))
     if found is None:
         raise HTTPException(401, "token refused", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if access not in found.may:
@@ -222,9 +140,9 @@ async def _principal(request: Request, access: Access) -> Principal:
 async def post_batch(request: Request) -> Response:
     state = _state(request)
     who = await _principal(request, Access.WRITE)
-    message = await run_in_threadpool(_parse, await _body(request, state.limits))
+    message = await _body(request, state.limits, _parse)
     try:
-        written = await run_in_threadpool(state.ingestor.deliver, message, who)
+        written = await state.ingestor.deliver(message, f"{message.source or 'collector'} as {who.user}")
     except StaleBatch as exc:  # older than the ids kept (serve --retain): refused for good, never double counted
         raise HTTPException(422, exc.message) from None
     except sa.exc.OperationalError as exc:
@@ -248,7 +166,7 @@ async def post_shadow_set(request: Request) -> Response:
     """Add a shadow set: every policy validated here too (400 naming the document), nothing stored on error."""
     state = _state(request)
     await _principal(request, Access.WRITE)
-    body = await _body(request, state.limits)
+    body = await _body(request, state.limits, bytes)
     try:
         message = msgspec.json.decode(body, type=SetMessage)
         added = await run_in_threadpool(add_checked, state.store, message.name, message.source,

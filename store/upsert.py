@@ -8,6 +8,7 @@ PostgreSQL) are written as CASE so that one statement serves both.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -96,7 +97,7 @@ class Prepared:
             size = min(largest, 1 << ((len(rows) - start).bit_length() - 1))
             chunk = rows[start:start + size]
             sql = head + ", ".join([values] * size) + tail
-            found.extend(tuple(row) for row in conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)))
+            found.extend(map(tuple, conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(chunk))).all()))
             start += size
         return found
 
