@@ -11,14 +11,19 @@ file, run in the same invocation (the machine is shared: only same-run ratios co
   SQLite store (goal < 0.3 s);
 * ``import-one``: ``netpol-gen import`` of the first flow alone with the full snapshot (what loading it costs);
 * ``import``: ``netpol-gen import`` of the whole flow file into a fresh SQLite store;
-* ``export``: ``netpol-gen export`` of that store to ``/dev/null`` (YAML, verification included).
+* ``export``: ``netpol-gen export`` of that store to ``/dev/null`` (YAML, verification included);
+* ``audit2policy``: hubble-audit2policy (the issue's peer baseline; ``pip install -e '.[bench]'``) on the
+  same flows as Hubble flow JSON (:mod:`bench.hubble_flows`, written before and not timed), policies to
+  ``/dev/null`` (``--dry-run --no-enrich``), with our ratio: its time over ours for import + export
+  (goal >= 3). Not installed: the row says so and nothing else changes.
 
-The hubble-audit2policy comparison of the issue needs that tool (not packaged here) and is not run.
+Each row also has the process's CPU time (user + system), steadier than wall time on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -28,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import gen_cluster
+from bench.hubble_flows import write_hubble_flows
 
 NETPOL_GEN = str(Path(sys.executable).with_name("netpol-gen"))
+AUDIT2POLICY = str(Path(sys.executable).with_name("hubble-audit2policy"))
 STARTUP_GOAL = 0.3  # seconds, issue #15
 
 
@@ -39,8 +46,9 @@ def _run(cmd: list[str], repeat: int = 1) -> dict[str, Any]:
     wrapper = ("import json,resource,subprocess,sys,time\n"
                "t=time.perf_counter()\n"
                "c=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL).returncode\n"
+               "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
                "print(json.dumps({'seconds':time.perf_counter()-t,'exit_code':c,"
-               "'rss_mb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))")
+               "'cpu':u.ru_utime+u.ru_stime,'rss_mb':u.ru_maxrss/1024}))")
     runs = []
     for _ in range(repeat):
         out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
@@ -52,8 +60,9 @@ def _baseline(flows: Path) -> dict[str, Any]:
     code = ("import json,resource,sys,time\n"
             "t=time.perf_counter()\n"
             "n=sum(1 for line in open(sys.argv[1],'rb') if json.loads(line) is not None)\n"
-            "print(json.dumps({'seconds':time.perf_counter()-t,'flows':n,"
-            "'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
+            "u=resource.getrusage(resource.RUSAGE_SELF)\n"
+            "print(json.dumps({'seconds':time.perf_counter()-t,'flows':n,'cpu':u.ru_utime+u.ru_stime,"
+            "'rss_mb':u.ru_maxrss/1024}))")
     out = subprocess.run([sys.executable, "-c", code, str(flows)], capture_output=True, text=True, check=True)
     figures: dict[str, Any] = json.loads(out.stdout)
     return figures
@@ -91,23 +100,35 @@ def measure(data: Path, work: Path, repeat: int) -> dict[str, dict[str, Any]]:
                                   "--flows", str(one)])
     figures["import"] = _run([NETPOL_GEN, "import", "--db", db, "--cluster", cluster, "--flows", str(flows)])
     figures["export"] = _run([NETPOL_GEN, "export", "--db", db], repeat)
+    if importlib.util.find_spec("hubble_audit2policy") is not None:
+        hubble = work / "hubble.jsonl"
+        write_hubble_flows(data, hubble)
+        figures["audit2policy"] = _run([AUDIT2POLICY, str(hubble), "--no-enrich", "--dry-run"])
     return figures
 
 
 def report(data: Path, figures: dict[str, dict[str, Any]], imports: list[tuple[int, str]]) -> None:
     base = figures["json"]["seconds"]
     print(f"data: {data}  ({figures['json']['flows']:,} flows)")
-    print(f"{'what (fresh process, wall)':<34}{'seconds':>9}{'x json.loads':>14}{'peak RSS MB':>13}  exit")
+    print(f"{'what (fresh process, wall)':<34}{'seconds':>9}{'x json.loads':>14}{'CPU s':>8}{'peak RSS MB':>13}  exit")
     for name, label in (("json", "json.loads per line (baseline)"), ("help", "netpol-gen --help"),
                         ("import-tiny", "import, tiny cluster, 10 flows"),
                         ("import-one", "import, 1 flow, full snapshot"), ("import", "import --flows (SQLite)"),
-                        ("export", "export > /dev/null")):
-        row = figures[name]
-        print(f"{label:<34}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['rss_mb']:>13.0f}"
-              f"  {row.get('exit_code', '')}")
+                        ("export", "export > /dev/null"), ("audit2policy", "hubble-audit2policy (Hubble JSON)")):
+        row = figures.get(name)
+        if row is None:
+            print(f"{label:<34}  not installed (pip install -e '.[bench]')")
+            continue
+        print(f"{label:<34}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['cpu']:>8.2f}"
+              f"{row['rss_mb']:>13.0f}  {row.get('exit_code', '')}")
     print(f"start-up goal < {STARTUP_GOAL} s: --help {figures['help']['seconds']:.2f} s, "
           f"tiny import {figures['import-tiny']['seconds']:.2f} s")
-    print(f"import + export: {(figures['import']['seconds'] + figures['export']['seconds']) / base:.2f}x json.loads")
+    ours = {key: figures["import"][key] + figures["export"][key] for key in ("seconds", "cpu")}
+    print(f"import + export: {ours['seconds'] / base:.2f}x json.loads")
+    if "audit2policy" in figures:
+        peer = figures["audit2policy"]
+        print(f"hubble-audit2policy / (import + export): {peer['seconds'] / ours['seconds']:.2f}x wall, "
+              f"{peer['cpu'] / ours['cpu']:.2f}x CPU (goal >= 3)")
     print("slowest imports of --help (-X importtime, cumulative): "
           + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in imports))
 

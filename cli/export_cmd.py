@@ -78,9 +78,9 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
     # the files (or stdout) first, the report after: a reader of stderr that went away must not stop
     # the files being written (the report's failure still makes the exit status non-zero)
     if synthesis.ok and output_dir is None:
-        click.echo(render(synthesis.policies, fmt, evidence), nl=False)
+        click.echo(render(synthesis.policies, fmt, evidence, synthesis.documents), nl=False)
     elif synthesis.ok and output_dir is not None:
-        write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence))
+        write_files(output_dir, render_files(synthesis.policies, layout, fmt, evidence, synthesis.documents))
     _print_report(synthesis.report, len(learned.workloads))
     if not synthesis.ok:
         click.echo("netpol-gen: nothing written; please report this with the store attached", err=True)

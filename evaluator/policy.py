@@ -188,11 +188,18 @@ def required_spec(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return spec
 
 
+@lru_cache(maxsize=1 << 16)
+def _parse_network(raw: str) -> IPNetwork:
+    """``ipaddress.ip_network`` of a CIDR, memoised: a generated set repeats the same /32s in many
+    policies (every workload that reached an address), and the networks are immutable values."""
+    return ipaddress.ip_network(raw, strict=False)
+
+
 def _network(raw: Any, field: str) -> IPNetwork:
     if not isinstance(raw, str) or "/" not in raw:
         raise PolicyError(f"{field}: {raw!r} is not a CIDR (address/prefix)")
     try:
-        return ipaddress.ip_network(raw, strict=False)
+        return _parse_network(raw)
     except ValueError:
         raise PolicyError(f"{field}: {raw!r} is not a valid CIDR") from None
 

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 
 from netpol_gen.errors import InputError
 from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
-from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.documents import collector_paused
@@ -84,6 +83,8 @@ def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: 
 
 
 def _read_capture(source: Source, ingest: Ingest, progress: ReadProgress, hints: Hints) -> ReadCounts:
+    from netpol_gen.ingest.pcap import read_capture  # here: an import of flow files needs no capture decoder
+
     capture = read_capture(source.path, hints=hints)
     add_flow, add_dns = ingest.add_flow, ingest.add_dns
     for record in progress.records(source.path, capture.records):

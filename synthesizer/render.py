@@ -9,7 +9,7 @@ import contextlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -113,16 +113,26 @@ def _key(policy: Mapping[str, Any]) -> tuple[str, str]:
     return (meta.get("namespace", ""), meta.get("name", ""))
 
 
-def render_yaml(policies: Iterable[Mapping[str, Any]],
-                evidence: Mapping[tuple[str, str], RuleEvidence] | None = None) -> str:
-    """One YAML document per policy, in the given order, separated by ``---``; ``evidence`` (per
-    (namespace, name), see :attr:`Synthesis.evidence`) adds the edges behind each rule as comments."""
+def dump_documents(policies: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Each policy's YAML document on its own, without comments: what :func:`render_yaml` joins. The
+    synthesizer dumps its set once (:attr:`Synthesis.documents`, which its line count is taken from)
+    and export writes those, since the representer is most of what rendering costs."""
     resolved: dict[tuple[str, tuple[bool, ...]], str] = {}
-    documents = [
-        _commented(_dump(p, resolved), _notes(p), None if evidence is None else evidence.get(_key(p), {}))
-        for p in policies
-    ]
-    return "---\n".join(documents)
+    return [_dump(p, resolved) for p in policies]
+
+
+def render_yaml(policies: Iterable[Mapping[str, Any]],
+                evidence: Mapping[tuple[str, str], RuleEvidence] | None = None,
+                documents: Sequence[str] | None = None) -> str:
+    """One YAML document per policy, in the given order, separated by ``---``; ``evidence`` (per
+    (namespace, name), see :attr:`Synthesis.evidence`) adds the edges behind each rule as comments.
+    ``documents``: the policies already dumped (:func:`dump_documents`), not dumped again."""
+    policies = list(policies)
+    dumped = dump_documents(policies) if documents is None else documents
+    return "---\n".join(
+        _commented(document, _notes(p), None if evidence is None else evidence.get(_key(p), {}))
+        for p, document in zip(policies, dumped, strict=True)
+    )
 
 
 def _dump(policy: Mapping[str, Any], resolved: dict[tuple[str, tuple[bool, ...]], str]) -> str:
@@ -141,20 +151,24 @@ def _dump(policy: Mapping[str, Any], resolved: dict[tuple[str, tuple[bool, ...]]
 Evidence = Mapping[tuple[str, str], RuleEvidence] | None  # --explain: the edges behind each rule
 
 
-def render(policies: list[dict[str, Any]], fmt: str, evidence: Evidence = None) -> str:
-    """The set as YAML (with comments) or as one JSON ``List``."""
+def render(policies: list[dict[str, Any]], fmt: str, evidence: Evidence = None,
+           documents: Sequence[str] | None = None) -> str:
+    """The set as YAML (with comments) or as one JSON ``List``; ``documents`` as for :func:`render_yaml`."""
     if fmt == "json":
         return json.dumps({"apiVersion": "v1", "kind": "List", "items": policies}, indent=2, sort_keys=True) + "\n"
-    return render_yaml(policies, evidence)
+    return render_yaml(policies, evidence, documents)
 
 
-def render_files(policies: list[dict[str, Any]], layout: str, fmt: str, evidence: Evidence = None) -> dict[str, str]:
+def render_files(policies: list[dict[str, Any]], layout: str, fmt: str, evidence: Evidence = None,
+                 documents: Sequence[str] | None = None) -> dict[str, str]:
     """File name -> content: one file per namespace (``layout="namespace"``) or per policy."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for policy in policies:
+    groups: dict[str, list[int]] = {}
+    for index, policy in enumerate(policies):
         meta = policy["metadata"]
         namespace = meta.get("namespace") or CLUSTER_SCOPED  # a ClusterNetworkPolicy (export --baseline)
         key = namespace if layout == "namespace" else f"{namespace}.{meta['name']}"
-        groups.setdefault(key, []).append(policy)
+        groups.setdefault(key, []).append(index)
     suffix = ".json" if fmt == "json" else ".yaml"
-    return {key + suffix: render(group, fmt, evidence) for key, group in groups.items()}
+    return {key + suffix: render([policies[i] for i in group], fmt, evidence,
+                                 None if documents is None else [documents[i] for i in group])
+            for key, group in groups.items()}

@@ -32,7 +32,7 @@ from netpol_gen.synthesizer.fold import PeerFolder
 from netpol_gen.synthesizer.options import Options
 from netpol_gen.synthesizer.peers import Grant, PeerFactory, PeerRef
 from netpol_gen.synthesizer.ports import PortRef, port_ref
-from netpol_gen.synthesizer.render import IPBLOCK_NOTES, render_yaml
+from netpol_gen.synthesizer.render import IPBLOCK_NOTES, dump_documents, render_yaml
 from netpol_gen.synthesizer.rules import build_rules
 from netpol_gen.synthesizer.scope import EdgeSelection, LeftOut, select_edges
 from netpol_gen.synthesizer.selectors import SelectorCache, selected_workloads
@@ -82,11 +82,14 @@ class Report:
 
 @dataclass
 class Synthesis:
-    """The policies, the report, and per policy the edges behind each rule (``evidence``)."""
+    """The policies, the report, per policy the edges behind each rule (``evidence``), and each policy's
+    YAML document as :func:`.render.dump_documents` wrote it (``documents``, in the same order; None
+    when not dumped), which the renderers take instead of dumping the set again."""
 
     policies: list[dict[str, Any]]
     report: Report
     evidence: dict[PolicyKey, RuleEvidence] = field(default_factory=dict)
+    documents: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -249,7 +252,6 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
     policies, translation_warnings = translate(policies, evidence, inputs, target, fqdn_patterns)
     report.warnings.extend(translation_warnings)
     if target != KUBERNETES:
-        report.yaml_lines = render_yaml(policies).count("\n")
         evidence = {}  # the rules' provenance is per NetworkPolicy rule
     if common:
         policies.append(baseline_policy(common, report.baseline_namespaces, {
@@ -259,12 +261,13 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
         report.warnings.extend(f"{w}: no traffic seen; the Baseline policy closes its egress to all but the "
                                f"common egress" for w in closed)
         report.policies += 1
-        report.yaml_lines = render_yaml(policies).count("\n")
+    documents = dump_documents(policies)
+    report.yaml_lines = render_yaml(policies, documents=documents).count("\n")
     report.verification = verify(policies, inputs, options)
     report.warnings.extend(d.bug_message() for d in report.verification.denied)
     if measure_tightness:
         report.opened = newly_opened(policies, inputs)
-    return Synthesis(policies, report, evidence)
+    return Synthesis(policies, report, evidence, documents)
 
 
 def _plan(inputs: LearnedInputs, options: Options, selection: EdgeSelection, selectors: SelectorCache,
@@ -309,4 +312,3 @@ def _measure(report: Report, policies: Sequence[dict[str, Any]]) -> None:
             for rule in policy["spec"].get(direction.lower(), []):
                 report.rules += 1
                 report.peers += len(rule[peer_field])
-    report.yaml_lines = render_yaml(policies).count("\n")
