@@ -32,6 +32,12 @@ def ip_version(ip: str) -> int:
     return ipaddress.ip_address(ip).version
 
 
+def _address_value(ip: str) -> tuple[int, int]:
+    """An address's IP version and value as an int (a scope id is ignored, as network tests do)."""
+    address = ipaddress.ip_address(ip)
+    return address.version, int(address)
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerPort:
     port: DestinationPort
@@ -226,9 +232,8 @@ class Cluster:
         default_factory=dict, repr=False
     )
     _slices_by_service: dict[str, list[EndpointSlice]] = field(default_factory=dict, repr=False)
-    _pod_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
-        default_factory=list, repr=False
-    )
+    # the nodes' pod CIDRs: (IP version, prefix length) -> the networks' leading bits, as ints
+    _pod_networks: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict, repr=False)
     dns: DnsHistory = field(default_factory=DnsHistory)
     _pod_times: list[float] = field(default_factory=list, repr=False)
     _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict, repr=False)
@@ -276,9 +281,13 @@ class Cluster:
                                  | self.dns.boundaries())
         self._endpoints, self._targets, self._change_times = {}, {}, {}
         self._node_by_ip = {ip: node for node in self.nodes for ip in node.addresses}
-        self._pod_networks = [
-            ipaddress.ip_network(cidr, strict=False) for node in self.nodes for cidr in node.pod_cidrs
-        ]
+        networks: dict[tuple[int, int], set[int]] = defaultdict(set)
+        for node in self.nodes:
+            for cidr in node.pod_cidrs:
+                net = ipaddress.ip_network(cidr, strict=False)
+                leading = int(net.network_address) >> (net.max_prefixlen - net.prefixlen)
+                networks[net.version, net.prefixlen].add(leading)
+        self._pod_networks = {key: frozenset(found) for key, found in networks.items()}
         service_by_ip: dict[str, list[Service]] = defaultdict(list)
         for svc in self.services:
             for ip in (*svc.cluster_ips, *svc.external_ips):
@@ -321,8 +330,12 @@ class Cluster:
         return self._node_by_ip.get(ip)
 
     def in_pod_network(self, ip: str) -> bool:
-        address = ipaddress.ip_address(ip)
-        return any(address in net for net in self._pod_networks)
+        """Whether ``ip`` is in some node's pod CIDR: one set test per distinct prefix length (the
+        nodes' CIDRs usually share one), not a scan of every node's networks, for each new address."""
+        version, value = _address_value(ip)
+        bits = 32 if version == 4 else 128
+        return any(value >> (bits - prefix) in found
+                   for (net_version, prefix), found in self._pod_networks.items() if net_version == version)
 
     def epoch(self, ts: float | None) -> int:
         """Which stretch of time ``ts`` falls in, for memoising time-dependent lookups.

@@ -12,6 +12,7 @@ from netpol_gen.model.cluster import (
     Cluster,
     Endpoint,
     EndpointKind,
+    Node,
     Pod,
     ServicePort,
     resolve_target_port,
@@ -245,3 +246,12 @@ def test_target_port_resolution_per_pod(cluster: Cluster, pod: str, sport: Servi
 def test_namespace_labels_fall_back_to_the_metadata_name_label(cluster: Cluster) -> None:
     assert dict(cluster.namespace_labels("shop"))["team"] == "payments"
     assert dict(cluster.namespace_labels("default")) == {"kubernetes.io/metadata.name": "default"}
+
+
+def test_in_pod_network_over_node_cidrs_of_several_prefix_lengths_and_families() -> None:
+    cluster = Cluster.build(nodes=[Node("a", ("192.168.0.1",), ("10.244.1.0/24", "fd00:10::/64")),
+                                   Node("b", ("192.168.0.2",), ("10.250.0.0/16", "10.244.2.7/24"))])
+    inside = ("10.244.1.9", "10.244.2.255", "10.250.7.1", "fd00:10::5")
+    outside = ("10.244.3.1", "10.251.0.1", "192.168.0.1", "fd00:11::5", "::ffff:10.244.1.9")
+    assert [cluster.in_pod_network(ip) for ip in inside] == [True] * len(inside)
+    assert [cluster.in_pod_network(ip) for ip in outside] == [False] * len(outside)
