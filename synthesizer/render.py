@@ -87,8 +87,16 @@ _Dumper.add_representer(Inline, lambda dumper, data: dumper.represent_sequence(
 _CIDR_LINE = re.compile(r"^(\s*(?:- )?(?:cidr: )?)(\S+/\d+)$")
 
 
+def _metadata(policy: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The document's metadata; the renderer writes any YAML document, so one without a mapping there has none."""
+    meta = policy.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
 def _notes(policy: Mapping[str, Any]) -> dict[str, str]:
-    annotations = policy.get("metadata", {}).get("annotations", {})
+    annotations = _metadata(policy).get("annotations")
+    if not isinstance(annotations, Mapping):
+        return {}
     notes: dict[str, str] = {}
     for key in IPBLOCK_NOTES:
         notes.update(json.loads(annotations.get(key, "{}")))
@@ -109,7 +117,7 @@ def _commented(document: str, notes: Mapping[str, str], evidence: RuleEvidence |
 
 
 def _key(policy: Mapping[str, Any]) -> tuple[str, str]:
-    meta = policy.get("metadata", {})
+    meta = _metadata(policy)
     return (meta.get("namespace", ""), meta.get("name", ""))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from netpol_gen.synthesizer.render import Inline, render_yaml
@@ -43,6 +43,7 @@ def _reference(document: dict[str, Any]) -> str:
 
 
 @settings(max_examples=300, deadline=None)
+@example([{"metadata": []}, {"metadata": {"annotations": "x"}}])  # hypothesis found these: metadata not a mapping
 @given(st.lists(st.dictionaries(st.text(max_size=8), _documents(_SCALARS), max_size=5), max_size=3))
 def test_same_bytes_as_the_generic_safe_dumper(documents: list[dict[str, Any]]) -> None:
     assert render_yaml(documents) == "---\n".join(_reference(d) for d in documents)
