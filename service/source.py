@@ -10,18 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from netpol_gen.errors import InputError
 from netpol_gen.model.cluster import Service
 from netpol_gen.model.dns import DnsAnswerSeen
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
-from netpol_gen.service.client import ENV_TOKEN, Retry, StoreClient
+from netpol_gen.names import ENV_TOKEN
 from netpol_gen.store.db import Store, open_store
 from netpol_gen.store.learned import load_dns_answers, load_evidence, load_learned, load_services, read_api_servers
 from netpol_gen.store.progress import Deliveries, read_deliveries
 from netpol_gen.store.query import EdgeRow, list_edges
+
+if TYPE_CHECKING:  # the client (httpx, ssl) is imported only when --server is used: --db commands start faster
+    from netpol_gen.service.client import StoreClient
 
 
 class LearningSource(Protocol):
@@ -74,6 +77,8 @@ def store_or_server(db_url: str | None, server_url: str | None, token: str | Non
     if server_url:
         if not token:
             raise InputError(f"--server needs --token or ${ENV_TOKEN}")
+        from netpol_gen.service.client import Retry, StoreClient
+
         with StoreClient(server_url, token, retry=Retry(deadline=10.0)) as client:
             yield client
         return
