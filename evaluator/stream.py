@@ -3,7 +3,8 @@
 A capture repeats the same connections over and over, and a flow's verdicts depend only on its
 addresses, port and protocol and on what each address stood for at its time (see
 :func:`netpol_gen.evaluator.replay.iter_verdicts`), which changes only at the instants
-:meth:`Cluster.change_times` gives for that address. So each line is decoded against the boundary
+:meth:`Cluster.change_times` gives for that address (for the source, only ever an end,
+:meth:`Cluster.end_change_times`). So each line is decoded against the boundary
 schema (:data:`netpol_gen.model.flows.DECODER`, no Flow built) and grouped by (src, dst, dst_port,
 protocol) and the stretch between two such instants of each address; for the first flow of a group
 its ends are resolved once per address and stretch and judged by :meth:`Evaluator.judge_resolved`
@@ -90,7 +91,8 @@ class _Connection:
     dst: str
     head: str
     middle: str
-    src_times: list[float]  # Cluster.change_times of each address: the stretches judged alike
+    src_times: list[float]  # the stretches judged alike: Cluster.end_change_times of the source (only
+    # ever an end), Cluster.change_times of the destination (an end or a Service address)
     dst_times: list[float]
     groups: dict[tuple[int, int], _Group] = field(default_factory=dict)
     group: _Group | None = None
@@ -117,7 +119,7 @@ def _connection(record: FlowRecord, cluster: Cluster) -> _Connection:
     src, dst = canonical_addresses(record.src_ip, record.dst_ip)
     return _Connection(
         src=src, dst=dst,
-        src_times=cluster.change_times(src),
+        src_times=cluster.end_change_times(src),
         dst_times=cluster.change_times(dst),
         head=f'{{"flow":{{"src_ip":{_quoted(src)},"src_port":',
         middle=(f',"dst_ip":{_quoted(dst)},"dst_port":{record.dst_port},'
@@ -210,7 +212,7 @@ class _Stretches:
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
         self.cluster = evaluator.cluster
-        self._ends: dict[tuple[str, int], Endpoint] = {}
+        self._ends: dict[tuple[str, int, bool], Endpoint] = {}  # by slot of the source's or destination's times
         self._targets: dict[tuple[str, int, str, int], ServiceTarget | None] = {}
         self._alike: dict[object, object] = {}
         # by the ends' ids (the ends are kept in the value, so those ids stay theirs)
@@ -220,8 +222,8 @@ class _Stretches:
         alike = self._alike.get(found)
         return remember(self._alike, found, found) if alike is None else alike  # type: ignore[return-value]
 
-    def end(self, ip: str, slot: int, ts: float | None) -> Endpoint:
-        key = (ip, slot)
+    def end(self, ip: str, slot: int, source: bool, ts: float | None) -> Endpoint:
+        key = (ip, slot, source)
         found = self._ends.get(key)
         if found is None:
             found = remember(self._ends, key, self._same(self.cluster.endpoint(ip, ts)))
@@ -237,10 +239,10 @@ class _Stretches:
     def verdicts(self, connection: _Connection, port: int, protocol: str, slot: tuple[int, int],
                  ts: float | None) -> tuple[ServiceTarget | None, tuple[Verdict, ...]]:
         """The Service target and the verdicts of ``connection``'s flows in the stretches ``slot``."""
-        src = self.end(connection.src, slot[0], ts)
+        src = self.end(connection.src, slot[0], True, ts)
         target = self.target(connection.dst, port, protocol, slot[1], ts)
         behind = target is not None and (target.backends or target.others)
-        dst = None if behind else self.end(connection.dst, slot[1], ts)
+        dst = None if behind else self.end(connection.dst, slot[1], False, ts)
         key = (id(src), id(target), id(dst), port, protocol)
         found = self._judged.get(key)
         if found is None or found[0] is not src or found[1] is not target or found[2] is not dst:
