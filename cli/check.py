@@ -148,7 +148,8 @@ def check(clusters: tuple[str, ...], policies: tuple[str, ...], flows_path: str,
     read = FlowReadStats()
     # jsonl: verdicts stream out in input order; a bad line later still aborts with exit 2
     replayed = replay_stream(evaluator, stream, name, skip_bad=skip_bad_lines, stats=read, explain=explain,
-                             write=(lambda data: click.echo(data, nl=False)) if fmt == "jsonl" else None)
+                             write=(lambda data: click.echo(data, nl=False)) if fmt == "jsonl" else None,
+                             keep_connections=fmt != "jsonl")
     summary = replayed.summary
     if fmt != "jsonl":
         connections = _Connections()

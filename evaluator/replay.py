@@ -32,10 +32,14 @@ class ReplaySummary:
 
     def add(self, result: FlowVerdict, flows: int = 1) -> None:
         """Count ``flows`` flows judged as ``result`` (flows of one connection share its verdicts)."""
+        self.add_verdicts(result.verdicts, result.service is not None, flows)
+
+    def add_verdicts(self, verdicts: tuple[Verdict, ...], via_service: bool, flows: int) -> None:
+        """:meth:`add` for flows whose FlowVerdict is not built (``check --format jsonl`` keeps none)."""
         self.flows += flows
-        if result.service is not None:
+        if via_service:
             self.via_service += flows
-        sides = tuple(side for verdict in result.verdicts for side in (verdict.egress, verdict.ingress))
+        sides = tuple(side for verdict in verdicts for side in (verdict.egress, verdict.ingress))
         key = tuple(map(id, sides))
         tally = self._tallies.get(key)
         if tally is None:

@@ -238,6 +238,7 @@ class Cluster:
     _pod_times: list[float] = field(default_factory=list, repr=False)
     _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict, repr=False)
     _change_times: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _end_times: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _targets: dict[tuple[str, int, str, int], ServiceTarget | None] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -279,7 +280,7 @@ class Cluster:
         self._pods_by_ip, self._pods_by_ns, self._pods_by_key = dict(by_ip), dict(by_ns), dict(by_key)
         self._pod_times = sorted({t for pod in self.pods for t in (pod.created, pod.ended) if t is not None}
                                  | self.dns.boundaries())
-        self._endpoints, self._targets, self._change_times = {}, {}, {}
+        self._endpoints, self._targets, self._change_times, self._end_times = {}, {}, {}, {}
         self._node_by_ip = {ip: node for node in self.nodes for ip in node.addresses}
         networks: dict[tuple[int, int], set[int]] = defaultdict(set)
         for node in self.nodes:
@@ -364,12 +365,25 @@ class Cluster:
                                for eps in self._slices_by_service.get(svc.key, ()) for ep in eps.endpoints}
                 for namespace in namespaces:
                     pods.extend(self.pods_in(namespace))
-                times = {t for pod in pods for t in (pod.created, pod.ended) if t is not None}
-                if not pods:
-                    times |= self.dns.boundaries_of(ip)
-                found = sorted(times)
+                found = self._times(pods, ip)
             found = remember(self._change_times, ip, found)
         return found
+
+    def end_change_times(self, ip: str) -> list[float]:
+        """The instants, sorted, at which what ``ip`` stands for as an end (:meth:`endpoint`, not
+        :meth:`service_target`) may change: the creation and end of the pods that held it, or for an
+        address no pod held the edges of its DNS answers. A flow's source is only an end, and for a
+        node address this is far coarser than :meth:`change_times` (the epochs: its nodePorts)."""
+        found = self._end_times.get(ip)
+        if found is None:
+            found = remember(self._end_times, ip, self._times(self._pods_by_ip.get(ip, []), ip))
+        return found
+
+    def _times(self, pods: list[Pod], ip: str) -> list[float]:
+        times = {t for pod in pods for t in (pod.created, pod.ended) if t is not None}
+        if not pods:
+            times |= self.dns.boundaries_of(ip)
+        return sorted(times)
 
     def endpoint(self, ip: str, ts: float | None = None) -> Endpoint:
         """What ``ip`` was at ``ts``: a pod, a node, an unknown pod-network address, or external."""

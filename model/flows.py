@@ -16,6 +16,7 @@ import ipaddress
 import json
 import math
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ _MISSING = re.compile(r"Object missing required field `(.+)`")
 def _parse_address(value: str) -> tuple[str, int] | None:
     """``value`` canonicalised and its IP version, or None if it is no address. Cached because a
     flow file names the same few thousand addresses millions of times and ``ipaddress`` is slow."""
+    try:  # IPv4 in C: inet_pton reads (and refuses) what ipaddress does, inet_ntop writes its str()
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value)), 4
+    except (OSError, ValueError):  # ValueError: a NUL in the text
+        pass
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
@@ -228,13 +233,34 @@ def iter_flows(
         yield flow
 
 
+_NAMES_KEY = b'"dst_names"'
+_CHUNK = 1 << 20
+
+
+def _mentions(stream: IO[bytes], token: bytes) -> bool:
+    """Whether the rest of ``stream`` holds ``token`` (read in chunks: a line holding it holds it)."""
+    carry = b""
+    while chunk := stream.read(_CHUNK):
+        window = carry + chunk
+        if token in window:
+            return True
+        carry = window[-(len(token) - 1):]
+    return False
+
+
 def names_in_flows(stream: IO[bytes]) -> list[DnsAnswerSeen]:
     """The DNS names flows carry for their destinations (``dst_names``), one answer per name and address
     from the first to the last flow naming it (TTL 0: the grace of :mod:`netpol_gen.model.dns` covers the
     connections after). Lines that are no good record are left to the read that judges them."""
+    if stream.seekable():  # most files name nothing: find that out at the speed of reading, not line by line
+        start = stream.tell()
+        named = _mentions(stream, _NAMES_KEY)
+        stream.seek(start)
+        if not named:
+            return []
     seen: dict[tuple[str, str], tuple[float, float]] = {}
     for line in bounded_lines(stream):
-        if line is None or b'"dst_names"' not in line:
+        if line is None or _NAMES_KEY not in line:
             continue
         try:
             record = decode_record(line)
