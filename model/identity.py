@@ -21,6 +21,10 @@ class IdentityKind(Enum):
     UNKNOWN = "unknown"  # a pod-network address held by no known pod at the time
 
 
+_POD, _NODE = IdentityKind.POD, IdentityKind.NODE
+_PREFIX = {kind: f"{kind.value}:" for kind in IdentityKind}  # enum .value is a descriptor call per read
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Identity:
     """Equal and hashed by :attr:`key`, computed once: identities key every aggregation dictionary."""
@@ -34,7 +38,16 @@ class Identity:
     key: str = field(init=False, repr=False, default="")  # the default lets a decoder leave it out
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", self._natural_key())
+        # The natural key, computed here without a method call: every identity a collector batch carries
+        # (two per edge) runs this while ``serve`` decodes it.
+        kind = self.kind
+        if kind is _POD:
+            key = f"pod:{self.namespace}/{self.workload_kind}/{self.workload_name}"
+        elif kind is _NODE:
+            key = f"node:{self.node}"
+        else:
+            key = f"{_PREFIX[kind]}{self.ip}"
+        object.__setattr__(self, "key", key)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Identity) and other.key == self.key
@@ -53,13 +66,6 @@ class Identity:
     @classmethod
     def of_address(cls, kind: IdentityKind, ip: str) -> Identity:
         return cls(kind, ip=ip)
-
-    def _natural_key(self) -> str:
-        if self.kind is IdentityKind.POD:
-            return f"pod:{self.namespace}/{self.workload_kind}/{self.workload_name}"
-        if self.kind is IdentityKind.NODE:
-            return f"node:{self.node}"
-        return f"{self.kind.value}:{self.ip}"
 
     def describe(self) -> str:
         if self.kind is IdentityKind.POD:

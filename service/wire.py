@@ -150,8 +150,9 @@ def _too_late(message: _BatchEnvelope) -> str | None:
     for i, (_edge, totals) in enumerate(message.batch.edges):
         if (totals.last_seen or 0) > latest or (totals.first_seen or 0) > latest:
             return f"batch.edges[{i}]"
-        if any((sample.ts or 0) > latest for sample in totals.samples):
-            return f"batch.edges[{i}].samples"
+        for sample in totals.samples:  # a loop, not any() of a generator: this runs for every edge posted
+            if (sample.ts or 0) > latest:
+                return f"batch.edges[{i}].samples"
     for i, (_answer, seen) in enumerate(message.batch.dns):
         if seen.last_seen > latest:
             return f"batch.dns[{i}]"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -82,18 +83,34 @@ def upsert_staged(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str,
                        upsert_sql(table, columns, keys, updates, returning))
 
 
+@cache
+def _copy_types(table: sa.Table, columns: tuple[str, ...]) -> list[str]:
+    """PostgreSQL's names of the columns' types (``varchar(45)`` -> ``varchar``), for a binary COPY."""
+    return [table.c[c].type.compile(dialect=postgresql.dialect()).lower().partition("(")[0] for c in columns]
+
+
 def copy_upsert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                sql: str) -> Sequence[tuple[Any, ...]]:
+                sql: str) -> list[tuple[Any, ...]]:
     """Rows given as value sequences in ``columns`` order COPYed into the staging table and moved by
     ``sql`` (:func:`upsert_sql`, compiled once by a caller that runs it often); what it returns."""
     stage = _stage(conn, table, columns)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         listed = ", ".join(f'"{c}"' for c in columns)
-        with cursor.copy(f'COPY "{stage}" ({listed}) FROM STDIN') as copy:
+        # Binary, with the types given once: the driver packs each value without choosing its adapter
+        # (a quarter of the text format's CPU per row here) and the server parses no text.
+        with cursor.copy(f'COPY "{stage}" ({listed}) FROM STDIN (FORMAT BINARY)') as copy:
+            copy.set_types(_copy_types(table, tuple(columns)))
             for row in rows:
                 copy.write_row(row)
+        # The driver's cursor again, not SQLAlchemy's result: its rows come out as tuples in one fetchall
+        # (SQLAlchemy fetched a Row at a time, a third of this function's Python time for an edge upsert).
+        # A refusal is raised as SQLAlchemy would (OperationalError for a deadlock: retried by serve).
+        try:
+            cursor.execute(sql)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                             dialect=conn.dialect) from exc
+        return cursor.fetchall() if cursor.description is not None else []
     finally:
         cursor.close()
-    result = conn.exec_driver_sql(sql)
-    return [tuple(row) for row in result] if result.returns_rows else []

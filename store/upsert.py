@@ -123,8 +123,7 @@ class Prepared:
         if len(rows) >= staged.MIN_ROWS:
             if self._postgresql_sql is None:
                 self._postgresql_sql = staged.upsert_sql(self.table, self.columns, self.keys, self.updates, returning)
-            return [tuple(row) for row in staged.copy_upsert(conn, self.table, self.columns, rows,
-                                                             self._postgresql_sql)]
+            return staged.copy_upsert(conn, self.table, self.columns, rows, self._postgresql_sql)
         dicts = [dict(zip(self.columns, row, strict=True)) for row in rows]
         return [tuple(row) for row in upsert(conn, self.table, dicts, self.keys, self.updates, returning)]
 

@@ -21,6 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from netpol_gen.store import schema as t
+from netpol_gen.store.db import open_store
+from netpol_gen.store.upsert import Prepared
 from tests.cli import run_cli
 from tests.test_cli_check import installed_command
 
@@ -211,3 +213,20 @@ def test_a_store_locked_longer_than_the_busy_timeout_is_one_line(tmp_path: Path)
     assert code == 2
     assert err.splitlines() == [f"netpol-gen: error: {db}: store busy: another process held its write lock too "
                                 "long; nothing written, try again"]
+
+
+def test_a_refused_bulk_upsert_is_sqlalchemys_error_and_writes_nothing(store_url: str) -> None:
+    """The bulk path (COPY, then the upsert on the driver's cursor) raises what SQLAlchemy raises, so serve
+    retries a deadlock (OperationalError) and answers 422 to a refused batch instead of a 500."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: the COPY path")
+    store = open_store(store_url)
+    columns = ("src_id", "dst_id", "dst_port", "protocol", "connections")
+    upsert = Prepared(t.edges, columns, columns[:4], returning=("id",))
+    try:
+        with pytest.raises(sa.exc.IntegrityError, match="foreign key"), store.transaction() as conn:
+            upsert.run(conn, [(1000 + n, 2000 + n, 80, "TCP", 1) for n in range(64)])  # no such identities
+        with store.reading() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(t.edges)).scalar_one() == 0
+    finally:
+        store.close()
