@@ -70,6 +70,7 @@ class PodPopulation:
         self._by_namespace = {ns: list(classes.items()) for ns, classes in sorted(by_namespace.items())}
         self._selected: dict[tuple[str, str | None], frozenset[PodClass]] = {}
         self._in_namespace: dict[tuple[str, str], frozenset[PodClass]] = {}
+        self._members: dict[tuple[PeerRef, str | None], frozenset[PodClass]] = {}
 
     def namespace(self, namespace: str) -> frozenset[PodClass]:
         return frozenset(c for c, _ in self._by_namespace.get(namespace, ()))
@@ -106,8 +107,17 @@ class PodPopulation:
 
     def proves(self, folded: dict[str, Any], members: Iterable[PeerRef], policy_namespace: str) -> bool:
         """Whether ``folded`` selects exactly the learned pods that ``members`` select together."""
-        union = frozenset().union(*(self.selected(m.render(), policy_namespace) for m in members))
+        union = frozenset().union(*(self._member(m, policy_namespace) for m in members))
         return self.selected(folded, policy_namespace) == union
+
+    def _member(self, peer: PeerRef, policy_namespace: str) -> frozenset[PodClass]:
+        """:meth:`selected` of ``peer`` as rendered, by the peer itself: a fold's member is proven in
+        every rule it is in, and rendering it and its key each time cost more than the lookup."""
+        key = (peer, policy_namespace if peer.namespace is None else None)  # as selected's scope
+        found = self._members.get(key)
+        if found is None:
+            found = self._members[key] = self.selected(peer.render(), policy_namespace)
+        return found
 
 
 def _sort_key(peer: PeerRef) -> tuple[Any, ...]:
