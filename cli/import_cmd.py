@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, TypeVar
@@ -43,7 +45,19 @@ class _BarProgress:
         self._progress.remove_task(task)
 
 
-def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console,
+def _terminal() -> Console | None:
+    """rich's console on stderr when that is a terminal (for the progress bar), else None. rich (about
+    20 ms CPU of start-up) is only imported when it may say yes: for a stream that is no tty it says no
+    unless ``TTY_COMPATIBLE=1`` or ``FORCE_COLOR`` is set, and that no needs no rich to be said."""
+    if not (sys.stderr.isatty() or os.environ.get("TTY_COMPATIBLE") == "1" or "FORCE_COLOR" in os.environ):
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else None
+
+
+def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console | None,
          hints: Hints) -> ImportReport:
     from netpol_gen.ingest.importer import QuietProgress, import_sources
     from netpol_gen.model import load_cluster
@@ -52,7 +66,7 @@ def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source]
     cluster = load_cluster(clusters, require_pods=True)
     store = open_store(store_url)
     try:
-        if not console.is_terminal:
+        if console is None:
             return import_sources(store, cluster, sources, QuietProgress(), hints)
         from rich.progress import (
             BarColumn,
@@ -132,8 +146,6 @@ def import_cmd(db_url: str | None, server_url: str | None, token: str | None, to
     nodes is then counted once (flows without a source port cannot be deduplicated). With --server,
     each file is posted as one collector batch whose id is its digest, so importing it again is a no-op.
     """
-    from rich.console import Console
-
     from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
     from netpol_gen.ingest.importer import Source
     from netpol_gen.service.auth import read_token_file
@@ -151,7 +163,7 @@ def import_cmd(db_url: str | None, server_url: str | None, token: str | None, to
             raise InputError(f"--server needs --token-file, --token or ${ENV_TOKEN}")
         _post(server_url, secret, clusters, sources, hints, ca_file, retry_for)
         return
-    console = Console(stderr=True)
+    console = _terminal()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = _run(db_url, clusters, sources, console, hints)

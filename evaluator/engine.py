@@ -220,9 +220,9 @@ class Evaluator:
         names = tuple(policy.key for policy in policies if direction in policy.policy_types)
         passed: RuleRef | None = None
         for tier, tier_policies in groupby(policies, key=lambda policy: policy.stage[0]):
-            passed_here = self._walk_tier(direction, tier_policies, subject, other, port, protocol, dst_pod)
+            passed_here = self._walk_tier(direction, tier_policies, names, other, port, protocol, dst_pod, subject)
             if isinstance(passed_here, SideVerdict):
-                return dataclasses.replace(passed_here, isolating=names)
+                return passed_here
             if passed_here is not None:
                 passed = passed_here  # Pass: the rest of this tier is skipped, with its end-of-tier deny
             elif tier == TIER_POLICY and names:
@@ -231,9 +231,11 @@ class Evaluator:
             return SideVerdict(direction, Basis.PASS, names, (passed,))
         return SideVerdict(direction, Basis.NOT_ISOLATED, names)
 
-    def _walk_tier(self, direction: str, policies: Iterable[NetworkPolicy], subject: Pod, other: Endpoint,
-                   port: int, protocol: str, dst_pod: Pod | None) -> SideVerdict | RuleRef | None:
-        """One tier's decision, the Pass rule that ended it, or None when nothing in it matched."""
+    def _walk_tier(self, direction: str, policies: Iterable[NetworkPolicy], names: tuple[str, ...], other: Endpoint,
+                   port: int, protocol: str, dst_pod: Pod | None, subject: Pod) -> SideVerdict | RuleRef | None:
+        """One tier's decision (a side isolated by the policies ``names``, built with them rather than
+        copied with them after: one per side judged), the Pass rule that ended it, or None when nothing
+        in it matched."""
         for _, stage in groupby(policies, key=lambda policy: policy.stage):
             admitted: list[RuleRef] = []
             denied: list[RuleRef] = []
@@ -248,9 +250,9 @@ class Evaluator:
                     if policy.first_match:
                         break
             if denied:
-                return SideVerdict(direction, Basis.DENY_RULE, (), (), tuple(denied))
+                return SideVerdict(direction, Basis.DENY_RULE, names, (), tuple(denied))
             if admitted:
-                return SideVerdict(direction, Basis.RULE, (), tuple(admitted))
+                return SideVerdict(direction, Basis.RULE, names, tuple(admitted))
         return None
 
     def _pod_class(self, pod: Pod) -> tuple[int, int]:

@@ -20,7 +20,7 @@ $BIN/netpol-gen import --db "$DB" --cluster "$EX/cluster.yaml" --pcap "$EX/captu
 $BIN/netpol-gen flows --db "$DB" --namespace booking
 
 echo; echo "== 2. export: netpol-gen export --output-dir $OUT/policies (report: $OUT/export-report.txt)"
-# the summary opens the report; the rest (edges left to the own-node rule, warnings) is in the file
+# the summary opens the report; the rest (the count of edges left to the own-node rule, warnings) is in the file
 $BIN/netpol-gen export --db "$DB" --output-dir "$OUT/policies" 2> "$OUT/export-report.txt"
 sed -n '1,/^policies: /{/^policies: /!p}' "$OUT/export-report.txt"
 echo "policies: $(ls "$OUT"/policies/*.yaml | tr '\n' ' ')"

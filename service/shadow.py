@@ -18,15 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
 from netpol_gen.errors import PolicyError
-from netpol_gen.evaluator.engine import Evaluator
-from netpol_gen.evaluator.frontends import parse_documents
-from netpol_gen.evaluator.policy import NetworkPolicy
-from netpol_gen.evaluator.verdict import SideVerdict, Verdict
 from netpol_gen.model.aggregate import Batch, EdgeKey, EdgeTotals
 from netpol_gen.model.bounds import name_problem
 from netpol_gen.model.cluster import Cluster
@@ -38,6 +34,11 @@ from netpol_gen.store.cluster_view import cluster_revision, load_cluster
 from netpol_gen.store.db import Store
 from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, roll_up, set_versions
 from netpol_gen.store.unanswered import roll_up as roll_up_unanswered
+
+if TYPE_CHECKING:  # the evaluator is imported where a set is parsed or judged: see _parse
+    from netpol_gen.evaluator.engine import Evaluator
+    from netpol_gen.evaluator.policy import NetworkPolicy
+    from netpol_gen.evaluator.verdict import SideVerdict, Verdict
 
 
 def check_name(name: str) -> None:
@@ -56,6 +57,13 @@ def validate(documents: Sequence[Document]) -> list[NetworkPolicy]:
     """The set's policies, or PolicyError naming the document (as ``check --policies`` would)."""
     if not documents:
         raise PolicyError("no policy in this set")
+    return _parse(documents)
+
+
+def _parse(documents: Sequence[Document]) -> list[NetworkPolicy]:
+    """The evaluator's parse, imported here: a store without shadow sets never loads the evaluator."""
+    from netpol_gen.evaluator.frontends import parse_documents
+
     return parse_documents(documents)
 
 
@@ -132,7 +140,7 @@ class ShadowJudge:
                 changed = [i for i, added in versions.items() if i not in self._sets
                            or self._sets[i].stored.added_at != added]
                 for stored in load_sets(conn, changed) if changed else ():
-                    self._sets[stored.id] = _Judged(stored, parse_documents(documents_of(stored.documents)))
+                    self._sets[stored.id] = _Judged(stored, _parse(documents_of(stored.documents)))
             for gone in set(self._sets) - set(versions):
                 del self._sets[gone]
             if not self._sets:
@@ -142,6 +150,8 @@ class ShadowJudge:
                     if batch.edges else [] for batch, cluster in batches]
 
     def _denials(self, batch: Batch, view: Cluster, now: float) -> list[Denial]:
+        from netpol_gen.evaluator.engine import Evaluator
+
         denials = []
         for judged in self._sets.values():
             if judged.evaluator is None or judged.cluster is not view:

@@ -32,13 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from netpol_gen.model.aggregate import Batch
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store, StoreError
-from netpol_gen.store.upsert import greatest, upsert
+from netpol_gen.store.upsert import dialect_insert, greatest, upsert
 
 DAY = 86400.0
 MIN_RETAIN = DAY  # shadow denials are per minute for a day: a shorter window would coarsen those
@@ -92,10 +91,6 @@ def _locked(conn: Connection, key: str) -> float:
     return float(found)
 
 
-def _insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-
-
 def _ensure_index(conn: Connection) -> None:
     """The index on ``imports.imported_at`` (a store created before retention has none)."""
     for index in t.imports.indexes:
@@ -121,8 +116,8 @@ def prune_batch_ids(store: Store, cutoff: float) -> int:
             _set_meta(conn, IDS_PRUNED_BEFORE, max(end, _locked(conn, IDS_PRUNED_BEFORE)))
             totals = (sa.select(i.kind, i.source, sa.func.count(), sa.func.sum(i.flows), sa.func.max(i.imported_at))
                       .where(_prunable(start, end)).group_by(i.kind, i.source))
-            insert = _insert(conn, t.delivery_totals).from_select(["kind", "source", "batches", "flows", "last_at"],
-                                                                 totals)
+            insert = dialect_insert(conn, t.delivery_totals).from_select(
+                ["kind", "source", "batches", "flows", "last_at"], totals)
             conn.execute(insert.on_conflict_do_update(index_elements=["kind", "source"], set_={
                 "batches": d.batches + insert.excluded.batches, "flows": d.flows + insert.excluded.flows,
                 "last_at": greatest(d.last_at, insert.excluded.last_at)}))
@@ -170,7 +165,7 @@ def _roll_day(conn: Connection, day: float) -> int:
                        ranked.c.first_seen, ranked.c.last_seen).where(ranked.c.rank == 1)
     columns = ["set_id", "edge_id", "hour", "side", "policies", "src_ip", "dst_ip", "connections", "first_seen",
                "last_seen"]
-    insert = _insert(conn, t.shadow_denials).from_select(columns, latest)
+    insert = dialect_insert(conn, t.shadow_denials).from_select(columns, latest)
     conn.execute(insert.on_conflict_do_update(index_elements=["set_id", "edge_id", "hour"], set_={
         name: insert.excluded[name] for name in columns[3:]}))
     return int(conn.execute(sa.delete(t.shadow_denials).where(in_day, d.hour != day)).rowcount)

@@ -19,7 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 MIN_ROWS = 32  # below this, executemany is as quick and needs no staging table
@@ -64,6 +63,8 @@ def upsert_sql(table: sa.Table, columns: Sequence[str], keys: Sequence[str],
                updates: Callable[[Any], Mapping[str, Any]] | None, returning: Sequence[sa.ColumnElement[Any]]) -> str:
     """The statement that moves the staged rows into ``table``: the staging table emptied
     (``DELETE .. RETURNING`` in a CTE, one round trip) and its rows upserted in key order."""
+    from sqlalchemy.dialects import postgresql  # here: a SQLite store never loads PostgreSQL's dialect
+
     stage = sa.table(_stage_name(table, columns), *(sa.column(c) for c in columns))
     staged = sa.delete(stage).returning(*stage.c).cte("staged")
     insert = postgresql.insert(table).from_select(list(columns), sa.select(*(staged.c[c] for c in columns))

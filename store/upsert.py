@@ -11,24 +11,37 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from netpol_gen.store import staged
 
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
 Updates = Callable[[Any], Mapping[str, Any]]  # given ``excluded``, the SET clause
 SQLITE_VARIABLES = 32766  # bound parameters per statement (SQLite >= 3.32)
+
+
+def dialect_insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """The engine's own ``INSERT`` (the one with ``ON CONFLICT``). Its dialect module is imported here,
+    not at the top: the engine has loaded it already, and a SQLite store then never loads PostgreSQL's
+    (about 40 ms CPU of every command's start-up)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+    return sqlite.insert(table)
 
 
 def upsert_statement(
     conn: Connection, table: sa.Table, keys: Sequence[str], updates: Updates | None = None
 ) -> sa.Insert:
     """``INSERT INTO table``; on a conflict on ``keys``, apply ``updates`` (or keep the stored row)."""
-    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    insert = dialect_insert(conn, table)
     if updates is None:
         return insert.on_conflict_do_nothing(index_elements=list(keys))
     return insert.on_conflict_do_update(index_elements=list(keys), set_=dict(updates(insert.excluded)))

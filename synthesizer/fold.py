@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netpol_gen.evaluator.engine import Evaluator
-from netpol_gen.evaluator.policy import parse_peer
+from netpol_gen.evaluator.policy import Peer, parse_peer
 from netpol_gen.model.cluster import METADATA_NAME_LABEL, Endpoint, EndpointKind
 from netpol_gen.model.learned import LearnedInputs
 from netpol_gen.synthesizer.options import Options
@@ -68,31 +68,56 @@ class PodPopulation:
                 endpoint = Endpoint(pod.ips[0] if pod.ips else "", EndpointKind.POD, pod=pod)
                 by_namespace[pod.namespace].setdefault((pod.namespace, frozenset(pod.labels.items())), endpoint)
         self._by_namespace = {ns: list(classes.items()) for ns, classes in sorted(by_namespace.items())}
-        self._selected: dict[tuple[str, str], frozenset[PodClass]] = {}
+        self._selected: dict[tuple[str, str | None], frozenset[PodClass]] = {}
+        self._in_namespace: dict[tuple[str, str], frozenset[PodClass]] = {}
+        self._members: dict[tuple[PeerRef, str | None], frozenset[PodClass]] = {}
 
     def namespace(self, namespace: str) -> frozenset[PodClass]:
         return frozenset(c for c, _ in self._by_namespace.get(namespace, ()))
 
     def selected(self, rendered: dict[str, Any], policy_namespace: str) -> frozenset[PodClass]:
-        key = (json.dumps(rendered, sort_keys=True), policy_namespace)
+        # the policy's namespace matters only to a peer without namespaceSelector (its own namespace's
+        # pods): one with it selects the same pods in every policy, a workload being a peer of many
+        scope = policy_namespace if rendered.get("namespaceSelector") is None else None
+        key = (json.dumps(rendered, sort_keys=True), scope)
         found = self._selected.get(key)
         if found is None:
             peer = parse_peer(rendered, "folded peer")
-            namespace_part = dataclasses.replace(peer, pod_selector=None)  # the evaluator ANDs the two parts
-            found = frozenset(
-                pod_class
-                for classes in self._by_namespace.values()
-                if self._evaluator.peer_matches(namespace_part, policy_namespace, classes[0][1])
-                for pod_class, endpoint in classes
-                if self._evaluator.peer_matches(peer, policy_namespace, endpoint)
-            )
-            self._selected[key] = found
+            # the evaluator ANDs the two parts, and the namespace part sees only the namespace: it is
+            # judged once per namespace, the pod part on that namespace's pods (see _pods_in)
+            namespace_part = dataclasses.replace(peer, pod_selector=None)
+            pod_part = dataclasses.replace(peer, namespace_selector=None)
+            pods_key = json.dumps(rendered.get("podSelector"), sort_keys=True)
+            found = self._selected[key] = frozenset().union(*(
+                self._pods_in(namespace, pod_part, pods_key) for namespace, classes in self._by_namespace.items()
+                if self._evaluator.peer_matches(namespace_part, policy_namespace, classes[0][1])))
+        return found
+
+    def _pods_in(self, namespace: str, pod_part: Peer, pods_key: str) -> frozenset[PodClass]:
+        """The pods of ``namespace`` that ``pod_part`` (a peer without namespaceSelector, its podSelector
+        rendered as ``pods_key``) selects: the same for a workload's peer in its own namespace's policies
+        and in every other's, so judged once."""
+        key = (pods_key, namespace)
+        found = self._in_namespace.get(key)
+        if found is None:
+            found = self._in_namespace[key] = frozenset(
+                pod_class for pod_class, endpoint in self._by_namespace[namespace]
+                if self._evaluator.peer_matches(pod_part, namespace, endpoint))
         return found
 
     def proves(self, folded: dict[str, Any], members: Iterable[PeerRef], policy_namespace: str) -> bool:
         """Whether ``folded`` selects exactly the learned pods that ``members`` select together."""
-        union = frozenset().union(*(self.selected(m.render(), policy_namespace) for m in members))
+        union = frozenset().union(*(self._member(m, policy_namespace) for m in members))
         return self.selected(folded, policy_namespace) == union
+
+    def _member(self, peer: PeerRef, policy_namespace: str) -> frozenset[PodClass]:
+        """:meth:`selected` of ``peer`` as rendered, by the peer itself: a fold's member is proven in
+        every rule it is in, and rendering it and its key each time cost more than the lookup."""
+        key = (peer, policy_namespace if peer.namespace is None else None)  # as selected's scope
+        found = self._members.get(key)
+        if found is None:
+            found = self._members[key] = self.selected(peer.render(), policy_namespace)
+        return found
 
 
 def _sort_key(peer: PeerRef) -> tuple[Any, ...]:

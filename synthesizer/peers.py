@@ -37,10 +37,7 @@ class PeerRef:
         """(the other labels, the key, its value) for a pod peer: the key is the first of its labels in
         the selectors' preference order, the one whose values tell workloads apart. Peers of one
         namespace with the same other labels and key differ only in that value (see :mod:`.fold`)."""
-        if not self.labels:
-            return ((), "", "")
-        key = ordered_keys(k for k, _ in self.labels)[0]
-        return (tuple(item for item in self.labels if item[0] != key), key, dict(self.labels)[key])
+        return _fold_key(self.labels)
 
     @property
     def sort_key(self) -> tuple[Any, ...]:
@@ -69,6 +66,15 @@ class Grant:
 
     ports: frozenset[PortRef]
     edges: tuple[LearnedEdge, ...]
+
+
+@lru_cache(maxsize=1 << 16)
+def _fold_key(labels: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """:attr:`PeerRef.fold_key` of these labels, memoised: a peer's is asked for by every rule and sort it is in."""
+    if not labels:
+        return ((), "", "")
+    key = ordered_keys(k for k, _ in labels)[0]
+    return (tuple(item for item in labels if item[0] != key), key, dict(labels)[key])
 
 
 @lru_cache(maxsize=1 << 16)

@@ -239,14 +239,22 @@ def verify(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs, options
     classifier = _Classifier(learned, evaluator)
     result = Verification()
     selection = select_edges(inputs, options)
+    # the representative pairs depend on the ends (and the node), not the port: edges of one pair of
+    # identities on several ports share them
+    representatives: dict[tuple[Identity, Identity, bool, str | None], list[tuple[Endpoint, Endpoint, int]]] = {}
     for edge in (*selection.kept, *selection.own_node):
         node = edge.node_end
-        sources = classifier.classes(edge.src, node is not None)
-        destinations = classifier.classes(edge.dst, node is not None)
-        if edge.own_node_only and node is not None:
-            sources, destinations = _on_node(sources, node), _on_node(destinations, node)
+        on_node = node if edge.own_node_only else None
+        key = (edge.src, edge.dst, node is not None, on_node)
+        found = representatives.get(key)
+        if found is None:
+            sources = classifier.classes(edge.src, node is not None)
+            destinations = classifier.classes(edge.dst, node is not None)
+            if on_node is not None:
+                sources, destinations = _on_node(sources, on_node), _on_node(destinations, on_node)
+            found = representatives[key] = list(_class_pairs(sources, destinations))
         judged = result.judged
-        for src, dst, pairs in _class_pairs(sources, destinations):
+        for src, dst, pairs in found:
             verdict = evaluator.judge(src, dst, edge.port, edge.protocol)
             result.evaluated += 1
             result.judged += pairs

@@ -141,11 +141,18 @@ def test_explain_needs_yaml(learned: str) -> None:
 
 def test_kubelet_probes_from_each_pods_node_are_left_to_the_own_node_rule(learned: str) -> None:
     """The capture has kubelet probes, each node probing only the pods it runs: no node ipBlock is
-    written (the export test above shows `check` still allows every probe), and the report says so."""
+    written (the export test above shows `check` still allows every probe), and the report counts
+    them in one line (a cluster has one per pod), listing them with --verbose."""
     code, out, err = run_cli("export", "--db", learned)
     assert code == 0
     assert "node " not in out and "cidr: 10.0." not in out
+    counted = [line for line in err.splitlines() if line.startswith("allowed by the own-node rule")]
+    assert len(counted) == 1 and "node-to-pod edges only seen between pods and their node (--verbose" in counted[0]
+    code, verbose_out, err = run_cli("export", "--db", learned, "--verbose")
+    assert code == 0 and verbose_out == out
+    listed = [line for line in err.splitlines() if line.startswith("allowed by the own-node rule")]
     assert "allowed by the own-node rule: not written: node/node-1 -> booking/Deployment/web 8080/TCP" in err
+    assert f"not written: {len(listed)} node-to-pod edges" in counted[0]
 
 
 FOLD_NAMESPACES = Path(__file__).parent / "data" / "fold-namespaces"

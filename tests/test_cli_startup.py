@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,23 @@ def test_running_a_command_still_loads_what_it_needs(tmp_path: object) -> None:
     report = json.loads(done.stderr.splitlines()[-1])
     assert report["code"] == 2
     assert "sqlalchemy" in report["modules"]
+
+
+# what importing flows into a SQLite store has no use for: PostgreSQL's dialect and driver, the evaluator
+# (no shadow set to judge against), the progress bar's rich (stderr is no terminal), the HTTP client
+NOT_FOR_A_SQLITE_IMPORT = ("sqlalchemy.dialects.postgresql", "psycopg", "netpol_gen.evaluator", "rich", "httpx",
+                           "scapy", "kubernetes")
+
+
+def test_importing_flows_into_sqlite_loads_only_what_that_needs(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "examples" / "ticket-booking"
+    flows = tmp_path / "flows.jsonl"
+    flows.write_text("".join((example / "flows.jsonl").read_text().splitlines(keepends=True)[:5]))
+    done = subprocess.run([sys.executable, "-c", _PROBE, "import", "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                           "--cluster", str(example / "cluster.yaml"), "--flows", str(flows)],
+                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    report = json.loads(done.stderr.splitlines()[-1])
+    assert report["code"] in (0, None), done.stderr
+    assert "edges: " in done.stdout and "sqlalchemy.dialects.sqlite" in report["modules"]
+    assert [m for m in report["modules"]
+            if any(m == n or m.startswith(n + ".") for n in NOT_FOR_A_SQLITE_IMPORT)] == []
