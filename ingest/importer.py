@@ -162,8 +162,18 @@ def import_sources(
 
     ``hints`` (:func:`netpol_gen.ingest.dumps.direction_hints` of dumps taken at capture time) name
     the initiator of connections the captures show without a handshake; those are learnt too.
+
+    The cyclic garbage collector is paused throughout (:func:`collector_paused`), not only while the
+    files are read: everything read survives until the write, and with the collector back on, the
+    allocations of folding the batch and of building the rows set off full collections over that heap
+    for nothing (measured on the issue15 preset, 74,818 edges: 17.0 -> 13.0 CPU s).
     """
-    progress = progress or QuietProgress()
+    with collector_paused():
+        return _import(store, cluster, sources, progress or QuietProgress(), hints or {})
+
+
+def _import(store: Store, cluster: Cluster, sources: Sequence[Source], progress: ReadProgress,
+            hints: Hints) -> ImportReport:
     report = ImportReport()
     digests = {source: file_digest(source.path, source.kind) for source in sources}
     known = _known_digests(store, digests)
@@ -176,7 +186,7 @@ def import_sources(
             continue
         known.add(digest)  # the same content twice in one run is imported once
         before = ingest.stats.flows
-        counts = READERS[source.kind](source, ingest, progress, hints or {})
+        counts = READERS[source.kind](source, ingest, progress, hints)
         report.packets += counts.packets
         report.packets_filtered |= counts.packets_filtered
         report.no_direction += counts.no_direction
