@@ -23,7 +23,7 @@ from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.documents import collector_paused
-from netpol_gen.model.flows import Flow, iter_records
+from netpol_gen.model.flows import Flow, iter_record_blocks
 from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store, StoreError
@@ -78,7 +78,7 @@ class QuietProgress:
 
 def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: Hints) -> ReadCounts:
     with progress.open_binary(source.path) as stream, collector_paused():
-        ingest.add_records(iter_records(stream, source.path), source.path)
+        ingest.add_records(iter_record_blocks(stream, source.path), source.path)
     return ReadCounts()
 
 
