@@ -15,6 +15,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from netpol_gen.errors import FlowError
@@ -162,7 +163,7 @@ class Ingest:
         schema cannot say checked as :func:`netpol_gen.model.flows.flow_from_record` checks it (once per
         connection for the addresses); FlowError names ``name`` and the line. No Flow is built per line."""
         for block in blocks:
-            self._add(block.records, lambda index, block=block: f"{name}:line {block.line(index)}", SOURCE_CAPTURE)
+            self._add(block.records, partial(_line_in, name, block), SOURCE_CAPTURE)
 
     def _add(self, records: Iterable[_FlowFields], where: Callable[[int], str], source: str) -> None:
         """The per-flow loop, the one hot path of ingest: find the connection, drop a duplicate, find the
@@ -214,7 +215,8 @@ class Ingest:
         connection = self._canonical.get(canonical)
         if connection is None:
             change_times = self._cluster.change_times
-            connection = self._canonical[canonical] = _Connection(*canonical, change_times(src_ip), change_times(dst_ip))
+            connection = self._canonical[canonical] = _Connection(*canonical, change_times(src_ip),
+                                                                  change_times(dst_ip))
         self._connections[key] = connection
         return connection
 
@@ -312,6 +314,11 @@ def _repeated(started: dict[int, int | set[int]], port: int, kept: int | set[int
         return True
     kept.add(bucket)
     return False
+
+
+def _line_in(name: str, block: RecordBlock, index: int) -> str:
+    """Where the ``index``-th record of ``block`` of file ``name`` is."""
+    return f"{name}:line {block.line(index)}"
 
 
 def _unnumbered(_index: int) -> str:
