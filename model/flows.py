@@ -33,7 +33,7 @@ from netpol_gen.model.dns import DnsAnswerSeen
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MAX_LINE = 64 * 1024  # bytes: a flow record is ~150; the bound keeps a hostile file from filling memory
-BLOCK_BYTES = 1 << 20  # read and decoded at a time by iter_record_blocks
+BLOCK_BYTES = 1 << 16  # read and decoded at a time by iter_record_blocks (a block's records fit in a core's cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +230,12 @@ class RecordBlock:
 def iter_record_blocks(stream: IO[bytes], name: str) -> Iterator[RecordBlock]:
     """The records :func:`iter_records` yields, with the same checks and errors, about ``BLOCK_BYTES`` of
     lines at a time: a block's lines are split and decoded by ``map`` over the decoder, so no Python
-    code runs per line (issue #15: 1.10 -> 0.92 CPU s per 1M lines here). A block that is not all good
-    lines (a blank, overlong or bad one) is read again line by line by :func:`iter_records`, one record
-    per block, so what it skips and the line an error names are those of the line-by-line read, and a
-    record before the bad line still reaches the caller (whose own checks may name an earlier line).
+    code runs per line (issue #15: 1.10 -> 0.92 CPU s per 1M lines here). The blocks are small (64 KiB,
+    ~450 records) so that the caller's loop finds a block's records still in cache: with 1 MiB ones
+    import's read and fold was slower than line by line. A block that is not all good lines (a blank,
+    overlong or bad one) is read again line by line by :func:`iter_records`, one record per block, so
+    what it skips and the line an error names are those of the line-by-line read, and a record before
+    the bad line still reaches the caller (whose own checks may name an earlier line).
     Memory: one block and one line at most (a line over ``MAX_LINE`` bytes is refused unread)."""
     number, rest, read, decode = 1, b"", stream.read, DECODER.decode
     while True:
