@@ -23,7 +23,7 @@ from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.documents import collector_paused
-from netpol_gen.model.flows import Flow, iter_records
+from netpol_gen.model.flows import Flow, iter_record_blocks
 from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store, StoreError
@@ -78,7 +78,7 @@ class QuietProgress:
 
 def _read_flows(source: Source, ingest: Ingest, progress: ReadProgress, _hints: Hints) -> ReadCounts:
     with progress.open_binary(source.path) as stream, collector_paused():
-        ingest.add_records(iter_records(stream, source.path), source.path)
+        ingest.add_records(iter_record_blocks(stream, source.path), source.path)
     return ReadCounts()
 
 
@@ -162,8 +162,18 @@ def import_sources(
 
     ``hints`` (:func:`netpol_gen.ingest.dumps.direction_hints` of dumps taken at capture time) name
     the initiator of connections the captures show without a handshake; those are learnt too.
+
+    The cyclic garbage collector is paused throughout (:func:`collector_paused`), not only while the
+    files are read: everything read survives until the write, and with the collector back on, the
+    allocations of folding the batch and of building the rows set off full collections over that heap
+    for nothing (measured on the issue15 preset, 74,818 edges: 17.0 -> 13.0 CPU s).
     """
-    progress = progress or QuietProgress()
+    with collector_paused():
+        return _import(store, cluster, sources, progress or QuietProgress(), hints or {})
+
+
+def _import(store: Store, cluster: Cluster, sources: Sequence[Source], progress: ReadProgress,
+            hints: Hints) -> ImportReport:
     report = ImportReport()
     digests = {source: file_digest(source.path, source.kind) for source in sources}
     known = _known_digests(store, digests)
@@ -176,7 +186,7 @@ def import_sources(
             continue
         known.add(digest)  # the same content twice in one run is imported once
         before = ingest.stats.flows
-        counts = READERS[source.kind](source, ingest, progress, hints or {})
+        counts = READERS[source.kind](source, ingest, progress, hints)
         report.packets += counts.packets
         report.packets_filtered |= counts.packets_filtered
         report.no_direction += counts.no_direction

@@ -13,8 +13,9 @@ as resolvers and clients cache beyond the TTL) at some point between the first a
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from netpol_gen.errors import FlowError
@@ -22,7 +23,7 @@ from netpol_gen.ingest.attribute import Attributor, Destination, End
 from netpol_gen.model.aggregate import SOURCE_CAPTURE, Batch, Counters, DnsSeen, EdgeKey, EdgeTotals, Sample
 from netpol_gen.model.bounds import horizon
 from netpol_gen.model.cluster import Cluster
-from netpol_gen.model.flows import Flow, FlowRecord, canonical_addresses, too_late
+from netpol_gen.model.flows import Flow, RecordBlock, canonical_addresses, too_late
 from netpol_gen.model.identity import Identity, IdentityKind
 
 SAMPLES_PER_EDGE = 8
@@ -76,7 +77,6 @@ class IngestStats:
 
 _UNBOUNDED = float("inf")
 _UNTIMED = -1  # the stretch of flows without a timestamp (attributed against the live pods)
-_BUCKET = 1 << 48  # deduplication keys: start bucket * _BUCKET + (connection number << 16 | source port)
 
 
 @dataclass(slots=True, eq=False)
@@ -97,9 +97,10 @@ class _Connection:
     """Flows of one (source address, destination address, destination port, protocol), canonical, with
     the instants at which either address may change meaning (:meth:`Cluster.change_times`) and its
     groups by stretch between them; ``current`` is the group of ``[low, high)``, the stretch of the
-    last timed flow (flows of a connection mostly arrive in time order, so this is the usual hit)."""
+    last timed flow (flows of a connection mostly arrive in time order, so this is the usual hit).
+    ``started`` holds the start buckets of the flows kept, by source port: one bucket, or the set of
+    them once a port is reused (a port is mostly used once per connection)."""
 
-    number: int  # in the order connections were first seen: with a source port, names the 5-tuple
     src_ip: str
     dst_ip: str
     dst_port: int
@@ -107,6 +108,7 @@ class _Connection:
     src_times: list[float]
     dst_times: list[float]
     groups: dict[int, _Group] = field(default_factory=dict)
+    started: dict[int, int | set[int]] = field(default_factory=dict)
     current: _Group | None = None
     low: float = _UNBOUNDED
     high: float = -_UNBOUNDED
@@ -126,9 +128,11 @@ class Ingest:
     same 5-tuple, start within about ``dedupe_window`` seconds. Start times are bucketed by the window
     and the neighbouring buckets checked, so two sightings up to one window apart always match (and
     up to two windows apart may). A flow without a source port or a timestamp cannot be told apart
-    from a new connection to the same port and is never dropped. Memory is one integer per flow with
-    both, for the life of the Ingest: import all captures of the same period in one run so that both
-    sightings meet.
+    from a new connection to the same port and is never dropped. Memory is one entry per connection and
+    source port (and one per start bucket of a port reused), for the life of the Ingest: import all
+    captures of the same period in one run so that both sightings meet. The buckets are looked up per
+    connection, not in one set of every flow (issue #15: that set's three lookups per flow, each a cache
+    miss in a table of a million, were a quarter of the per-flow loop).
     """
 
     def __init__(
@@ -137,7 +141,6 @@ class Ingest:
         self._cluster = cluster
         self._attributor = Attributor(cluster)
         self._window = dedupe_window
-        self._seen: set[int] = set()  # connections started, as (start bucket, connection, source port)
         self._samples = samples_per_edge
         self._dns: dict[str, dict[str, list[tuple[float, float]]]] = {}  # address -> name -> windows
         self._dns_batch: dict[tuple[str, str], DnsSeen] = {}
@@ -149,45 +152,49 @@ class Ingest:
     def add_flow(self, flow: Flow, source: str = SOURCE_CAPTURE) -> None:
         """One connection; ``source`` says how it was learnt (captured, or read from a table of open
         connections: ``conntrack``, ``sockets``), kept per edge as its provenance."""
-        self._add(((0, flow),), "", source)
+        self._add((flow,), _unnumbered, source)
 
     def add_flows(self, flows: Iterable[Flow]) -> None:
         for flow in flows:
             self.add_flow(flow)
 
-    def add_records(self, records: Iterable[tuple[int, FlowRecord]], name: str) -> None:
-        """Flow records as :func:`netpol_gen.model.flows.iter_records` decodes them, with what the schema
-        cannot say checked as :func:`netpol_gen.model.flows.flow_from_record` checks it (once per
+    def add_records(self, blocks: Iterable[RecordBlock], name: str) -> None:
+        """Flow records as :func:`netpol_gen.model.flows.iter_record_blocks` decodes them, with what the
+        schema cannot say checked as :func:`netpol_gen.model.flows.flow_from_record` checks it (once per
         connection for the addresses); FlowError names ``name`` and the line. No Flow is built per line."""
-        self._add(records, name, SOURCE_CAPTURE)
+        for block in blocks:
+            self._add(block.records, partial(_line_in, name, block), SOURCE_CAPTURE)
 
-    def _add(self, records: Iterable[tuple[int, _FlowFields]], name: str, source: str) -> None:
+    def _add(self, records: Iterable[_FlowFields], where: Callable[[int], str], source: str) -> None:
         """The per-flow loop, the one hot path of ingest: find the connection, drop a duplicate, find the
-        group (usually the connection's current one), count, keep a sample while an edge wants one."""
+        group (usually the connection's current one), count, keep a sample while an edge wants one.
+        A FlowError says ``where(i)`` the ``i``-th of ``records`` is."""
         latest = horizon()
-        connections, seen, window = self._connections, self._seen, self._window
+        connections, window = self._connections, self._window
         stats = self.stats
         flows = duplicates = 0
         try:
-            for number, record in records:
+            for record in records:
                 key = (record.src_ip, record.dst_ip, record.dst_port, record.protocol)
                 ts, src_port = record.ts, record.src_port
                 try:
                     connection = connections.get(key) or self._connection(key)
                     if ts is not None and ts > latest:
                         raise too_late(ts)
-                except FlowError as exc:
-                    raise FlowError(exc.what, where=f"{name}:line {number}") from None
+                except FlowError as exc:  # every record before this one was counted in ``flows``
+                    raise FlowError(exc.what, where=where(flows)) from None
                 flows += 1
                 if ts is None:
                     group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, src_port, ts)
                 else:
                     if src_port is not None:
-                        started = int(ts // window) * _BUCKET + (connection.number << 16 | src_port)
-                        if started in seen or started - _BUCKET in seen or started + _BUCKET in seen:
+                        bucket = int(ts // window)
+                        kept = connection.started.get(src_port)
+                        if kept is None:
+                            connection.started[src_port] = bucket
+                        elif _repeated(connection.started, src_port, kept, bucket):
                             duplicates += 1
                             continue
-                        seen.add(started)
                     current = connection.current
                     group = current if current is not None and connection.low <= ts < connection.high else \
                         self._stretch(connection, src_port, ts)
@@ -208,8 +215,8 @@ class Ingest:
         connection = self._canonical.get(canonical)
         if connection is None:
             change_times = self._cluster.change_times
-            connection = self._canonical[canonical] = _Connection(
-                len(self._canonical), *canonical, change_times(src_ip), change_times(dst_ip))
+            connection = self._canonical[canonical] = _Connection(*canonical, change_times(src_ip),
+                                                                  change_times(dst_ip))
         self._connections[key] = connection
         return connection
 
@@ -293,6 +300,30 @@ class Ingest:
                 batch.names[identity] = names
         self._edges, self._dns_batch = {}, {}
         return batch
+
+
+def _repeated(started: dict[int, int | set[int]], port: int, kept: int | set[int], bucket: int) -> bool:
+    """Whether a flow from ``port`` starting in ``bucket`` is one already kept (``kept``: the buckets of
+    those from that port) started within a bucket of it; if not, ``bucket`` is kept too."""
+    if isinstance(kept, int):
+        if abs(kept - bucket) <= 1:
+            return True
+        started[port] = {kept, bucket}
+        return False
+    if bucket in kept or bucket - 1 in kept or bucket + 1 in kept:
+        return True
+    kept.add(bucket)
+    return False
+
+
+def _line_in(name: str, block: RecordBlock, index: int) -> str:
+    """Where the ``index``-th record of ``block`` of file ``name`` is."""
+    return f"{name}:line {block.line(index)}"
+
+
+def _unnumbered(_index: int) -> str:
+    """Where a flow handed over alone (:meth:`Ingest.add_flow`) is: no file, no line."""
+    return ":line 0"
 
 
 def _overlaps(reached: Counters, valid: list[tuple[float, float]]) -> bool:

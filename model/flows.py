@@ -12,6 +12,7 @@ with its line number (``skip_bad=True`` counts and skips it instead).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import math
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from io import BytesIO
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -32,6 +34,7 @@ from netpol_gen.model.dns import DnsAnswerSeen
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MAX_LINE = 64 * 1024  # bytes: a flow record is ~150; the bound keeps a hostile file from filling memory
+BLOCK_BYTES = 1 << 16  # read and decoded at a time by iter_record_blocks (a block's records fit in a core's cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +196,14 @@ def bounded_lines(stream: IO[bytes]) -> Iterator[bytes | None]:
 
 
 def iter_records(
-    stream: IO[bytes], name: str, *, skip_bad: bool = False, stats: FlowReadStats | None = None
+    stream: IO[bytes], name: str, *, skip_bad: bool = False, stats: FlowReadStats | None = None, first: int = 1
 ) -> Iterator[tuple[int, FlowRecord]]:
     """Yield (line number, record) of a binary JSONL stream as the schema decodes it, before the checks
     the schema cannot make (:func:`flow_from_record`); blank lines are ignored, a bad one raises (or is
-    skipped). ``stats.flows`` is left to the caller, which may still refuse a record."""
+    skipped). ``stats.flows`` is left to the caller, which may still refuse a record. ``first``: the
+    number of the stream's first line (a block of a longer file)."""
     stats = stats if stats is not None else FlowReadStats()
-    for number, line in enumerate(bounded_lines(stream), 1):
+    for number, line in enumerate(bounded_lines(stream), first):
         stats.lines = number
         if line is not None and not line.strip():
             continue
@@ -213,6 +217,57 @@ def iter_records(
                 continue
             raise FlowError(exc.what, where=f"{name}:line {number}") from None
         yield number, record
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBlock:
+    """The records of consecutive lines of a flow file (:func:`iter_record_blocks`), with what an error
+    message needs: ``line(i)`` is the line number of ``records[i]``."""
+
+    records: list[FlowRecord]
+    first: int  # the line number of records[0]; records[i] is line first + i ...
+    numbers: tuple[int, ...] | None = None  # ... unless these are given
+
+    def line(self, index: int) -> int:
+        return self.first + index if self.numbers is None else self.numbers[index]
+
+
+def iter_record_blocks(stream: IO[bytes], name: str) -> Iterator[RecordBlock]:
+    """The records :func:`iter_records` yields, with the same checks and errors, about ``BLOCK_BYTES`` of
+    lines at a time: a block's lines are split and decoded by ``map`` over the decoder, so no Python
+    code runs per line (issue #15: 1.10 -> 0.92 CPU s per 1M lines here). The blocks are small (64 KiB,
+    ~450 records) so that the caller's loop finds a block's records still in cache: with 1 MiB ones
+    import's read and fold was slower than line by line. A block that is not all good lines (a blank,
+    overlong or bad one) is read again line by line by :func:`iter_records`, one record per block, so
+    what it skips and the line an error names are those of the line-by-line read, and a record before
+    the bad line still reaches the caller (whose own checks may name an earlier line).
+    Memory: one block and one line at most (a line over ``MAX_LINE`` bytes is refused unread)."""
+    number, rest, read, decode = 1, b"", stream.read, DECODER.decode
+    while True:
+        chunk = read(BLOCK_BYTES)
+        if not chunk and not rest:
+            return
+        data = rest + chunk if rest else chunk
+        end = data.rfind(b"\n") + 1 if chunk else len(data)  # at the end, an unterminated last line too
+        if not end:
+            if len(data) > MAX_LINE:
+                raise FlowError(f"line longer than {MAX_LINE} bytes", where=f"{name}:line {number}")
+            rest = data
+            continue
+        body, rest = data[:end], data[end:]
+        lines = body.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # what follows the last newline
+        records = None
+        if max(map(len, lines)) < MAX_LINE:  # a terminated line this long is over the bound with its newline
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                records = list(map(decode, lines))
+        if records is not None:
+            yield RecordBlock(records, number)
+        else:
+            for line_number, record in iter_records(BytesIO(body), name, first=number):
+                yield RecordBlock([record], line_number)
+        number += len(lines)
 
 
 def iter_flows(
