@@ -87,6 +87,7 @@ def upsert_staged(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str,
 @cache
 def _copy_types(table: sa.Table, columns: tuple[str, ...]) -> list[str]:
     """PostgreSQL's names of the columns' types (``varchar(45)`` -> ``varchar``), for a binary COPY."""
+    from sqlalchemy.dialects import postgresql  # here: a SQLite store never loads PostgreSQL's dialect
     return [table.c[c].type.compile(dialect=postgresql.dialect()).lower().partition("(")[0] for c in columns]
 
 
