@@ -225,11 +225,10 @@ class RecordBlock:
     message needs: ``line(i)`` is the line number of ``records[i]``."""
 
     records: list[FlowRecord]
-    first: int  # the line number of records[0]; records[i] is line first + i ...
-    numbers: tuple[int, ...] | None = None  # ... unless these are given
+    first: int  # the line number of records[0]; records[i] is line first + i
 
     def line(self, index: int) -> int:
-        return self.first + index if self.numbers is None else self.numbers[index]
+        return self.first + index
 
 
 def iter_record_blocks(stream: IO[bytes], name: str) -> Iterator[RecordBlock]:
