@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from netpol_gen.errors import PolicyError
@@ -24,6 +25,13 @@ def label_key_problem(key: object) -> str | None:
     """Why ``key`` is not a valid qualified label key, or None (IsQualifiedName)."""
     if not isinstance(key, str) or not key:
         return f"label key {key!r} must be a non-empty string"
+    return _qualified_name_problem(key)
+
+
+# a policy set repeats the same few label keys and values thousands of times (every peer of every rule,
+# parsed again for verification and fold proofs): each string's regex checks run once per process
+@lru_cache(maxsize=4096)  # bounded: a long-running serve sees new labels for ever
+def _qualified_name_problem(key: str) -> str | None:
     prefix, slash, name = key.rpartition("/")
     if "/" in prefix:
         return f"label key {key!r} has more than one '/'"
@@ -38,6 +46,11 @@ def label_value_problem(value: object) -> str | None:
     """Why ``value`` is not a valid label value, or None (IsValidLabelValue)."""
     if not isinstance(value, str):
         return f"label value {value!r} must be a string"
+    return _value_problem(value)
+
+
+@lru_cache(maxsize=4096)  # bounded: a long-running serve sees new labels for ever
+def _value_problem(value: str) -> str | None:
     if len(value) > 63 or not _LABEL_VALUE.match(value):
         return f"label value {value!r} is invalid (up to 63 alphanumerics, '-', '_' or '.')"
     return None
