@@ -263,7 +263,7 @@ def synthesize(inputs: LearnedInputs, options: Options | None = None, *, measure
         report.policies += 1
     documents = dump_documents(policies)
     report.yaml_lines = render_yaml(policies, documents=documents).count("\n")
-    report.verification = verify(policies, inputs, options)
+    report.verification = verify(policies, inputs, options, selection)
     report.warnings.extend(d.bug_message() for d in report.verification.denied)
     if measure_tightness:
         report.opened = newly_opened(policies, inputs)

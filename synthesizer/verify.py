@@ -49,7 +49,7 @@ from netpol_gen.model.learned import (
     workload_key,
 )
 from netpol_gen.synthesizer.options import Options
-from netpol_gen.synthesizer.scope import select_edges
+from netpol_gen.synthesizer.scope import EdgeSelection, select_edges
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,14 +231,17 @@ def _on_node(classes: list[_Class], node: str) -> list[_Class]:
     return [c for c in classes if c.members[0].pod is None or c.members[0].pod.node_name == node]
 
 
-def verify(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs, options: Options) -> Verification:
+def verify(policies: Sequence[Mapping[str, Any]], inputs: LearnedInputs, options: Options,
+           selection: EdgeSelection | None = None) -> Verification:
     """Judge every edge the policies must allow (see :func:`select_edges`) for every pod pair, one
-    representative pair per pair of equivalence classes (see the module docstring)."""
+    representative pair per pair of equivalence classes (see the module docstring). ``selection``:
+    ``select_edges(inputs, options)`` when the caller has it already (synthesis), not computed twice."""
     learned = LearnedCluster(inputs)
     evaluator = _evaluator(policies, learned)
     classifier = _Classifier(learned, evaluator)
     result = Verification()
-    selection = select_edges(inputs, options)
+    if selection is None:
+        selection = select_edges(inputs, options)
     # the representative pairs depend on the ends (and the node), not the port: edges of one pair of
     # identities on several ports share them
     representatives: dict[tuple[Identity, Identity, bool, str | None], list[tuple[Endpoint, Endpoint, int]]] = {}
