@@ -5,18 +5,16 @@ Two addresses in the same blocks are matched alike by every address rule of the 
 by this class instead of the address hold one entry per class, however many addresses a capture
 names. Finding the blocks of a new address is one dictionary lookup per distinct prefix length among
 the blocks (the address masked to that length), then the ``except`` check of the few candidates: no
-scan of the blocks. The address is read with ``inet_pton`` into an int (no ``ipaddress`` object: that
-costs ~25 us an address in Python, a third of classifying a new connection's ends).
+scan of the blocks. The address is read with ``inet_pton`` into an int (:func:`address_value`: no
+``ipaddress`` object, which costs ~25 us an address in Python, a third of classifying a new connection's ends).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Iterable
 
 from netpol_gen.evaluator.policy import IPBlock
-from netpol_gen.model.cluster import remember
+from netpol_gen.model.cluster import address_value, remember
 
 AddressClass = tuple[int, frozenset[int]]  # IP version, indices of the blocks containing the address
 
@@ -45,7 +43,7 @@ class AddressClasses:
         return found
 
     def _classify(self, ip: str) -> AddressClass:
-        version, value = _parse(ip)
+        version, value = address_value(ip)
         bits = 32 if version == 4 else 128
         inside: list[int] = []
         for prefix, by_network in self._by_prefix[version].items():
@@ -54,19 +52,3 @@ class AddressClasses:
                 if not any(low <= value <= high for low, high in self._excepts[index]):
                     inside.append(index)
         return version, frozenset(inside)
-
-
-def _parse(ip: str) -> tuple[int, int]:
-    """An address's IP version and value; what ``ipaddress.ip_address`` reads, strictly (``inet_pton``
-    refuses what it refuses, e.g. ``1.2.3``, octets with leading zeros), in C for the two plain spellings."""
-    try:
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
-    except OSError:
-        pass
-    if "%" not in ip:  # a scoped address: ipaddress reads the scope, inet_pton refuses it
-        try:
-            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
-        except OSError:
-            pass
-    address = ipaddress.ip_address(ip)  # anything else: as before (raises on what is no address)
-    return address.version, int(address)

@@ -17,8 +17,10 @@ to the next tier. Tiers (ClusterNetworkPolicy): Admin, then the policies of the 
 policy isolates denies it; nothing deciding at all allows (after a Pass, as passed).
 
 Policies are indexed by namespace, the policies isolating each pod are computed once per pod, and
-verdicts are cached per (source, destination, port, protocol), so judging a million flows is a
-dictionary lookup per flow once the distinct connections have been seen.
+verdicts are cached per (source, destination, port, protocol), and their sides per pair of ends alike
+(what a side can see of each end, :meth:`Evaluator._end_class`), so judging a million flows is a
+dictionary lookup per flow once the distinct connections have been seen, and a new connection between
+ends alike to known ones is a few lookups, not a judgement.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from itertools import groupby
 
 from netpol_gen.evaluator.addresses import AddressClasses
 from netpol_gen.evaluator.policy import TIER_POLICY, NetworkPolicy, Peer, PortSpec, Rule
-from netpol_gen.evaluator.verdict import Basis, FlowVerdict, RuleRef, SideVerdict, Verdict
+from netpol_gen.evaluator.verdict import Basis, FlowVerdict, Judged, RuleRef, SideVerdict, Verdict
 from netpol_gen.model.cluster import Cluster, Endpoint, EndpointKind, Pod, ServiceTarget, remember
 from netpol_gen.model.flows import Flow
 
@@ -116,6 +118,11 @@ class Evaluator:
         self._sides: dict[tuple[object, ...], SideVerdict] = {}
         self._looks_cache: dict[tuple[int, str], tuple[bool, bool]] = {}
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
+        # judgements of connections whose ends are alike (_alike_key), and of a Service's backends from
+        # a source alike (by id of the target: it is kept in the value, so the id stays its own)
+        self._alike: dict[tuple[object, ...], tuple[Judged]] = {}
+        self._end_classes: dict[int, tuple[Endpoint, tuple[object, ...]]] = {}  # by id, the end kept
+        self._alike_backends: dict[tuple[object, ...], tuple[ServiceTarget, tuple[Judged, ...]]] = {}
         self._backend_ends: dict[tuple[int, str], Endpoint] = {}
         self.addresses = AddressClasses(
             block for policy in self.policies for direction in (INGRESS, EGRESS)
@@ -327,13 +334,41 @@ class Evaluator:
         key = (src.ip, id(src.kind), src.pod, src.node, src.names, dst.ip, id(dst.kind), dst.pod, dst.node, dst.names,
                port, protocol)
         verdict = self._verdicts.get(key)
-        if verdict is None:
-            verdict = remember(self._verdicts, key, Verdict(  # bounded: external addresses are countless
-                src, dst, port, protocol,
-                egress=self._side(EGRESS, src, dst, port, protocol, dst.pod),
-                ingress=self._side(INGRESS, dst, src, port, protocol, dst.pod),
-            ))
+        if verdict is None:  # bounded: external addresses are countless
+            verdict = remember(self._verdicts, key, self._judge_pair(src, dst, port, protocol)[0].verdict(src, dst))
         return verdict
+
+    def _end_class(self, end: Endpoint) -> tuple[object, ...]:
+        """Everything of one end that a side verdict can see (see :meth:`_side`), in either role, but
+        its pod's identity and node: its kind, its pod's namespace, labels and container ports and
+        whether it is host-network, its address's class, its DNS names, its node, whether it is the
+        API server's. Memoised per end (ends are shared by content where connections are grouped)."""
+        found = self._end_classes.get(id(end))
+        if found is not None and found[0] is end:
+            return found[1]
+        pod = end.pod
+        found = remember(self._end_classes, id(end), (end, (
+            id(end.kind), None if pod is None else (self._pod_class(pod), pod.host_network),
+            self.addresses.of(end.ip), end.names, end.node, end.api_server)))
+        return found[1]
+
+    def _judge_pair(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> tuple[Judged]:
+        """Both sides of a connection, shared by the connections whose ends are alike: ends of one
+        class each (:meth:`_end_class`), the same pod or not, and, where the other end is a node, the
+        pod's node (the one thing of a pod's placement a side looks at: own node, Cilium's node
+        entities). Pods of one workload calling alike peers then cost one lookup, not two side judgements."""
+        src_pod, dst_pod = src.pod, dst.pod
+        key = (self._end_class(src), self._end_class(dst), src_pod is not None and src_pod is dst_pod,
+               src_pod.node_name if src_pod is not None and dst.node is not None else None,
+               dst_pod.node_name if dst_pod is not None and src.node is not None else None, port, protocol)
+        found = self._alike.get(key)
+        if found is None:
+            found = remember(self._alike, key, (Judged(
+                None, port, protocol,
+                egress=self._side(EGRESS, src, dst, port, protocol, dst_pod),
+                ingress=self._side(INGRESS, dst, src, port, protocol, dst_pod),
+            ),))
+        return found
 
     def judge_flow(self, flow: Flow) -> FlowVerdict:
         """Judge a recorded flow, resolving its addresses at the flow's time and a Service
@@ -358,15 +393,35 @@ class Evaluator:
     def judge_resolved(self, src: Endpoint, target: ServiceTarget | None, dst: Endpoint | None, dst_ip: str,
                        port: int, protocol: str, ts: float | None = None) -> tuple[Verdict, ...]:
         """The verdicts of a flow whose ends are resolved (what :meth:`judge_flow` does after the
-        lookups, for callers that resolve once per stretch of time): a Service target with backends
-        is judged once per backend on its targetPort, a pod reached on its address of ``dst_ip``'s
-        family, a backend that is no pod (the API server's) as the cluster names its address at
-        ``ts``; otherwise ``dst`` (then not None) on ``port``."""
+        lookups, for callers that resolve once per stretch of time): :meth:`judge_alike`'s, with
+        ``src`` and ``dst`` put back."""
+        judged = self.judge_alike(src, target, dst, dst_ip, port, protocol, ts)
+        return tuple(j.verdict(src, dst) for j in judged)
+
+    def judge_alike(self, src: Endpoint, target: ServiceTarget | None, dst: Endpoint | None, dst_ip: str,
+                    port: int, protocol: str, ts: float | None = None) -> tuple[Judged, ...]:
+        """The verdicts of a flow whose ends are resolved, less its ends, one object for all the flows
+        whose ends are alike: a Service target with backends is judged once per backend on its
+        targetPort, a pod reached on its address of ``dst_ip``'s family, a backend that is no pod (the
+        API server's) as the cluster names its address at ``ts``; otherwise ``dst`` (then not None)
+        on ``port``."""
         if target is not None and (target.backends or target.others):
-            pods = tuple(self.judge(src, self._backend_end(backend.pod, dst_ip), backend.port, protocol)
-                         for backend in target.backends)
-            return pods + tuple(self.judge(src, self.cluster.endpoint(ip, ts), other_port, protocol)
-                                for ip, other_port in target.others)
+            src_pod = src.pod
+            if target.others or (src_pod is not None and any(b.pod is src_pod for b in target.backends)):
+                return self._judge_backends(src, target, dst_ip, protocol, ts)  # alike by more than class
+            key = (self._end_class(src), id(target), dst_ip, protocol)
+            found = self._alike_backends.get(key)
+            if found is None or found[0] is not target:
+                found = remember(self._alike_backends, key,
+                                 (target, self._judge_backends(src, target, dst_ip, protocol, ts)))
+            return found[1]
         if dst is None:
             raise ValueError("judge_resolved: no destination endpoint and no Service backends")
-        return (self.judge(src, dst, port, protocol),)
+        return self._judge_pair(src, dst, port, protocol)
+
+    def _judge_backends(self, src: Endpoint, target: ServiceTarget, dst_ip: str, protocol: str,
+                        ts: float | None) -> tuple[Judged, ...]:
+        ends = [(self._backend_end(backend.pod, dst_ip), backend.port) for backend in target.backends]
+        ends += [(self.cluster.endpoint(ip, ts), other_port) for ip, other_port in target.others]
+        return tuple(dataclasses.replace(self._judge_pair(src, end, end_port, protocol)[0], dst=end)
+                     for end, end_port in ends)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netpol_gen.evaluator.engine import Evaluator
-from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict, Verdict
+from netpol_gen.evaluator.verdict import FlowVerdict, Judged, SideVerdict, Verdict
 from netpol_gen.model.cluster import remember
 
 _Tally = tuple[tuple[SideVerdict, ...], bool, frozenset[str], frozenset[str]]
@@ -34,8 +34,9 @@ class ReplaySummary:
         """Count ``flows`` flows judged as ``result`` (flows of one connection share its verdicts)."""
         self.add_verdicts(result.verdicts, result.service is not None, flows)
 
-    def add_verdicts(self, verdicts: tuple[Verdict, ...], via_service: bool, flows: int) -> None:
-        """:meth:`add` for flows whose FlowVerdict is not built (``check --format jsonl`` keeps none)."""
+    def add_verdicts(self, verdicts: tuple[Verdict, ...] | tuple[Judged, ...], via_service: bool, flows: int) -> None:
+        """:meth:`add` for flows whose FlowVerdict is not built (``check --format jsonl`` keeps none): their
+        verdicts, or their judgement less the ends (the same sides)."""
         self.flows += flows
         if via_service:
             self.via_service += flows

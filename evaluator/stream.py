@@ -7,12 +7,14 @@ addresses, port and protocol and on what each address stood for at its time (see
 :meth:`Cluster.end_change_times`). So each line is decoded against the boundary
 schema (:data:`netpol_gen.model.flows.DECODER`, no Flow built) and grouped by (src, dst, dst_port,
 protocol) and the stretch between two such instants of each address; for the first flow of a group
-its ends are resolved once per address and stretch and judged by :meth:`Evaluator.judge_resolved`
-(what :meth:`Evaluator.judge_flow` does after its lookups), once per distinct pair of ends; the other
-flows add one to its count, most of them after two comparisons with their connection's latest
-stretch. Groups judged alike (the same verdicts, the same Service) share one record. Per-flow JSONL output is
-the group's record (what :func:`~netpol_gen.evaluator.replay.flow_verdict_to_dict` gives, encoded once
-from per-side and per-pod fragments) with the
+its ends are resolved once per address and stretch and judged by :meth:`Evaluator.judge_alike`
+(what :meth:`Evaluator.judge_flow` does after its lookups, less the ends: one judgement for all the
+connections whose ends are alike), once per distinct pair of ends; the other flows add one to its
+count, most of them after two comparisons with their connection's latest stretch. Groups judged alike
+between the same ends (the same Service) share one record; no Verdict is built unless the connections
+are kept. Per-flow JSONL output is the group's record (what
+:func:`~netpol_gen.evaluator.replay.flow_verdict_to_dict` gives), encoded once per judgement as a
+template of per-side fragments and filled with the ends' descriptions once per group, with the
 flow's own addresses, ports and time spliced in, written as bytes in batches. Counts are folded into the
 summary when groups are dropped (memory is bounded by
 :data:`~netpol_gen.model.cluster.LOOKUP_CACHE_LIMIT` connections, not by the number of flows) and at
@@ -38,7 +40,7 @@ import msgspec
 from netpol_gen.errors import FlowError
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.replay import ReplaySummary
-from netpol_gen.evaluator.verdict import FlowVerdict, SideVerdict, Verdict
+from netpol_gen.evaluator.verdict import FlowVerdict, Judged, SideVerdict, Verdict
 from netpol_gen.model.bounds import horizon
 from netpol_gen.model.cluster import (
     LOOKUP_CACHE_LIMIT,
@@ -68,16 +70,22 @@ _T = TypeVar("_T")
 
 @dataclass(slots=True)
 class _Group:
-    """Flows judged alike: their verdicts and Service, the first of them (its FlowVerdict is built
-    only if the connections are kept), the JSONL tail (only if written), how many."""
+    """Flows judged alike between the same ends: their judgement (:meth:`Evaluator.judge_alike`, shared
+    with other ends alike) and Service, their ends, the first flow (its FlowVerdict is built only if
+    the connections are kept), the JSONL tail (only if written), how many."""
 
-    verdicts: tuple[Verdict, ...]
+    judged: tuple[Judged, ...]
     service: ServiceTarget | None
+    src_end: Endpoint
+    dst_end: Endpoint | None  # None: behind a Service with backends (each Judged names its own)
     src: str  # the first flow: its canonical addresses and its record (no cycle through its _Connection)
     dst: str
     record: FlowRecord
     tail: bytes  # ',"allowed":...}' + newline: everything after the flow's own fields
     flows: int = 0
+
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return tuple(j.verdict(self.src_end, self.dst_end) for j in self.judged)
 
 
 @dataclass(slots=True)
@@ -137,6 +145,7 @@ def _dumps(value: object) -> str:
 
 
 _PLAIN_ADDRESS = re.compile(r"[0-9A-Fa-f.:]+").fullmatch  # what a JSON string holds unescaped
+_SRC, _DST = "\x00src\x00", "\x00dst\x00"  # a template's ends: encoded JSON never holds a raw NUL
 
 
 def _flow(group: _Group) -> Flow:
@@ -152,14 +161,17 @@ def _flow(group: _Group) -> Flow:
 class _Fragments:
     """The JSONL tail of a judged flow (what :func:`flow_verdict_to_dict` gives, less the flow, encoded
     as ``json.dumps`` with compact separators encodes it) assembled from encoded pieces: each side
-    verdict and each pod's description is encoded once, not once per connection. Sides are the
-    evaluator's cached objects (a few thousand for a million flows), so a tail costs a string join."""
+    verdict and each pod's description is encoded once, not once per connection, and each judgement
+    once as a template (a few thousand for a million flows, shared by the ends judged alike), so a
+    tail costs two string replacements."""
 
     def __init__(self, explain: bool) -> None:
         self.explain = explain
         self._sides: dict[int, tuple[SideVerdict, str]] = {}  # by id, the object kept so the id stays its own
         self._pods: dict[int, tuple[Pod, str]] = {}
         self._strings: dict[str, str] = {}  # Service keys and protocols, a few of each
+        # by the judgement's id (kept, so the id stays its own) and Service: the tail with placeholders
+        self._templates: dict[tuple[int, str | None], tuple[tuple[Judged, ...], str]] = {}
 
     def string(self, text: str) -> str:
         found = self._strings.get(text)
@@ -186,18 +198,29 @@ class _Fragments:
             found = remember(self._pods, id(pod), (pod, _dumps(pod.describe())))
         return found[1]
 
-    def tail(self, verdicts: tuple[Verdict, ...], target: ServiceTarget | None) -> str:
-        """'"allowed":...}' and a newline: everything of the record after the flow's own fields."""
+    def tail(self, judged: tuple[Judged, ...], target: ServiceTarget | None, src: Endpoint,
+             dst: Endpoint | None) -> str:
+        """'"allowed":...}' and a newline: everything of the record after the flow's own fields; the
+        template of ``judged`` (shared by the ends judged alike) with the ends' descriptions put in."""
+        key = (id(judged), target.service.key if target is not None else None)
+        found = self._templates.get(key)
+        if found is None or found[0] is not judged:
+            found = remember(self._templates, key, (judged, self._template(judged, target)))
+        text = found[1].replace(_SRC, self.end(src))
+        return text.replace(_DST, self.end(dst)) if dst is not None else text
+
+    def _template(self, judged: tuple[Judged, ...], target: ServiceTarget | None) -> str:
         service = f',"service":{self.string(target.service.key)}' if target is not None else ""
-        head = f',"allowed":{"true" if all(v.allowed for v in verdicts) else "false"}{service}'
-        if len(verdicts) == 1:
-            v = verdicts[0]
-            return (f'{head},"src":{self.end(v.src)},"dst":{self.end(v.dst)},"port":{v.port},'
-                    f'"egress":{self.side(v.egress)},"ingress":{self.side(v.ingress)}}}\n')
+        head = f',"allowed":{"true" if all(j.allowed for j in judged) else "false"}{service}'
+        ends = [self.end(j.dst) if j.dst is not None else _DST for j in judged]
+        if len(judged) == 1:
+            j = judged[0]
+            return (f'{head},"src":{_SRC},"dst":{ends[0]},"port":{j.port},'
+                    f'"egress":{self.side(j.egress)},"ingress":{self.side(j.ingress)}}}\n')
         backends = ",".join(
-            f'{{"src":{self.end(v.src)},"dst":{self.end(v.dst)},"port":{v.port},"protocol":{self.string(v.protocol)},'
-            f'"allowed":{"true" if v.allowed else "false"},"egress":{self.side(v.egress)},'
-            f'"ingress":{self.side(v.ingress)}}}' for v in verdicts)
+            f'{{"src":{_SRC},"dst":{end},"port":{j.port},"protocol":{self.string(j.protocol)},'
+            f'"allowed":{"true" if j.allowed else "false"},"egress":{self.side(j.egress)},'
+            f'"ingress":{self.side(j.ingress)}}}' for j, end in zip(judged, ends, strict=True))
         return f'{head},"backends":[{backends}]}}\n'
 
 
@@ -216,7 +239,8 @@ class _Stretches:
         self._targets: dict[tuple[str, int, str, int], ServiceTarget | None] = {}
         self._alike: dict[object, object] = {}
         # by the ends' ids (the ends are kept in the value, so those ids stay theirs)
-        self._judged: dict[tuple[int, int, int, int, str], tuple[object, object, object, tuple[Verdict, ...]]] = {}
+        self._judged: dict[tuple[int, int, int, int, str],
+                           tuple[Endpoint, ServiceTarget | None, Endpoint | None, tuple[Judged, ...]]] = {}
 
     def _same(self, found: _T) -> _T:
         alike = self._alike.get(found)
@@ -236,9 +260,10 @@ class _Stretches:
         found = self.cluster.service_target(ip, port, protocol, ts)
         return remember(self._targets, key, None if found is None else self._same(found))
 
-    def verdicts(self, connection: _Connection, port: int, protocol: str, slot: tuple[int, int],
-                 ts: float | None) -> tuple[ServiceTarget | None, tuple[Verdict, ...]]:
-        """The Service target and the verdicts of ``connection``'s flows in the stretches ``slot``."""
+    def judge(self, connection: _Connection, port: int, protocol: str, slot: tuple[int, int], ts: float | None,
+              ) -> tuple[Endpoint, ServiceTarget | None, Endpoint | None, tuple[Judged, ...]]:
+        """The ends of ``connection``'s flows in the stretches ``slot`` (the source, the Service target,
+        the destination unless behind that target's backends) and their judgement."""
         src = self.end(connection.src, slot[0], True, ts)
         target = self.target(connection.dst, port, protocol, slot[1], ts)
         behind = target is not None and (target.backends or target.others)
@@ -246,9 +271,9 @@ class _Stretches:
         key = (id(src), id(target), id(dst), port, protocol)
         found = self._judged.get(key)
         if found is None or found[0] is not src or found[1] is not target or found[2] is not dst:
-            verdicts = self.evaluator.judge_resolved(src, target, dst, connection.dst, port, protocol, ts)
-            found = remember(self._judged, key, (src, target, dst, verdicts))
-        return target, found[3]
+            judged = self.evaluator.judge_alike(src, target, dst, connection.dst, port, protocol, ts)
+            found = remember(self._judged, key, (src, target, dst, judged))
+        return found
 
 
 def replay_stream(
@@ -280,17 +305,17 @@ def _replay(
     stretches = _Stretches(evaluator)
     decode = DECODER.decode
     connections: dict[tuple[str, str, int, str], _Connection] = {}
-    # one group per outcome: the same connection in another stretch, judged alike, joins its group
-    # (keyed by the verdicts' ids: the group holds its verdicts, so those ids stay theirs)
-    groups: dict[tuple[tuple[int, ...], str | None], _Group] = {}
+    # one group per outcome: the same connection in another stretch, judged alike between the same ends,
+    # joins its group (keyed by ids: the group holds its judgement and ends, so those ids stay theirs)
+    groups: dict[tuple[int, int, int, str | None], _Group] = {}
     fragments = _Fragments(explain)
     pending: list[bytes] = []
 
     def fold() -> None:
         for group in groups.values():
-            out.summary.add_verdicts(group.verdicts, group.service is not None, group.flows)
+            out.summary.add_verdicts(group.judged, group.service is not None, group.flows)
             if keep_connections:
-                result = FlowVerdict(_flow(group), group.verdicts, group.service)
+                result = FlowVerdict(_flow(group), group.verdicts(), group.service)
                 out.connections.append((result, group.flows))
         connections.clear()
         groups.clear()
@@ -312,12 +337,13 @@ def _replay(
         group = connection.groups.get(slot)
         if group is None:
             protocol = record.protocol.upper()
-            target, verdicts = stretches.verdicts(connection, record.dst_port, protocol, slot, ts)
-            outcome = (tuple(map(id, verdicts)), target.service.key if target is not None else None)
+            src, target, dst, judged = stretches.judge(connection, record.dst_port, protocol, slot, ts)
+            outcome = (id(judged), id(src), id(dst), target.service.key if target is not None else None)
             group = groups.get(outcome)
             if group is None:
-                tail = fragments.tail(verdicts, target).encode() if write is not None else b""
-                group = groups[outcome] = _Group(verdicts, target, connection.src, connection.dst, record, tail)
+                tail = fragments.tail(judged, target, src, dst).encode() if write is not None else b""
+                group = groups[outcome] = _Group(judged, target, src, dst, connection.src, connection.dst, record,
+                                                 tail)
             connection.groups[slot] = group
         if ts is not None:
             src_low, src_high = _stretch(connection.src_times, slot[0])

@@ -108,6 +108,30 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Judged:
+    """A verdict less its source, and less its destination when that is the connection's own (``dst``
+    None; a Service backend's end otherwise): what the connections whose ends are judged alike
+    share (:meth:`Evaluator.judge_alike`), so that ``check`` encodes and tallies it once for them all."""
+
+    dst: Endpoint | None
+    port: int
+    protocol: str
+    egress: SideVerdict
+    ingress: SideVerdict
+
+    @property
+    def allowed(self) -> bool:
+        return self.egress.allowed and self.ingress.allowed
+
+    def verdict(self, src: Endpoint, dst: Endpoint | None) -> Verdict:
+        """The verdict of the connection from ``src`` to ``dst`` (None only for a backend's)."""
+        end = self.dst if self.dst is not None else dst
+        if end is None:
+            raise ValueError("the judgement of a connection's own destination needs that destination")
+        return Verdict(src, end, self.port, self.protocol, self.egress, self.ingress)
+
+
+@dataclass(frozen=True, slots=True)
 class FlowVerdict:
     """A recorded flow judged. A flow to a Service address is judged once per backend pod (the
     connection may land on any of them), and is allowed only if every backend admits it."""

@@ -9,6 +9,7 @@ packet was seen*, never to whoever owns it today.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -32,9 +33,20 @@ def ip_version(ip: str) -> int:
     return ipaddress.ip_address(ip).version
 
 
-def _address_value(ip: str) -> tuple[int, int]:
-    """An address's IP version and value as an int (a scope id is ignored, as network tests do)."""
-    address = ipaddress.ip_address(ip)
+def address_value(ip: str) -> tuple[int, int]:
+    """An address's IP version and value as an int (a scope id is ignored, as network tests do): what
+    ``ipaddress.ip_address`` reads, strictly (``inet_pton`` refuses what it refuses, e.g. ``1.2.3``,
+    octets with leading zeros), in C for the two plain spellings (a new address costs ~0.3 us, not ~3)."""
+    try:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except OSError:
+        pass
+    if "%" not in ip:  # a scoped address: ipaddress reads the scope, inet_pton refuses it
+        try:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+        except OSError:
+            pass
+    address = ipaddress.ip_address(ip)  # anything else: as before (raises on what is no address)
     return address.version, int(address)
 
 
@@ -333,7 +345,7 @@ class Cluster:
     def in_pod_network(self, ip: str) -> bool:
         """Whether ``ip`` is in some node's pod CIDR: one set test per distinct prefix length (the
         nodes' CIDRs usually share one), not a scan of every node's networks, for each new address."""
-        version, value = _address_value(ip)
+        version, value = address_value(ip)
         bits = 32 if version == 4 else 128
         return any(value >> (bits - prefix) in found
                    for (net_version, prefix), found in self._pod_networks.items() if net_version == version)
