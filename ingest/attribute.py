@@ -84,7 +84,12 @@ class Attributor:
         return self.end(flow.src_ip, flow.ts)
 
     def end(self, ip: str, ts: float | None) -> End:
-        key = (ip, self._stretch(ip, ts))
+        return self.end_in(ip, self._stretch(ip, ts), ts)
+
+    def end_in(self, ip: str, stretch: int, ts: float | None) -> End:
+        """:meth:`end`, for a caller that knows the ``stretch`` of ``ip``'s change times ``ts`` falls in
+        (``bisect_right`` of :meth:`Cluster.change_times`, -1 for no time): the importer's groups do."""
+        key = (ip, stretch)
         found = self._ends.get(key)
         if found is None:
             if len(self._ends) >= _CACHE_LIMIT:
@@ -93,12 +98,18 @@ class Attributor:
         return found
 
     def destination(self, flow: Flow) -> Destination:
-        key = (flow.dst_ip, flow.dst_port, flow.protocol, self._stretch(flow.dst_ip, flow.ts))
+        return self.destination_in(flow.dst_ip, flow.dst_port, flow.protocol,
+                                   self._stretch(flow.dst_ip, flow.ts), flow.ts)
+
+    def destination_in(self, ip: str, port: int, protocol: str, stretch: int, ts: float | None) -> Destination:
+        """:meth:`destination` of a flow to ``ip``, ``port``, ``protocol`` at ``ts``, in ``stretch`` (as
+        for :meth:`end_in`)."""
+        key = (ip, port, protocol, stretch)
         found = self._destinations.get(key)
         if found is None:
             if len(self._destinations) >= _CACHE_LIMIT:
                 self._destinations.clear()
-            found = self._destinations[key] = self._resolve_destination(flow)
+            found = self._destinations[key] = self._resolve_destination(ip, port, protocol, ts)
         return found
 
     def _resolve_end(self, ip: str, ts: float | None) -> End:
@@ -114,12 +125,12 @@ class Attributor:
             return End(Identity.of_address(IdentityKind.UNKNOWN, ip))
         return End(Identity.of_address(IdentityKind.EXTERNAL, ip))
 
-    def _resolve_destination(self, flow: Flow) -> Destination:
-        target = self._cluster.service_target(flow.dst_ip, flow.dst_port, flow.protocol, flow.ts)
+    def _resolve_destination(self, ip: str, port: int, protocol: str, ts: float | None) -> Destination:
+        target = self._cluster.service_target(ip, port, protocol, ts)
         if target is None:
-            if flow.dst_ip in self._service_ips:
+            if ip in self._service_ips:
                 return Destination(())
-            return Destination((Target(self._resolve_end(flow.dst_ip, flow.ts), flow.dst_port),))
+            return Destination((Target(self._resolve_end(ip, ts), port),))
         # Backends of one workload on one targetPort are one edge; a pod uid only when unambiguous.
         pods_by_target: dict[tuple[Identity, int], list[str]] = {}
         for backend in target.backends:
@@ -127,5 +138,5 @@ class Attributor:
         targets = tuple(
             Target(End(identity, uids[0] if len(uids) == 1 else None), port)
             for (identity, port), uids in pods_by_target.items()
-        ) + tuple(Target(self._resolve_end(ip, flow.ts), port) for ip, port in target.others)
+        ) + tuple(Target(self._resolve_end(other, ts), other_port) for other, other_port in target.others)
         return Destination(targets, target.service.key)

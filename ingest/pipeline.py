@@ -77,6 +77,7 @@ class IngestStats:
 
 _UNBOUNDED = float("inf")
 _UNTIMED = -1  # the stretch of flows without a timestamp (attributed against the live pods)
+_UNTIMED_STRETCHES = (-1, -1)  # their stretch of the source's and the destination's change times
 
 
 @dataclass(slots=True, eq=False)
@@ -185,7 +186,8 @@ class Ingest:
                     raise FlowError(exc.what, where=where(flows)) from None
                 flows += 1
                 if ts is None:
-                    group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, src_port, ts)
+                    group = connection.groups.get(_UNTIMED) or self._attribute(connection, _UNTIMED, _UNTIMED_STRETCHES,
+                                                                               src_port, ts)
                 else:
                     if src_port is not None:
                         bucket = int(ts // window)
@@ -225,18 +227,21 @@ class Ingest:
         src_times, dst_times = connection.src_times, connection.dst_times
         i, j = bisect_right(src_times, ts), bisect_right(dst_times, ts)
         slot = i * (len(dst_times) + 1) + j
-        group = connection.groups.get(slot) or self._attribute(connection, slot, src_port, ts)
+        group = connection.groups.get(slot) or self._attribute(connection, slot, (i, j), src_port, ts)
         connection.current = group
         connection.low = max(src_times[i - 1] if i else -_UNBOUNDED, dst_times[j - 1] if j else -_UNBOUNDED)
         connection.high = min(src_times[i] if i < len(src_times) else _UNBOUNDED,
                               dst_times[j] if j < len(dst_times) else _UNBOUNDED)
         return group
 
-    def _attribute(self, connection: _Connection, slot: int, src_port: int | None, ts: float | None) -> _Group:
-        """A new group, attributed as its first flow is (every flow of the stretch gets the same answer)."""
-        flow = Flow(connection.src_ip, connection.dst_ip, connection.dst_port, connection.protocol, src_port, ts)
-        destination = self._attributor.destination(flow)
-        source = self._attributor.source(flow)
+    def _attribute(self, connection: _Connection, slot: int, stretches: tuple[int, int], src_port: int | None,
+                   ts: float | None) -> _Group:
+        """A new group, attributed as its first flow is (every flow of the stretch gets the same answer):
+        ``stretches`` are those of its source's and destination's change times (-1: no time)."""
+        attributor = self._attributor
+        destination = attributor.destination_in(connection.dst_ip, connection.dst_port, connection.protocol,
+                                                stretches[1], ts)
+        source = attributor.end_in(connection.src_ip, stretches[0], ts)
         totals = []
         for target in destination.targets:
             key = (source.identity, target.end.identity, target.port, connection.protocol)
