@@ -28,6 +28,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 from netpol_gen.ingest.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Address
 from netpol_gen.model.flows import Flow
@@ -39,14 +40,15 @@ TCP_CLOSED_LINGER = 30.0
 RETRANSMIT_AFTER = 0.2
 
 _PORTS = struct.Struct("!HH")
+_ENDS_V4, _ENDS_V6 = struct.Struct("!4s4sHH"), struct.Struct("!16s16sHH")  # a key's addresses and ports
 # A dump's word on a connection seen without handshake: any four-tuple it shows (either order) ->
 # the connection initiator first, to the server that answered (a DNATed backend), and the dump's kind.
 Hints = Mapping[tuple[str, int, str, int], tuple[tuple[str, int, str, int], str]]
 
 
 class _Conn:
-    """One tracked connection, held under its key in both directions (:func:`wire_key`): ``key`` is
-    the initiator's direction, ``isn`` is None when the direction is unknown."""
+    """One tracked connection, held under its key in both directions (:func:`wire_key`, :func:`_keys`):
+    ``key`` is the initiator's direction, ``isn`` is None when the direction is unknown."""
 
     __slots__ = (
         "answered",
@@ -78,10 +80,16 @@ def wire_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
     return src + dst + _PORTS.pack(sport, dport)
 
 
-def _reverse(key: bytes) -> bytes:
-    """The key of the other direction."""
+def _keys(key: bytes, reply: int) -> tuple[bytes, bytes]:
+    """The initiator's key and the other direction's, for a packet with ``key`` that the initiator sent
+    (``reply`` false) or the responder. Always two keys: the key of a connection to the same address
+    and port reversed is itself, so its second key gets a byte no packet's key has. A table then holds
+    each connection as two adjacent entries, and is walked with a step of two (:func:`_each`)."""
     size = (len(key) - 4) >> 1
-    return key[size : 2 * size] + key[:size] + key[2 * size + 2 :] + key[2 * size : 2 * size + 2]
+    other = key[size : 2 * size] + key[:size] + key[2 * size + 2 :] + key[2 * size : 2 * size + 2]
+    if other == key:
+        return key, key + b"\0"
+    return (other, key) if reply else (key, other)
 
 
 @dataclass
@@ -146,17 +154,16 @@ class FlowTracker:
             if conn is None or conn.isn != isn:
                 if conn is not None:
                     self._finish(conn, is_tcp=True)
-                rkey = _reverse(key)
+                ikey, okey = _keys(key, flags & TCP_ACK)
                 # In place when the 4-tuple was tracked: its entries keep their order (the flush's).
-                conn = table[key] = table[rkey] = _Conn(rkey, key, ts, isn) if flags & TCP_ACK else \
-                    _Conn(key, rkey, ts, isn)
+                conn = table[ikey] = table[okey] = _Conn(ikey, okey, ts, isn)
             if flags & TCP_ACK:
                 conn.answered = True
             elif ts - conn.first >= RETRANSMIT_AFTER:
                 conn.retransmitted = True
         elif conn is None:
-            rkey = _reverse(key)
-            conn = table[key] = table[rkey] = _Conn(key, rkey, ts, None)
+            ikey, okey = _keys(key, 0)
+            conn = table[ikey] = table[okey] = _Conn(ikey, okey, ts, None)
         if flags & (TCP_FIN | TCP_RST):
             if flags & TCP_RST:
                 conn.closed = True
@@ -180,8 +187,8 @@ class FlowTracker:
             self._finish(conn, is_tcp=False)
             conn = None
         if conn is None:
-            rkey = _reverse(key)
-            conn = table[key] = table[rkey] = _Conn(key, rkey, ts, None)
+            ikey, okey = _keys(key, 0)
+            conn = table[ikey] = table[okey] = _Conn(ikey, okey, ts, None)
         conn.packets += 1
         conn.bytes += length
         conn.last = ts
@@ -197,7 +204,7 @@ class FlowTracker:
 
     def tracked(self) -> int:
         """How many connections are held right now (for memory checks)."""
-        return sum(1 for _ in _each(self._tcp)) + sum(1 for _ in _each(self._udp))
+        return (len(self._tcp) + len(self._udp)) >> 1
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self._sweep_every
@@ -216,15 +223,13 @@ class FlowTracker:
 
     @staticmethod
     def _drop(table: dict[bytes, _Conn], conn: _Conn) -> None:
-        del table[conn.key]
-        table.pop(conn.rkey, None)  # absent when both directions have one key (a connection to itself)
+        del table[conn.key], table[conn.rkey]
 
     def _finish(self, conn: _Conn, *, is_tcp: bool) -> None:
         source = None
         key = conn.key
-        size = (len(key) - 4) >> 1
-        src, dst = ntop(key[:size]), ntop(key[size : 2 * size])
-        sport, dport = _PORTS.unpack_from(key, 2 * size)
+        src_address, dst_address, sport, dport = (_ENDS_V4 if len(key) < 36 else _ENDS_V6).unpack_from(key)
+        src, dst = ntop(src_address), ntop(dst_address)
         if is_tcp and conn.isn is None:
             hint = self.hints.get((src, sport, dst, dport)) or self.hints.get((dst, dport, src, sport))
             if hint is None:
@@ -246,5 +251,5 @@ class FlowTracker:
 
 
 def _each(table: dict[bytes, _Conn]) -> Iterator[_Conn]:
-    """Each connection of a table once (it is held under both directions' keys), in the table's order."""
-    return (conn for key, conn in table.items() if key == conn.key)
+    """Each connection of a table once, in the table's order (it is held as two adjacent entries)."""
+    return islice(table.values(), 0, None, 2)

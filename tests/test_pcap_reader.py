@@ -166,6 +166,22 @@ def test_tcp_connection_closed_long_ago_is_emitted_before_the_capture_ends() -> 
     assert tracker.tracked() == 1
 
 
+def test_connection_to_its_own_address_and_port_is_one_flow() -> None:
+    # Stands in for a socket connected to itself (TCP simultaneous open on one port): both directions
+    # have the same key, which the tracker must still hold, close and emit once.
+    tracker = FlowTracker(udp_timeout=120.0, tcp_timeout=3600.0)
+    me = bytes([10, 0, 0, 9])
+    key = wire_key(me, me, 5000, 5000)
+    syn_ack, rst = 0x12, 0x14  # both FINs would look sent by the initiator: an RST closes it
+    tracker.tcp(T0, key, syn_ack, 1, 8, 60)  # the SYN-ACK first: the initiator is the ack's owner
+    tracker.tcp(T0 + 1, key, rst, 2, 0, 40)
+    assert tracker.tracked() == 1
+    tracker.tcp(T0 + 100, wire_key(me, bytes([10, 0, 0, 8]), 40000, 80), 0x02, 7, 0, 60)
+    assert [(f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.packets) for f in tracker.done] == [
+        ("10.0.0.9", 5000, "10.0.0.9", 5000, 2)]
+    assert tracker.tracked() == 1
+
+
 # --- UDP request tracking -----------------------------------------------------------------------
 
 
