@@ -379,14 +379,19 @@ def _frame(ts: float, frame: bytes, decoder: Decoder, tracker: FlowTracker, stat
     return ()
 
 
-def _finish(tracker: FlowTracker, stats: CaptureStats) -> Iterator[Record]:
-    """End of the capture: what the tracker still holds; its counts into ``stats``."""
-    tracker.flush()
-    _counts(tracker, stats)
+def _take(tracker: FlowTracker) -> Iterator[Record]:
+    """The flows the tracker finished since the last take."""
     yield from tracker.done
     yield from tracker.resolved
     tracker.done.clear()
     tracker.resolved.clear()
+
+
+def _finish(tracker: FlowTracker, stats: CaptureStats) -> Iterator[Record]:
+    """End of the capture: what the tracker still holds; its counts into ``stats``."""
+    tracker.flush()
+    _counts(tracker, stats)
+    return _take(tracker)
 
 
 def _counts(tracker: FlowTracker, stats: CaptureStats) -> None:
@@ -404,12 +409,8 @@ def _process(packets: Iterable[Packet], tracker: FlowTracker, stats: CaptureStat
         for ts, linktype, frame in packets:
             seen += 1
             yield from _frame(ts, frame, DECODERS[linktype], tracker, stats)
-            if done:
-                yield from done
-                done.clear()
-            if resolved:
-                yield from resolved
-                resolved.clear()
+            if done or resolved:
+                yield from _take(tracker)
     finally:
         stats.packets_filtered_in += seen
         _counts(tracker, stats)
@@ -464,20 +465,12 @@ def _process_pcap(reader: _PcapReader, tracker: FlowTracker, stats: CaptureStats
                                 yield from dns_answers(data[ip + 28 : min(ip + total, nxt)], ts, stats)
                         else:
                             ignored += 1
-                        if done:
-                            yield from done
-                            done.clear()
-                        if resolved:
-                            yield from resolved
-                            resolved.clear()
+                        if done or resolved:
+                            yield from _take(tracker)
                         continue
                 yield from _frame(ts, data[start:nxt], decoder, tracker, stats)
-                if done:
-                    yield from done
-                    done.clear()
-                if resolved:
-                    yield from resolved
-                    resolved.clear()
+                if done or resolved:
+                    yield from _take(tracker)
             if not buf.refill(off):
                 if off < end:
                     raise CaptureError(f"file ends {end - off} bytes into the packet record",
