@@ -31,7 +31,7 @@ from functools import lru_cache
 from itertools import islice
 
 from netpol_gen.ingest.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Address
-from netpol_gen.model.flows import Flow
+from netpol_gen.model.flows import Flow, make_flow
 
 # A closed connection's last ACKs and stray retransmissions arrive within this many seconds.
 TCP_CLOSED_LINGER = 30.0
@@ -237,11 +237,9 @@ class FlowTracker:
                 return
             (src, sport, dst, dport), source = hint
         counted = self.count_tcp or not is_tcp
-        flow = Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes, answered
-            src, dst, dport, "TCP" if is_tcp else "UDP", sport, conn.first,
-            conn.packets if counted else None, conn.bytes if counted else None,
-            not conn.retransmitted or conn.answered,
-        )
+        flow = make_flow(src, dst, dport, "TCP" if is_tcp else "UDP", sport, conn.first,
+                         conn.packets if counted else None, conn.bytes if counted else None,
+                         not conn.retransmitted or conn.answered)
         if source is None:
             self.done.append(flow)
         else:
