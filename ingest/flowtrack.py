@@ -41,6 +41,7 @@ RETRANSMIT_AFTER = 0.2
 
 _PORTS = struct.Struct("!HH")
 _ENDS_V4, _ENDS_V6 = struct.Struct("!4s4sHH"), struct.Struct("!16s16sHH")  # a key's addresses and ports
+_SPLIT_V4, _SPLIT_V6 = struct.Struct("4s4s2s2s"), struct.Struct("16s16s2s2s")  # ... as bytes, to reverse
 # A dump's word on a connection seen without handshake: any four-tuple it shows (either order) ->
 # the connection initiator first, to the server that answered (a DNATed backend), and the dump's kind.
 Hints = Mapping[tuple[str, int, str, int], tuple[tuple[str, int, str, int], str]]
@@ -85,8 +86,8 @@ def _keys(key: bytes, reply: int) -> tuple[bytes, bytes]:
     (``reply`` false) or the responder. Always two keys: the key of a connection to the same address
     and port reversed is itself, so its second key gets a byte no packet's key has. A table then holds
     each connection as two adjacent entries, and is walked with a step of two (:func:`_each`)."""
-    size = (len(key) - 4) >> 1
-    other = key[size : 2 * size] + key[:size] + key[2 * size + 2 :] + key[2 * size : 2 * size + 2]
+    src, dst, sport, dport = (_SPLIT_V4 if len(key) == 12 else _SPLIT_V6).unpack(key)
+    other = b"".join((dst, src, dport, sport))
     if other == key:
         return key, key + b"\0"
     return (other, key) if reply else (key, other)
