@@ -85,7 +85,7 @@ class FrameTracker:
         if decoded is None:
             stats.packets_ignored += 1
             return
-        proto, src, dst, sport, dport, flags, seq, ack, payload, end, ip_len = decoded
+        proto, src, dst, sport, dport, flags, seq, ack, payload, end, ip_len, key = decoded
         if sport == DNS_PORT:  # an answer names peers and starts nothing (a resolver querying from port 53 is missed)
             if proto == PROTO_TCP:
                 self._dns.extend(dns_over_tcp_answers(frame[payload:end], ts, stats))
@@ -102,9 +102,9 @@ class FrameTracker:
             return
         tracker = self._tracker
         if proto == PROTO_TCP:
-            tracker.tcp(ts, src, dst, sport, dport, flags, seq, ack, ip_len)
+            tracker.tcp(ts, key, flags, seq, ack, ip_len)
         else:
-            tracker.udp(ts, src, dst, sport, dport, ip_len)
+            tracker.udp(ts, key, ip_len)
         if tracker.tracked() >= self._max:
             tracker.flush()
 

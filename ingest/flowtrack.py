@@ -24,12 +24,14 @@ memory holds only connections active within the timeouts, however long the captu
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 from netpol_gen.ingest.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Address
-from netpol_gen.model.flows import Flow
+from netpol_gen.model.flows import Flow, make_flow
 
 # A closed connection's last ACKs and stray retransmissions arrive within this many seconds.
 TCP_CLOSED_LINGER = 30.0
@@ -37,30 +39,58 @@ TCP_CLOSED_LINGER = 30.0
 # the first SYN retransmission comes after 1 s), not the same frame captured twice (``tcpdump -i any``).
 RETRANSMIT_AFTER = 0.2
 
-_Key = tuple[Address, int, Address, int]
+_PORTS = struct.Struct("!HH")
+_ENDS_V4, _ENDS_V6 = struct.Struct("!4s4sHH"), struct.Struct("!16s16sHH")  # a key's addresses and ports
+_SPLIT_V4, _SPLIT_V6 = struct.Struct("4s4s2s2s"), struct.Struct("16s16s2s2s")  # ... as bytes, to reverse
 # A dump's word on a connection seen without handshake: any four-tuple it shows (either order) ->
 # the connection initiator first, to the server that answered (a DNATed backend), and the dump's kind.
 Hints = Mapping[tuple[str, int, str, int], tuple[tuple[str, int, str, int], str]]
 
 
-@dataclass(slots=True)
 class _Conn:
-    """One tracked connection; ``src`` is the initiator, ``isn`` is None when direction is unknown."""
+    """One tracked connection, held under its key in both directions (:func:`wire_key`, :func:`_keys`):
+    ``key`` is the initiator's direction, ``isn`` is None when the direction is unknown."""
 
-    src: Address
-    sport: int
-    dst: Address
-    dport: int
-    first: float
-    last: float
-    isn: int | None = None
-    packets: int = 0
-    bytes: int = 0
-    fin_from_src: bool = False
-    fin_from_dst: bool = False
-    closed: bool = False
-    answered: bool = False  # a SYN-ACK was seen
-    retransmitted: bool = False  # the SYN was seen again, RETRANSMIT_AFTER or more after the first
+    __slots__ = (
+        "answered",
+        "bytes",
+        "closed",
+        "fin_from_dst",
+        "fin_from_src",
+        "first",
+        "isn",
+        "key",
+        "last",
+        "packets",
+        "retransmitted",
+        "rkey",
+    )
+
+    def __init__(self, key: bytes, rkey: bytes, ts: float, isn: int | None) -> None:
+        self.key, self.rkey, self.first, self.last, self.isn = key, rkey, ts, ts, isn
+        self.packets = self.bytes = 0
+        self.fin_from_src = self.fin_from_dst = self.closed = False
+        self.answered = False  # a SYN-ACK was seen
+        self.retransmitted = False  # the SYN was seen again, RETRANSMIT_AFTER or more after the first
+
+
+def wire_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
+    """A packet's connection key as its headers hold it: source and destination address (4 or 16
+    bytes), then source and destination port (2 bytes each, big-endian). One ``bytes`` object is a
+    cheap dictionary key that a decoder slices from the frame without unpacking a field."""
+    return src + dst + _PORTS.pack(sport, dport)
+
+
+def _keys(key: bytes, reply: int) -> tuple[bytes, bytes]:
+    """The initiator's key and the other direction's, for a packet with ``key`` that the initiator sent
+    (``reply`` false) or the responder. Always two keys: the key of a connection to the same address
+    and port reversed is itself, so its second key gets a byte no packet's key has. A table then holds
+    each connection as two adjacent entries, and is walked with a step of two (:func:`_each`)."""
+    src, dst, sport, dport = (_SPLIT_V4 if len(key) == 12 else _SPLIT_V6).unpack(key)
+    other = b"".join((dst, src, dport, sport))
+    if other == key:
+        return key, key + b"\0"
+    return (other, key) if reply else (key, other)
 
 
 @dataclass
@@ -84,8 +114,8 @@ class ResolvedFlow:
 @lru_cache(maxsize=1 << 16)  # a capture's flows share few addresses: format each once
 def ntop(address: Address) -> str:
     if isinstance(address, int):
-        return socket.inet_ntop(socket.AF_INET, address.to_bytes(4, "big"))
-    return socket.inet_ntop(socket.AF_INET6, address)
+        address = address.to_bytes(4, "big")
+    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
 
 
 class FlowTracker:
@@ -105,43 +135,40 @@ class FlowTracker:
         self.stats = TrackStats()
         self.done: list[Flow] = []
         self.resolved: list[ResolvedFlow] = []  # taken and cleared like ``done``
-        self._tcp: dict[_Key, _Conn] = {}
-        self._udp: dict[_Key, _Conn] = {}
+        self._tcp: dict[bytes, _Conn] = {}
+        self._udp: dict[bytes, _Conn] = {}
         self._sweep_every = min(udp_timeout, TCP_CLOSED_LINGER)
         self._next_sweep = float("-inf")
 
-    def tcp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, flags: int, seq: int,
-            ack: int, length: int) -> None:
-        """Account one TCP segment of ``length`` IP bytes."""
-        # One key for both directions (both addresses of one family: int with int, bytes with bytes).
-        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
-        conn = self._tcp.get(key)
+    def tcp(self, ts: float, key: bytes, flags: int, seq: int, ack: int, length: int) -> None:
+        """Account one TCP segment of ``length`` IP bytes; ``key`` is its :func:`wire_key`."""
+        table = self._tcp
+        conn = table.get(key)
         if conn is not None and not flags & (TCP_SYN | TCP_FIN | TCP_RST):  # mid-connection: most packets
             conn.packets += 1
             conn.bytes += length
             conn.last = ts
             return
         if flags & TCP_SYN:
-            if flags & TCP_ACK:  # SYN-ACK: the sender is the responder; the ack names the SYN's ISN
-                isn = (ack - 1) & 0xFFFFFFFF
-                initiator: tuple[Address, int, Address, int] = (dst, dport, src, sport)
-            else:
-                isn = seq
-                initiator = (src, sport, dst, dport)
+            # A SYN-ACK's sender is the responder, and its ack names the SYN's ISN.
+            isn = (ack - 1) & 0xFFFFFFFF if flags & TCP_ACK else seq
             if conn is None or conn.isn != isn:
                 if conn is not None:
                     self._finish(conn, is_tcp=True)
-                conn = self._tcp[key] = _Conn(*initiator, ts, ts, isn)
+                ikey, okey = _keys(key, flags & TCP_ACK)
+                # In place when the 4-tuple was tracked: its entries keep their order (the flush's).
+                conn = table[ikey] = table[okey] = _Conn(ikey, okey, ts, isn)
             if flags & TCP_ACK:
                 conn.answered = True
             elif ts - conn.first >= RETRANSMIT_AFTER:
                 conn.retransmitted = True
         elif conn is None:
-            conn = self._tcp[key] = _Conn(src, sport, dst, dport, ts, ts)
+            ikey, okey = _keys(key, 0)
+            conn = table[ikey] = table[okey] = _Conn(ikey, okey, ts, None)
         if flags & (TCP_FIN | TCP_RST):
             if flags & TCP_RST:
                 conn.closed = True
-            elif src == conn.src and sport == conn.sport:
+            elif key == conn.key:
                 conn.fin_from_src = True
             else:
                 conn.fin_from_dst = True
@@ -152,15 +179,17 @@ class FlowTracker:
         if ts >= self._next_sweep:
             self._sweep(ts)
 
-    def udp(self, ts: float, src: Address, dst: Address, sport: int, dport: int, length: int) -> None:
-        """Account one UDP datagram of ``length`` IP bytes."""
-        key = (src, sport, dst, dport) if (src, sport) < (dst, dport) else (dst, dport, src, sport)
-        conn = self._udp.get(key)
+    def udp(self, ts: float, key: bytes, length: int) -> None:
+        """Account one UDP datagram of ``length`` IP bytes; ``key`` is its :func:`wire_key`."""
+        table = self._udp
+        conn = table.get(key)
         if conn is not None and ts - conn.last > self.udp_timeout:
-            self._finish(self._udp.pop(key), is_tcp=False)
+            self._drop(table, conn)
+            self._finish(conn, is_tcp=False)
             conn = None
         if conn is None:
-            conn = self._udp[key] = _Conn(src, sport, dst, dport, ts, ts)
+            ikey, okey = _keys(key, 0)
+            conn = table[ikey] = table[okey] = _Conn(ikey, okey, ts, None)
         conn.packets += 1
         conn.bytes += length
         conn.last = ts
@@ -170,29 +199,38 @@ class FlowTracker:
     def flush(self) -> None:
         """End the capture: emit every connection still tracked."""
         for table, is_tcp in ((self._tcp, True), (self._udp, False)):
-            for conn in table.values():
+            for conn in _each(table):
                 self._finish(conn, is_tcp=is_tcp)
             table.clear()
 
     def tracked(self) -> int:
         """How many connections are held right now (for memory checks)."""
-        return len(self._tcp) + len(self._udp)
+        return (len(self._tcp) + len(self._udp)) >> 1
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self._sweep_every
         open_before, closed_before = now - self.tcp_timeout, now - TCP_CLOSED_LINGER
-        expired = [key for key, conn in self._tcp.items()
-                   if conn.last < (closed_before if conn.closed else open_before)]
-        for key in expired:
-            self._finish(self._tcp.pop(key), is_tcp=True)
+        table = self._tcp
+        expired = [conn for conn in _each(table) if conn.last < (closed_before if conn.closed else open_before)]
+        for conn in expired:
+            self._drop(table, conn)
+            self._finish(conn, is_tcp=True)
         udp_before = now - self.udp_timeout
-        expired = [key for key, conn in self._udp.items() if conn.last < udp_before]
-        for key in expired:
-            self._finish(self._udp.pop(key), is_tcp=False)
+        table = self._udp
+        expired = [conn for conn in _each(table) if conn.last < udp_before]
+        for conn in expired:
+            self._drop(table, conn)
+            self._finish(conn, is_tcp=False)
+
+    @staticmethod
+    def _drop(table: dict[bytes, _Conn], conn: _Conn) -> None:
+        del table[conn.key], table[conn.rkey]
 
     def _finish(self, conn: _Conn, *, is_tcp: bool) -> None:
         source = None
-        src, sport, dst, dport = ntop(conn.src), conn.sport, ntop(conn.dst), conn.dport
+        key = conn.key
+        src_address, dst_address, sport, dport = (_ENDS_V4 if len(key) < 36 else _ENDS_V6).unpack_from(key)
+        src, dst = ntop(src_address), ntop(dst_address)
         if is_tcp and conn.isn is None:
             hint = self.hints.get((src, sport, dst, dport)) or self.hints.get((dst, dport, src, sport))
             if hint is None:
@@ -200,14 +238,17 @@ class FlowTracker:
                 return
             (src, sport, dst, dport), source = hint
         counted = self.count_tcp or not is_tcp
-        flow = Flow(  # positional: src_ip, dst_ip, dst_port, protocol, src_port, ts, packets, bytes, answered
-            src, dst, dport, "TCP" if is_tcp else "UDP", sport, conn.first,
-            conn.packets if counted else None, conn.bytes if counted else None,
-            not conn.retransmitted or conn.answered,
-        )
+        flow = make_flow(src, dst, dport, "TCP" if is_tcp else "UDP", sport, conn.first,
+                         conn.packets if counted else None, conn.bytes if counted else None,
+                         not conn.retransmitted or conn.answered)
         if source is None:
             self.done.append(flow)
         else:
             self.resolved.append(ResolvedFlow(flow, source))
             self.stats.resolved += 1
         self.stats.flows += 1
+
+
+def _each(table: dict[bytes, _Conn]) -> Iterator[_Conn]:
+    """Each connection of a table once, in the table's order (it is held as two adjacent entries)."""
+    return islice(table.values(), 0, None, 2)

@@ -33,6 +33,7 @@ from netpol_gen.model.bounds import AddressText, Count, DestinationPort, DnsName
 from netpol_gen.model.dns import DnsAnswerSeen
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+_new_object = object.__new__
 MAX_LINE = 64 * 1024  # bytes: a flow record is ~150; the bound keeps a hostile file from filling memory
 BLOCK_BYTES = 1 << 16  # read and decoded at a time by iter_record_blocks (a block's records fit in a core's cache)
 
@@ -64,6 +65,30 @@ class Flow:
             "answered": None if self.answered else False,
         }
         return json.dumps({k: v for k, v in record.items() if v is not None}, separators=(",", ":"))
+
+
+# Flow's slots, set through their descriptors by make_flow (bound once, in field order).
+(_set_src_ip, _set_dst_ip, _set_dst_port, _set_protocol, _set_src_port, _set_ts, _set_packets, _set_bytes,
+ _set_answered) = (getattr(Flow, name).__set__ for name in Flow.__match_args__)
+
+
+def make_flow(src_ip: str, dst_ip: str, dst_port: int, protocol: str, src_port: int | None, ts: float | None,
+              packets: int | None, byte_count: int | None, answered: bool) -> Flow:
+    """``Flow(...)`` with every field given, for the loops that make one per connection (the pcap
+    reader). A frozen dataclass's ``__init__`` looks ``object.__setattr__`` up again for each field;
+    this sets each slot through its descriptor, bound once: about a third less time, 8% of a pcap
+    import's instructions. Flow has no ``__post_init__`` to skip; a test keeps both ways equal."""
+    flow = _new_object(Flow)
+    _set_src_ip(flow, src_ip)
+    _set_dst_ip(flow, dst_ip)
+    _set_dst_port(flow, dst_port)
+    _set_protocol(flow, protocol)
+    _set_src_port(flow, src_port)
+    _set_ts(flow, ts)
+    _set_packets(flow, packets)
+    _set_bytes(flow, byte_count)
+    _set_answered(flow, answered)
+    return flow
 
 
 @dataclass

@@ -24,7 +24,7 @@ from scapy.utils import PcapNgWriter, PcapWriter, wrpcap
 
 from netpol_gen.errors import CaptureError, InputError
 from netpol_gen.ingest.dns import DnsAnswer, parse_response
-from netpol_gen.ingest.flowtrack import FlowTracker
+from netpol_gen.ingest.flowtrack import FlowTracker, wire_key
 from netpol_gen.ingest.pcap import CaptureResult, CaptureWarning, read_capture
 from netpol_gen.model.flows import Flow
 
@@ -157,11 +157,28 @@ def test_connection_without_handshake_is_counted_not_emitted(tmp_path: Path, bpf
 def test_tcp_connection_closed_long_ago_is_emitted_before_the_capture_ends() -> None:
     tracker = FlowTracker(udp_timeout=120.0, tcp_timeout=3600.0)
     syn, fin = 0x02, 0x11
-    tracker.tcp(T0, 1, 2, 40000, 80, syn, 7, 0, 60)
-    tracker.tcp(T0 + 1, 1, 2, 40000, 80, fin, 8, 0, 40)
-    tracker.tcp(T0 + 1, 2, 1, 80, 40000, fin, 9, 0, 40)
-    tracker.tcp(T0 + 100, 3, 4, 40000, 80, syn, 7, 0, 60)  # later traffic sweeps the closed one out
+    one, two, three, four = (bytes([0, 0, 0, n]) for n in (1, 2, 3, 4))
+    tracker.tcp(T0, wire_key(one, two, 40000, 80), syn, 7, 0, 60)
+    tracker.tcp(T0 + 1, wire_key(one, two, 40000, 80), fin, 8, 0, 40)
+    tracker.tcp(T0 + 1, wire_key(two, one, 80, 40000), fin, 9, 0, 40)
+    tracker.tcp(T0 + 100, wire_key(three, four, 40000, 80), syn, 7, 0, 60)  # later traffic sweeps the closed one out
     assert [(f.src_ip, f.dst_ip, f.packets) for f in tracker.done] == [("0.0.0.1", "0.0.0.2", 3)]
+    assert tracker.tracked() == 1
+
+
+def test_connection_to_its_own_address_and_port_is_one_flow() -> None:
+    # Stands in for a socket connected to itself (TCP simultaneous open on one port): both directions
+    # have the same key, which the tracker must still hold, close and emit once.
+    tracker = FlowTracker(udp_timeout=120.0, tcp_timeout=3600.0)
+    me = bytes([10, 0, 0, 9])
+    key = wire_key(me, me, 5000, 5000)
+    syn_ack, rst = 0x12, 0x14  # both FINs would look sent by the initiator: an RST closes it
+    tracker.tcp(T0, key, syn_ack, 1, 8, 60)  # the SYN-ACK first: the initiator is the ack's owner
+    tracker.tcp(T0 + 1, key, rst, 2, 0, 40)
+    assert tracker.tracked() == 1
+    tracker.tcp(T0 + 100, wire_key(me, bytes([10, 0, 0, 8]), 40000, 80), 0x02, 7, 0, 60)
+    assert [(f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.packets) for f in tracker.done] == [
+        ("10.0.0.9", 5000, "10.0.0.9", 5000, 2)]
     assert tracker.tracked() == 1
 
 
@@ -193,7 +210,8 @@ def test_udp_state_stays_bounded_and_flows_stream_out() -> None:
     emitted = 0
     high_water = 0
     for i in range(5000):
-        tracker.udp(T0 + i, 0x0AF40000 + i, 0x0AF40001, 1024 + i % 60000, 53, 60)
+        key = wire_key((0x0AF40000 + i).to_bytes(4, "big"), bytes([10, 244, 0, 1]), 1024 + i % 60000, 53)
+        tracker.udp(T0 + i, key, 60)
         emitted += len(tracker.done)
         tracker.done.clear()
         high_water = max(high_water, tracker.tracked())
