@@ -57,6 +57,16 @@ def _terminal() -> Console | None:
     return console if console.is_terminal else None
 
 
+def _hints(conntrack_dumps: tuple[str, ...], ss_dumps: tuple[str, ...]) -> Hints:
+    """The initiators the dumps name; without dumps none, and their readers (and XML parser) not loaded."""
+    if not (conntrack_dumps or ss_dumps):
+        return {}
+    from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
+
+    return direction_hints([entry for path in conntrack_dumps for entry in read_conntrack_dump(path)],
+                           [read_ss_dump(path) for path in ss_dumps])
+
+
 def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console | None,
          hints: Hints) -> ImportReport:
     from netpol_gen.ingest.importer import QuietProgress, import_sources
@@ -146,18 +156,17 @@ def import_cmd(db_url: str | None, server_url: str | None, token: str | None, to
     nodes is then counted once (flows without a source port cannot be deduplicated). With --server,
     each file is posted as one collector batch whose id is its digest, so importing it again is a no-op.
     """
-    from netpol_gen.ingest.dumps import direction_hints, read_conntrack_dump, read_ss_dump
     from netpol_gen.ingest.importer import Source
-    from netpol_gen.service.auth import read_token_file
 
     if server_url and db_url:
         raise InputError("--db and --server exclude each other")
     if (token_file or ca_file) and not server_url:
         raise InputError("--token-file and --ca-file go with --server")
     sources = [Source(path, "flows") for path in flow_files] + [Source(path, "pcap") for path in captures]
-    hints = direction_hints([entry for path in conntrack_dumps for entry in read_conntrack_dump(path)],
-                            [read_ss_dump(path) for path in ss_dumps])
+    hints = _hints(conntrack_dumps, ss_dumps)
     if server_url:
+        from netpol_gen.service.auth import read_token_file  # here: an import into a local store sends no token
+
         secret = read_token_file(token_file) if token_file else token
         if not secret:
             raise InputError(f"--server needs --token-file, --token or ${ENV_TOKEN}")

@@ -73,9 +73,10 @@ def test_running_a_command_still_loads_what_it_needs(tmp_path: object) -> None:
 
 
 # what importing flows into a SQLite store has no use for: PostgreSQL's dialect and driver, the evaluator
-# (no shadow set to judge against), the progress bar's rich (stderr is no terminal), the HTTP client
+# (no shadow set to judge against), the progress bar's rich (stderr is no terminal), the HTTP client, the
+# readers of conntrack/ss dumps and their XML parser (no dump given), the server's token handling
 NOT_FOR_A_SQLITE_IMPORT = ("sqlalchemy.dialects.postgresql", "psycopg", "netpol_gen.evaluator", "rich", "httpx",
-                           "scapy", "kubernetes")
+                           "scapy", "kubernetes", "netpol_gen.ingest.dumps", "xml.etree", "netpol_gen.service.auth")
 
 
 def test_importing_flows_into_sqlite_loads_only_what_that_needs(tmp_path: Path) -> None:
