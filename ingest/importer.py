@@ -19,10 +19,10 @@ from typing import IO, Protocol, TypeVar
 import sqlalchemy as sa
 
 from netpol_gen.errors import InputError
+from netpol_gen.gc_pause import collector_paused
 from netpol_gen.ingest.flowtrack import Hints, ResolvedFlow
 from netpol_gen.ingest.pipeline import Ingest
 from netpol_gen.model.cluster import Cluster
-from netpol_gen.model.documents import collector_paused
 from netpol_gen.model.flows import Flow, iter_record_blocks
 from netpol_gen.service.shadow import ShadowJudge
 from netpol_gen.store import schema as t
