@@ -74,9 +74,11 @@ def test_running_a_command_still_loads_what_it_needs(tmp_path: object) -> None:
 
 # what importing flows into a SQLite store has no use for: PostgreSQL's dialect and driver, the evaluator
 # (no shadow set to judge against), the progress bar's rich (stderr is no terminal), the HTTP client, the
-# readers of conntrack/ss dumps and their XML parser (no dump given), the server's token handling
+# readers of conntrack/ss dumps and their XML parser (no dump given), the server's token handling, the
+# collector's batch delivery, the reader of the store's cluster view (the import judges against its own)
 NOT_FOR_A_SQLITE_IMPORT = ("sqlalchemy.dialects.postgresql", "psycopg", "netpol_gen.evaluator", "rich", "httpx",
-                           "scapy", "kubernetes", "netpol_gen.ingest.dumps", "xml.etree", "netpol_gen.service.auth")
+                           "scapy", "kubernetes", "netpol_gen.ingest.dumps", "xml.etree", "netpol_gen.service.auth",
+                           "netpol_gen.store.batches", "netpol_gen.store.cluster_view", "netpol_gen.store.learned")
 
 
 def test_importing_flows_into_sqlite_loads_only_what_that_needs(tmp_path: Path) -> None:
