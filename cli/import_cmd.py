@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --hel
     from rich.progress import Progress
 
     from netpol_gen.ingest.flowtrack import Hints
-    from netpol_gen.ingest.importer import ImportReport, ReadProgress, Source
+    from netpol_gen.ingest.importer import ImportReport
+    from netpol_gen.ingest.sources import ReadProgress, Source
 
 _R = TypeVar("_R")
 
@@ -70,7 +71,8 @@ def _hints(conntrack_dumps: tuple[str, ...], ss_dumps: tuple[str, ...]) -> Hints
 
 def _run(store_url: str | None, clusters: tuple[str, ...], sources: list[Source], console: Console | None,
          hints: Hints) -> ImportReport:
-    from netpol_gen.ingest.importer import QuietProgress, import_sources
+    from netpol_gen.ingest.importer import import_sources
+    from netpol_gen.ingest.sources import QuietProgress
     from netpol_gen.model import load_cluster
     from netpol_gen.store.db import open_store
 
@@ -114,8 +116,8 @@ def _print_report(report: ImportReport) -> None:
 def _post(server_url: str, token: str, clusters: tuple[str, ...], sources: list[Source], hints: Hints,
           ca_file: str | None, retry_for: float) -> None:
     """Read every source into batches first (a bad one posts nothing), then post them as a collector does."""
-    from netpol_gen.ingest.importer import QuietProgress
     from netpol_gen.ingest.remote_import import post_prepared, prepare
+    from netpol_gen.ingest.sources import QuietProgress
     from netpol_gen.model import load_cluster
     from netpol_gen.service.client import Retry, StoreClient
 
@@ -161,7 +163,7 @@ def import_cmd(db_url: str | None, server_url: str | None, token: str | None, to
     nodes is then counted once (flows without a source port cannot be deduplicated). With --server,
     each file is posted as one collector batch whose id is its digest, so importing it again is a no-op.
     """
-    from netpol_gen.ingest.importer import Source
+    from netpol_gen.ingest.sources import Source
 
     if server_url and db_url:
         raise InputError("--db and --server exclude each other")

@@ -96,6 +96,21 @@ def test_importing_flows_into_sqlite_loads_only_what_that_needs(tmp_path: Path) 
             if any(m == n or m.startswith(n + ".") for n in NOT_FOR_A_SQLITE_IMPORT)] == []
 
 
+def test_posting_flows_to_a_server_loads_no_store(tmp_path: Path) -> None:
+    """Stands in for ``import --server`` on a node: it reads the file and posts it, and needs neither
+    SQLAlchemy nor the store's code. The server is unreachable on purpose (nothing listens on port 9):
+    all up to the POST has run when it gives up, in one line."""
+    example = Path(__file__).parent.parent / "examples" / "ticket-booking"
+    done = subprocess.run([sys.executable, "-c", _PROBE, "import", "--server", "http://127.0.0.1:9", "--token", "t",
+                           "--retry-for", "0", "--cluster", str(example / "cluster.yaml"),
+                           "--flows", str(example / "flows.jsonl")],
+                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    report = json.loads(done.stderr.splitlines()[-1])
+    assert report["code"] == 2 and "cannot reach the server" in done.stderr
+    assert "httpx" in report["modules"] and "netpol_gen.ingest.pipeline" in report["modules"]
+    assert [m for m in report["modules"] if m.split(".")[0] == "sqlalchemy" or m.startswith("netpol_gen.store")] == []
+
+
 # the probe, with a report at exit of what the script left for the interpreter's last collection
 _EXIT_PROBE = """
 import atexit, gc, sys
