@@ -6,9 +6,11 @@ the child) and is printed with its ratio to Python's ``json.loads`` of every lin
 file, run in the same invocation (the machine is shared: only same-run ratios compare across runs):
 
 * ``json``: ``json.loads`` per line of ``flows.jsonl`` (the baseline, in a fresh interpreter);
+* ``python`` and ``sqlalchemy``: ``python -c pass`` and ``python -c "import sqlalchemy"``, the floor of the
+  two start-up rows below (every store command loads SQLAlchemy);
 * ``help``: ``netpol-gen --help`` (goal < 0.3 s), with the slowest top-level imports of ``-X importtime``;
 * ``import-tiny``: ``netpol-gen import`` of a tiny generated cluster (about 60 pods) and its 10 flows into a fresh
-  SQLite store (goal < 0.3 s);
+  SQLite store (goal < 0.3 s; each repeat into a new store), with its slowest imports too;
 * ``import-one``: ``netpol-gen import`` of the first flow alone with the full snapshot (what loading it costs);
 * ``import``: ``netpol-gen import`` of the whole flow file into a fresh SQLite store;
 * ``export``: ``netpol-gen export`` of that store to ``/dev/null`` (YAML, verification included);
@@ -57,9 +59,16 @@ def compile_package() -> None:
     compileall.compile_dir(root, quiet=1, rx=re.compile(r"[/\\]\.venv[/\\]|[/\\]tests[/\\]"))
 
 
-def _run(cmd: list[str], repeat: int = 1) -> dict[str, Any]:
+def remove_store(path: Path) -> None:
+    """A SQLite store gone with its WAL files (a stale -wal beside a new store would be replayed into it)."""
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        path.with_name(name).unlink(missing_ok=True)
+
+
+def _run(cmd: list[str], repeat: int = 1, fresh: Path | None = None) -> dict[str, Any]:
     """The fastest of ``repeat`` runs of ``cmd`` (stdout discarded), each in a wrapper interpreter
-    so that ``RUSAGE_CHILDREN`` is that run's peak RSS alone."""
+    so that ``RUSAGE_CHILDREN`` is that run's peak RSS alone. ``fresh``: a SQLite store removed (with
+    its WAL files) before each run, so that every run imports into a new store, not one that has the file."""
     wrapper = ("import json,resource,subprocess,sys,time\n"
                "t=time.perf_counter()\n"
                "c=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL).returncode\n"
@@ -68,6 +77,8 @@ def _run(cmd: list[str], repeat: int = 1) -> dict[str, Any]:
                "'cpu':u.ru_utime+u.ru_stime,'rss_mb':u.ru_maxrss/1024}))")
     runs = []
     for _ in range(repeat):
+        if fresh is not None:
+            remove_store(fresh)
         out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True,
                              env=ENV)
         runs.append(json.loads(out.stdout))
@@ -86,11 +97,11 @@ def _baseline(flows: Path) -> dict[str, Any]:
     return figures
 
 
-def slowest_imports(count: int = 5) -> list[tuple[int, str]]:
-    """The top-level modules of ``netpol-gen --help`` with the most cumulative import time (us, name)."""
-    code = ("import sys; sys.argv = ['netpol-gen', '--help']\nfrom netpol_gen.cli.main import main\n"
+def slowest_imports(count: int = 5, args: tuple[str, ...] = ("--help",)) -> list[tuple[int, str]]:
+    """The top-level modules of ``netpol-gen ARGS`` with the most cumulative import time (us, name)."""
+    code = ("import sys; sys.argv[0] = 'netpol-gen'\nfrom netpol_gen.cli.main import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n")  # main() too: the CLI imports some modules late
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *args], capture_output=True, text=True,
                          check=False, stdin=subprocess.DEVNULL, env=ENV)
     top = []
     for line in out.stderr.splitlines():
@@ -103,6 +114,12 @@ def slowest_imports(count: int = 5) -> list[tuple[int, str]]:
     return sorted(top, reverse=True)[:count]
 
 
+def tiny_import(work: Path) -> list[str]:
+    """The arguments of ``netpol-gen import`` of the tiny cluster's flows into ``work``/tiny.db."""
+    return ["import", "--db", f"sqlite:///{work / 'tiny.db'}", "--cluster", str(work / "tiny" / "cluster.yaml"),
+            "--flows", str(work / "tiny" / "flows.jsonl")]
+
+
 def measure(data: Path, work: Path, repeat: int) -> dict[str, dict[str, Any]]:
     flows, cluster = data / "flows.jsonl", str(data / "cluster.yaml")
     one = work / "one.jsonl"
@@ -111,10 +128,10 @@ def measure(data: Path, work: Path, repeat: int) -> dict[str, dict[str, Any]]:
     gen_cluster.generate(work / "tiny", namespaces=6, pods=60, nodes=2, flows=10)
     compile_package()
     db = f"sqlite:///{work / 'learned.db'}"
-    figures = {"json": _baseline(flows), "help": _run([NETPOL_GEN, "--help"], repeat)}
-    figures["import-tiny"] = _run([NETPOL_GEN, "import", "--db", f"sqlite:///{work / 'tiny.db'}", "--cluster",
-                                   str(work / "tiny" / "cluster.yaml"), "--flows", str(work / "tiny" / "flows.jsonl")],
-                                  repeat)
+    figures = {"json": _baseline(flows), "python": _run([sys.executable, "-c", "pass"], repeat),
+               "sqlalchemy": _run([sys.executable, "-c", "import sqlalchemy"], repeat),
+               "help": _run([NETPOL_GEN, "--help"], repeat)}
+    figures["import-tiny"] = _run([NETPOL_GEN, *tiny_import(work)], repeat, fresh=work / "tiny.db")
     figures["import-one"] = _run([NETPOL_GEN, "import", "--db", f"sqlite:///{work / 'one.db'}", "--cluster", cluster,
                                   "--flows", str(one)])
     figures["import"] = _run([NETPOL_GEN, "import", "--db", db, "--cluster", cluster, "--flows", str(flows)])
@@ -126,11 +143,12 @@ def measure(data: Path, work: Path, repeat: int) -> dict[str, dict[str, Any]]:
     return figures
 
 
-def report(data: Path, figures: dict[str, dict[str, Any]], imports: list[tuple[int, str]]) -> None:
+def report(data: Path, figures: dict[str, dict[str, Any]], imports: dict[str, list[tuple[int, str]]]) -> None:
     base = figures["json"]["seconds"]
     print(f"data: {data}  ({figures['json']['flows']:,} flows)")
     print(f"{'what (fresh process, wall)':<34}{'seconds':>9}{'x json.loads':>14}{'CPU s':>8}{'peak RSS MB':>13}  exit")
-    for name, label in (("json", "json.loads per line (baseline)"), ("help", "netpol-gen --help"),
+    for name, label in (("json", "json.loads per line (baseline)"), ("python", "python -c pass (floor)"),
+                        ("sqlalchemy", "python -c 'import sqlalchemy'"), ("help", "netpol-gen --help"),
                         ("import-tiny", "import, tiny cluster, 10 flows"),
                         ("import-one", "import, 1 flow, full snapshot"), ("import", "import --flows (SQLite)"),
                         ("export", "export > /dev/null"), ("audit2policy", "hubble-audit2policy (Hubble JSON)")):
@@ -141,29 +159,35 @@ def report(data: Path, figures: dict[str, dict[str, Any]], imports: list[tuple[i
         print(f"{label:<34}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['cpu']:>8.2f}"
               f"{row['rss_mb']:>13.0f}  {row.get('exit_code', '')}")
     print(f"start-up goal < {STARTUP_GOAL} s: --help {figures['help']['seconds']:.2f} s, "
-          f"tiny import {figures['import-tiny']['seconds']:.2f} s")
+          f"tiny import {figures['import-tiny']['seconds']:.2f} s (CPU {figures['import-tiny']['cpu']:.2f} s, of "
+          f"which the interpreter {figures['python']['cpu']:.2f} s and SQLAlchemy's import "
+          f"{figures['sqlalchemy']['cpu'] - figures['python']['cpu']:.2f} s)")
     ours = {key: figures["import"][key] + figures["export"][key] for key in ("seconds", "cpu")}
     print(f"import + export: {ours['seconds'] / base:.2f}x json.loads")
     if "audit2policy" in figures:
         peer = figures["audit2policy"]
         print(f"hubble-audit2policy / (import + export): {peer['seconds'] / ours['seconds']:.2f}x wall, "
               f"{peer['cpu'] / ours['cpu']:.2f}x CPU (goal >= 3)")
-    print("slowest imports of --help (-X importtime, cumulative): "
-          + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in imports))
+    for what, slowest in imports.items():
+        print(f"slowest imports of {what} (-X importtime, cumulative): "
+              + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in slowest))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     gen_cluster.add_data_options(parser)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of --help and export; the fastest is shown")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of the start-up rows and of export; the fastest is shown")
     args = parser.parse_args(argv)
     with gen_cluster.data_dir(args.data, args.flows, args.seed, args.preset) as data:
         work = Path(tempfile.mkdtemp(prefix="netpol-bench-cli-"))
         try:
             figures = measure(data, work, args.repeat)
+            remove_store(work / "tiny.db")
+            imports = {"--help": slowest_imports(), "the tiny import": slowest_imports(args=tuple(tiny_import(work)))}
         finally:
             shutil.rmtree(work)
-        report(data, figures, slowest_imports())
+        report(data, figures, imports)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def _phase_parse(data: Path, _url: str, _keys: int) -> dict[str, Any]:
 
 
 def _phase_import(data: Path, url: str, _keys: int) -> dict[str, Any]:
-    from netpol_gen.ingest.importer import Source, import_sources
+    from netpol_gen.ingest.importer import import_sources
+    from netpol_gen.ingest.sources import Source
     from netpol_gen.model import load_cluster
     from netpol_gen.store.db import open_store
 

@@ -12,6 +12,7 @@ import click
 
 from netpol_gen.cli.atomic import write_files
 from netpol_gen.cli.options import db_option, server_options, synthesis_options
+from netpol_gen.gc_pause import collector_paused
 from netpol_gen.names import KUBERNETES, TARGETS
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ def export_cmd(db_url: str | None, server_url: str | None, token: str | None, ou
         raise click.UsageError("--baseline writes a ClusterNetworkPolicy over NetworkPolicies: use it with "
                                "--target kubernetes")
     # the library here, not at the top: `netpol-gen --help` lists this command without loading it
-    from netpol_gen.model.documents import collector_paused
     from netpol_gen.service.source import open_learned
     from netpol_gen.synthesizer import synthesize
     from netpol_gen.synthesizer.render import render, render_files

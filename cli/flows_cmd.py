@@ -14,7 +14,7 @@ from netpol_gen.cli.options import db_option, server_options
 
 if TYPE_CHECKING:  # the library is imported where it is used: `netpol-gen --help` lists this command without it
     from netpol_gen.model.identity import Identity
-    from netpol_gen.store.query import EdgeRow
+    from netpol_gen.model.listings import EdgeRow
 
 # ``unanswered`` last: a CSV reader of the columns before it keeps working
 _COLUMNS = ("source", "destination", "port", "protocol", "connections", "packets", "bytes", "first_seen",

@@ -41,6 +41,7 @@ from netpol_gen.errors import FlowError
 from netpol_gen.evaluator.engine import Evaluator
 from netpol_gen.evaluator.replay import ReplaySummary
 from netpol_gen.evaluator.verdict import FlowVerdict, Judged, SideVerdict, Verdict
+from netpol_gen.gc_pause import collector_paused
 from netpol_gen.model.bounds import horizon
 from netpol_gen.model.cluster import (
     LOOKUP_CACHE_LIMIT,
@@ -51,7 +52,6 @@ from netpol_gen.model.cluster import (
     ServiceTarget,
     remember,
 )
-from netpol_gen.model.documents import collector_paused
 from netpol_gen.model.flows import (
     DECODER,
     MAX_LINE,

@@ -18,8 +18,8 @@ import os
 from dataclasses import dataclass, field
 
 from netpol_gen.ingest.flowtrack import Hints
-from netpol_gen.ingest.importer import READERS, ReadProgress, Source, file_digest
 from netpol_gen.ingest.pipeline import Ingest
+from netpol_gen.ingest.sources import READERS, ReadProgress, Source, file_digest
 from netpol_gen.model.aggregate import Batch
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.service.client import ServerError, StoreClient

@@ -32,10 +32,9 @@ from netpol_gen.model.cluster import Cluster, Service
 from netpol_gen.model.dns import DnsAnswerSeen
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
+from netpol_gen.model.listings import Deliveries, EdgeRow
 from netpol_gen.names import ENV_TOKEN
 from netpol_gen.service.wire import BatchMessage, ClusterView, encode, read
-from netpol_gen.store.progress import Deliveries
-from netpol_gen.store.query import EdgeRow
 
 ENV_SERVER = "NETPOL_GEN_SERVER"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -29,9 +29,8 @@ from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.documents import Document
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.identity import Identity
-from netpol_gen.store.batches import deliver_batch
-from netpol_gen.store.cluster_view import cluster_revision, load_cluster
 from netpol_gen.store.db import Store
+from netpol_gen.store.revision import cluster_revision
 from netpol_gen.store.shadow import Denial, ShadowSetError, StoredSet, load_sets, record_denials, roll_up, set_versions
 from netpol_gen.store.unanswered import roll_up as roll_up_unanswered
 
@@ -125,6 +124,9 @@ class ShadowJudge:
     def _store_view(self, revision: str | None) -> Cluster:
         """The store's cluster, read again when its revision moved (any writer, any process)."""
         if self._stored is None or self._stored[0] != revision:
+            # here: a batch judged against the view it came with (every import's) needs no reader of the store's
+            from netpol_gen.store.cluster_view import load_cluster
+
             self._stored = (revision, load_cluster(self.store))
         return self._stored[1]
 
@@ -188,4 +190,6 @@ class ShadowJudge:
 def deliver_judged(judge: ShadowJudge, batch_id: str, batch: Batch, flows: int, source: str,
                    cluster: Cluster | None = None) -> bool:
     """:func:`deliver_batch` with the batch's shadow denials recorded in its transaction."""
+    from netpol_gen.store.batches import deliver_batch  # here: import, which judges its own batch, delivers none
+
     return deliver_batch(judge.store, batch_id, batch, flows, source, cluster, then=judge.recorder(batch, cluster))

@@ -17,11 +17,12 @@ from netpol_gen.model.cluster import Service
 from netpol_gen.model.dns import DnsAnswerSeen
 from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
+from netpol_gen.model.listings import Deliveries, EdgeRow
 from netpol_gen.names import ENV_TOKEN
 from netpol_gen.store.db import Store, open_store
 from netpol_gen.store.learned import load_dns_answers, load_evidence, load_learned, load_services, read_api_servers
-from netpol_gen.store.progress import Deliveries, read_deliveries
-from netpol_gen.store.query import EdgeRow, list_edges
+from netpol_gen.store.progress import read_deliveries
+from netpol_gen.store.query import list_edges
 
 if TYPE_CHECKING:  # the client (httpx, ssl) is imported only when --server is used: --db commands start faster
     from netpol_gen.service.client import StoreClient

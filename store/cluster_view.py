@@ -2,40 +2,20 @@
 its real uid, labels, container ports, node and the interval it held each address, the namespaces,
 nodes and Services. What a shadow set judges a batch against when the batch came without the cluster
 view it was attributed against (a collector sends its view only when it changed, so not after a
-restart of ``serve``).
-
-Every write of cluster objects stamps a new revision (a row of ``netpol_meta``) in its transaction,
-so a reader holding a view built from the store knows, with one primary-key read, when another
-writer (a second ``serve`` replica, ``import``, ``collect --db``) changed it.
+restart of ``serve``). Whether it changed since it was read says :mod:`netpol_gen.store.revision`.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from netpol_gen.model.cluster import METADATA_NAME_LABEL, Cluster, ContainerPort, Namespace, Node, Pod, Workload
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import Store
 from netpol_gen.store.learned import load_services, read_api_servers
-from netpol_gen.store.upsert import upsert
-
-REVISION_KEY = "cluster_revision"
-
-
-def stamp_revision(conn: Connection) -> None:
-    """Mark the cluster tables changed (called by every write of cluster objects, in its transaction)."""
-    upsert(conn, t.meta, [{"key": REVISION_KEY, "value": uuid.uuid4().hex}], ["key"], lambda ex: {"value": ex.value})
-
-
-def cluster_revision(conn: Connection) -> str | None:
-    """The revision of the cluster tables; None in a store written before revisions were stamped."""
-    found: str | None = conn.execute(sa.select(t.meta.c.value).where(t.meta.c.key == REVISION_KEY)).scalar()
-    return found
 
 
 def _pod(rows: list[Any]) -> Pod:

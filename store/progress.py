@@ -17,31 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netpol_gen.model.aggregate import SOURCE_CAPTURE
+from netpol_gen.model.listings import Deliveries, EdgeRow, NodeDelivery
 from netpol_gen.store import schema as t
-from netpol_gen.store.query import EdgeRow
 
 COLLECT = "collect"  # the kind serve and collect --db record collector batches under (store.batches.KIND)
 IMPORT_SOURCE = "import:"  # what ``import --server`` names its batches: files, not nodes
 RECENT = 3600.0  # seconds of deliveries a node's interval is measured over
-
-
-@dataclass(frozen=True)
-class NodeDelivery:
-    """One collector's deliveries: the latest, and its interval over the last :data:`RECENT` seconds
-    (None with fewer than two there)."""
-
-    node: str
-    last: float
-    interval: float | None = None
-    recent: int = 0  # batches in the last RECENT seconds
-
-
-@dataclass(frozen=True)
-class Deliveries:
-    batches: int  # collector batches and imported files
-    flows: int
-    last: float | None  # when the latest one was written (seconds since the epoch)
-    nodes: tuple[NodeDelivery, ...] = ()  # per collector; imports are not nodes
 
 
 def node_of(source: str) -> str | None:

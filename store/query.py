@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.model.listings import EdgeRow
 from netpol_gen.store import schema as t
 from netpol_gen.store.sound import report_unsound, sound_edge
 from netpol_gen.store.unanswered import read_unanswered
-
-
-@dataclass(frozen=True)
-class EdgeRow:
-    src: Identity
-    dst: Identity
-    dst_port: int
-    protocol: str
-    connections: int
-    packets: int | None
-    bytes: int | None
-    first_seen: float | None
-    last_seen: float | None
-    dst_names: tuple[str, ...]  # DNS names an external destination was reached under
-    # connections learnt from tables of open connections (conntrack, sockets), by source; the rest captured
-    established: tuple[tuple[str, int], ...] = ()
-    unanswered: int = 0  # connection attempts never answered (denied in force, or a dead peer)
 
 
 def _identity(row: sa.Row[tuple[object, ...]], prefix: str) -> Identity:

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from netpol_gen.model.identity import IdentityKind
+from netpol_gen.model.listings import EdgeRow
 from netpol_gen.names import UNKNOWN_SIDE
 from netpol_gen.store.progress import HOUR, Status
-from netpol_gen.store.query import EdgeRow
 from netpol_gen.store.shadow import DeniedEdge
 
 TREND_HOURS = 6

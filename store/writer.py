@@ -18,7 +18,7 @@ from netpol_gen.model.aggregate import Batch, DnsSeen, EdgeKey, EdgeTotals
 from netpol_gen.model.cluster import Cluster
 from netpol_gen.model.identity import Identity
 from netpol_gen.store import schema as t
-from netpol_gen.store.cluster_view import stamp_revision
+from netpol_gen.store.revision import stamp_revision
 from netpol_gen.store.unanswered import record_unanswered
 from netpol_gen.store.upsert import Prepared, add_nullable, greatest, least, upsert
 

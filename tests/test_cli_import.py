@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +14,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
+import netpol_gen.model
 from netpol_gen.model import Flow
 from netpol_gen.store import schema as t
 from netpol_gen.store.db import open_store
@@ -76,6 +79,29 @@ def test_bad_flow_line_is_one_line_and_leaves_the_store_untouched(store_url: str
     line = _one_line_error(run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", good, "--flows", str(bad)))
     assert line.startswith(f"netpol-gen: error: {bad}:line 2: not valid JSON")
     assert edge_count(store_url) == 2
+
+
+def test_import_runs_with_the_collector_paused_and_leaves_it_running(store_url: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command pauses the cyclic GC for its whole run (start-up included, issue #15), and the
+    process it ran in (a test session here, as an embedding program would be) gets it back on after
+    a good run and after bad input alike."""
+    seen: list[bool] = []
+    load_cluster = netpol_gen.model.load_cluster
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return load_cluster(*args, **kwargs)
+
+    monkeypatch.setattr(netpol_gen.model, "load_cluster", spy)
+    assert gc.isenabled()
+    path = flow_file(tmp_path / "f.jsonl", [Flow(FRONTEND, API_SVC, 80, "TCP", src_port=1, ts=at("10:30:00"))])
+    assert run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", path).exit_code == 0
+    assert seen == [False] and gc.isenabled()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    _one_line_error(run_cli("import", "--db", store_url, *CLUSTER_ARGS, "--flows", str(bad)))
+    assert seen == [False, False] and gc.isenabled()
 
 
 def test_snapshot_without_pods_is_refused(store_url: str, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ is measured by ``bench/bench_cli.py``, not here."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -73,9 +74,12 @@ def test_running_a_command_still_loads_what_it_needs(tmp_path: object) -> None:
 
 
 # what importing flows into a SQLite store has no use for: PostgreSQL's dialect and driver, the evaluator
-# (no shadow set to judge against), the progress bar's rich (stderr is no terminal), the HTTP client
+# (no shadow set to judge against), the progress bar's rich (stderr is no terminal), the HTTP client, the
+# readers of conntrack/ss dumps and their XML parser (no dump given), the server's token handling, the
+# collector's batch delivery, the reader of the store's cluster view (the import judges against its own)
 NOT_FOR_A_SQLITE_IMPORT = ("sqlalchemy.dialects.postgresql", "psycopg", "netpol_gen.evaluator", "rich", "httpx",
-                           "scapy", "kubernetes")
+                           "scapy", "kubernetes", "netpol_gen.ingest.dumps", "xml.etree", "netpol_gen.service.auth",
+                           "netpol_gen.store.batches", "netpol_gen.store.cluster_view", "netpol_gen.store.learned")
 
 
 def test_importing_flows_into_sqlite_loads_only_what_that_needs(tmp_path: Path) -> None:
@@ -90,3 +94,45 @@ def test_importing_flows_into_sqlite_loads_only_what_that_needs(tmp_path: Path) 
     assert "edges: " in done.stdout and "sqlalchemy.dialects.sqlite" in report["modules"]
     assert [m for m in report["modules"]
             if any(m == n or m.startswith(n + ".") for n in NOT_FOR_A_SQLITE_IMPORT)] == []
+
+
+def test_posting_flows_to_a_server_loads_no_store(tmp_path: Path) -> None:
+    """Stands in for ``import --server`` on a node: it reads the file and posts it, and needs neither
+    SQLAlchemy nor the store's code. The server is unreachable on purpose (nothing listens on port 9):
+    all up to the POST has run when it gives up, in one line."""
+    example = Path(__file__).parent.parent / "examples" / "ticket-booking"
+    done = subprocess.run([sys.executable, "-c", _PROBE, "import", "--server", "http://127.0.0.1:9", "--token", "t",
+                           "--retry-for", "0", "--cluster", str(example / "cluster.yaml"),
+                           "--flows", str(example / "flows.jsonl")],
+                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    report = json.loads(done.stderr.splitlines()[-1])
+    assert report["code"] == 2 and "cannot reach the server" in done.stderr
+    assert "httpx" in report["modules"] and "netpol_gen.ingest.pipeline" in report["modules"]
+    assert [m for m in report["modules"] if m.split(".")[0] == "sqlalchemy" or m.startswith("netpol_gen.store")] == []
+
+
+# the probe, with a report at exit of what the script left for the interpreter's last collection
+_EXIT_PROBE = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen:", gc.get_freeze_count(), "tracked:", len(gc.get_objects()), file=sys.stderr))
+from netpol_gen.cli.main import main
+sys.argv = ["netpol-gen", *sys.argv[1:]]
+main()
+"""
+
+
+def test_the_script_exits_with_its_heap_frozen_and_its_store_closed(tmp_path: Path) -> None:
+    """Stands in for a user's one-shot ``netpol-gen import``: the script freezes the heap before the
+    interpreter exits (so its last full collection has almost nothing to traverse), and nothing it wrote
+    relied on that collection: the SQLite store was closed (no WAL left beside it) and holds the edges."""
+    example = Path(__file__).parent.parent / "examples" / "ticket-booking"
+    store = tmp_path / "x.db"
+    done = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "import", "--db", f"sqlite:///{store}", "--cluster",
+                           str(example / "cluster.yaml"), "--flows", str(example / "flows.jsonl")],
+                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    frozen, tracked = (int(word) for word in done.stderr.split()[1::2])
+    assert frozen > 10_000 and tracked < frozen / 10
+    assert not (tmp_path / "x.db-wal").exists()
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM edges").fetchone()[0] > 0

@@ -16,13 +16,15 @@ import sqlalchemy as sa
 
 from netpol_gen.errors import FlowError, InputError
 from netpol_gen.ingest.dns import DnsAnswer
-from netpol_gen.ingest.importer import ImportReport, Source, file_digest, import_sources
+from netpol_gen.ingest.importer import ImportReport, import_sources
 from netpol_gen.ingest.pipeline import SAMPLES_PER_EDGE, Ingest
+from netpol_gen.ingest.sources import Source, file_digest
 from netpol_gen.model import Flow, load_cluster
+from netpol_gen.model.listings import EdgeRow
 from netpol_gen.store import schema as t
 from netpol_gen.store import writer
 from netpol_gen.store.db import open_store
-from netpol_gen.store.query import EdgeRow, list_edges
+from netpol_gen.store.query import list_edges
 
 DATA = Path(__file__).parent / "data"
 SNAPSHOTS = [str(DATA / "store-cluster-t1.yaml"), str(DATA / "store-cluster-t2.yaml")]

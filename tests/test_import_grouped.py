@@ -23,8 +23,9 @@ import sqlalchemy as sa
 
 from bench import gen_cluster
 from netpol_gen.ingest.attribute import Attributor
-from netpol_gen.ingest.importer import Source, import_sources
+from netpol_gen.ingest.importer import import_sources
 from netpol_gen.ingest.pipeline import SAMPLES_PER_EDGE
+from netpol_gen.ingest.sources import Source
 from netpol_gen.model import Flow, iter_flows, load_cluster
 from netpol_gen.model.aggregate import Batch, EdgeTotals, Sample
 from netpol_gen.model.cluster import Cluster

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from netpol_gen.model.identity import Identity, IdentityKind
-from netpol_gen.store.progress import Deliveries, summarize
-from netpol_gen.store.query import EdgeRow
+from netpol_gen.model.listings import Deliveries, EdgeRow
+from netpol_gen.store.progress import summarize
 from tests.cli import run_cli
 
 NOW = 1_800_000_000.0  # a whole hour: 500000 * 3600

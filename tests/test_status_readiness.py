@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from netpol_gen.model.identity import Identity, IdentityKind
-from netpol_gen.store.progress import Deliveries, summarize
-from netpol_gen.store.query import EdgeRow
+from netpol_gen.model.listings import Deliveries, EdgeRow
+from netpol_gen.store.progress import summarize
 from netpol_gen.store.readiness import EXPORT, KEEP_LEARNING, TREND_HOURS, assess
 from tests.cli import run_cli
 
