@@ -106,7 +106,7 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
     import uvicorn
 
     from netpol_gen.service.retention_timer import Pruning
-    from netpol_gen.service.server import Limits, create_app
+    from netpol_gen.service.server import IDLE_TIMEOUT, Limits, create_app
     from netpol_gen.store.db import open_store
     from netpol_gen.store.retention import parse_duration
 
@@ -136,7 +136,7 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
             stack.callback(pruning.stop)
         click.echo(f"serving {store.url} on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
-                    ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+                    timeout_keep_alive=IDLE_TIMEOUT, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
 
 
 def _watch_in_force(store: Store, kubeconfig: str | None) -> Callable[[], None]:
