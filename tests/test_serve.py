@@ -28,7 +28,7 @@ from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.service.auth import SharedSecret
 from netpol_gen.service.client import Retry, ServerError, StoreClient, post_batch
 from netpol_gen.service.server import Limits, create_app
-from netpol_gen.service.wire import BatchMessage, encode
+from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
 from netpol_gen.store.db import Store, open_store
 from netpol_gen.store.query import list_edges
 from tests.cli import run_cli
@@ -180,6 +180,32 @@ def test_out_of_range_values_are_refused_with_400_naming_the_field(server: Threa
     assert response.status_code == 400 and field in response.text, response.text
     assert _connections(store) == Counter()
     assert _post_raw(server.url, _body("ok1", _batch([("web", "api", 80)]))).status_code == 200  # still serving
+
+
+def _edges_of(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+def test_each_identity_is_checked_in_every_batch_and_errors_name_the_first_field_in_document_order() -> None:
+    """read_batch checks each distinct identity once and remembers it: a name refused must be refused in
+    any batch, after the same identity arrived valid, and the error must name the same field as a
+    single decoder reading the document in order (the namespace before a later bad port)."""
+    good = json.loads(_body("g1", _batch([("web", "api", 80), ("web", "db", 5432)])))
+    assert set(read_batch(_edges_of(good)).batch.edges) == set(_batch([("web", "api", 80), ("web", "db", 5432)]).edges)
+    bad_name = json.loads(json.dumps(good))
+    bad_name["batch"]["edges"][1][0][0]["namespace"] = "Shop"  # the identity seen valid just before, renamed
+    with pytest.raises(WireError, match=r"batch.edges\[1\]\[0\]\[0\].namespace: expected str matching regex"):
+        read_batch(_edges_of(bad_name))
+    bad_name["batch"]["edges"][1][0][2] = 0  # and a bad port after it: the name is still what is named
+    with pytest.raises(WireError, match=r"batch.edges\[1\]\[0\]\[0\].namespace: expected str matching regex"):
+        read_batch(_edges_of(bad_name))
+    bad_name["batch"]["edges"][0][0][2] = 0  # a bad port before it
+    with pytest.raises(WireError, match=r"batch.edges\[0\]\[0\]\[2\]: expected int >= 1"):
+        read_batch(_edges_of(bad_name))
+    keyed = json.loads(json.dumps(good))
+    keyed["batch"]["edges"][0][0][0]["key"] = "pod:other/Deployment/x"  # a key sent is recomputed, never trusted
+    assert {src.key for src, _dst, _port, _protocol in read_batch(_edges_of(keyed)).batch.edges} == {
+        "pod:shop/Deployment/web"}
 
 
 # --- idempotence and concurrency ---------------------------------------------------------------------
