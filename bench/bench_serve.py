@@ -59,6 +59,7 @@ import sqlalchemy as sa
 
 from netpol_gen.model.aggregate import Batch, EdgeKey, EdgeTotals, Sample
 from netpol_gen.model.identity import Identity, IdentityKind
+from netpol_gen.service.client import pooled
 from netpol_gen.service.wire import BatchMessage, encode
 
 TOKEN = "bench-token"
@@ -278,6 +279,7 @@ class Phase:
     lag_max: float = 0.0
     fell_behind: float | None = None  # seconds into the phase when the lag passed --max-lag
     server_errors: int = 0
+    transport_retries: list[str] = field(default_factory=list)  # connection errors, retried as a collector does
     other_errors: list[str] = field(default_factory=list)
     posted: int = 0  # batch ids acknowledged as written
     duplicates_refused: int = 0  # second posts acknowledged as already written
@@ -293,9 +295,11 @@ class Phase:
         behind = ("" if self.fell_behind is None else
                   f"; FELL BEHIND the offered load after {self.fell_behind:.0f} s (scheduling stopped)")
         errors = f", other errors {len(self.other_errors)} ({self.other_errors[0]})" if self.other_errors else ""
+        retried = (f", connection errors retried {len(self.transport_retries)} ({self.transport_retries[0]})"
+                   if self.transport_retries else "")
         return (f"  {self.name}: {self.posted} batches in {elapsed:.1f} s = {self.posted / elapsed:.1f} batches/s, "
                 f"{self.edges / elapsed:.0f} edges/s; latency p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms; "
-                f"lag behind schedule max {self.lag_max:.2f} s; 5xx {self.server_errors}{errors}{behind}")
+                f"lag behind schedule max {self.lag_max:.2f} s; 5xx {self.server_errors}{retried}{errors}{behind}")
 
 
 class Poster:
@@ -312,13 +316,14 @@ class Poster:
             thread.start()
 
     def _send(self, client: httpx.Client, post: Post) -> bool | None:
-        """Posts until answered (5xx and connection errors are retried as the collector does)."""
+        """Posts until answered (5xx and connection errors are retried as the collector does, and counted:
+        the exactly-once check then shows that a retried batch was neither lost nor counted twice)."""
         for _ in range(50):
             try:
                 response = client.post("/v1/batches", content=post.body)
             except httpx.TransportError as exc:
                 with self.lock:
-                    self.phase.other_errors.append(type(exc).__name__)
+                    self.phase.transport_retries.append(type(exc).__name__)
                 time.sleep(0.2)  # a collector's backoff
                 continue
             if response.status_code >= 500:
@@ -331,12 +336,15 @@ class Poster:
                     self.phase.other_errors.append(f"HTTP {response.status_code}: {response.text[:80]}")
                 return None
             return bool(response.json()["written"])
+        with self.lock:
+            self.phase.other_errors.append(f"batch {post.batch_id} not answered after 50 attempts")
         return None
 
     def _run(self, n: int) -> None:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
                    "Content-Encoding": "gzip"}
-        with httpx.Client(base_url=self.urls[n % len(self.urls)], headers=headers, timeout=60) as client:
+        with httpx.Client(base_url=self.urls[n % len(self.urls)], headers=headers, timeout=60,
+                          limits=pooled()) as client:
             while (post := self.jobs.get()) is not None:
                 sent = time.monotonic()
                 written = self._send(client, post)

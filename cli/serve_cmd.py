@@ -7,6 +7,7 @@ the default, that handler kills the process with status 143 and the pod shows as
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -106,7 +107,7 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
     import uvicorn
 
     from netpol_gen.service.retention_timer import Pruning
-    from netpol_gen.service.server import Limits, create_app
+    from netpol_gen.service.server import IDLE_TIMEOUT, Limits, create_app
     from netpol_gen.store.db import open_store
     from netpol_gen.store.retention import parse_duration
 
@@ -135,8 +136,21 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
             pruning.start()
             stack.callback(pruning.stop)
         click.echo(f"serving {store.url} on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
+        _collect_less()
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,
-                    ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+                    timeout_keep_alive=IDLE_TIMEOUT, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+
+
+def _collect_less() -> None:
+    """Python's cycle collector tuned for serve, once everything is started. A batch is thousands of
+    objects that live while it waits for its group's commit, so at the default thresholds they were
+    scanned again and again: 82 full collections in a 45 s `bench_serve` run, 8.8 of serve's 24 s of
+    CPU. What start-up made (modules, schema, app) is frozen out of collections, and the youngest
+    generation is collected per 50,000 allocations, not 700: what a request leaves is freed by
+    reference counting, and cycles still go, in larger rounds."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 def _watch_in_force(store: Store, kubeconfig: str | None) -> Callable[[], None]:

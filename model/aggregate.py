@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netpol_gen.model.bounds import AddressText, Count, DestinationPort, EstablishedSource, Port, Seconds, Ttl
@@ -32,18 +31,6 @@ class Sample:
     service: str | None
     packets: Count | None
     bytes: Count | None
-
-
-def _add(total: int | None, value: int | None) -> int | None:
-    if value is None:
-        return total
-    return value if total is None else total + value
-
-
-def _bound(pick: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else pick(a, b)
 
 
 @dataclass(slots=True)
@@ -78,12 +65,18 @@ class Counters:
             self.last_seen = ts
 
     def merge(self, other: Counters) -> None:
+        """Add ``other``: counts add (None when neither has counters), times widen. Written out, not
+        through helpers: serve merges every edge that two batches of a group share."""
         self.connections += other.connections
         self.unanswered += other.unanswered
-        self.packets = _add(self.packets, other.packets)
-        self.bytes = _add(self.bytes, other.bytes)
-        self.first_seen = _bound(min, self.first_seen, other.first_seen)
-        self.last_seen = _bound(max, self.last_seen, other.last_seen)
+        if other.packets is not None:
+            self.packets = other.packets if self.packets is None else self.packets + other.packets
+        if other.bytes is not None:
+            self.bytes = other.bytes if self.bytes is None else self.bytes + other.bytes
+        if other.first_seen is not None and (self.first_seen is None or other.first_seen < self.first_seen):
+            self.first_seen = other.first_seen
+        if other.last_seen is not None and (self.last_seen is None or other.last_seen > self.last_seen):
+            self.last_seen = other.last_seen
         self.untimed |= other.untimed
 
 
@@ -92,6 +85,11 @@ class EdgeTotals(Counters):
     samples: list[Sample] = field(default_factory=list)
     # connections learnt from a table of open connections, by source; the rest were captured
     established: dict[EstablishedSource, Count] = field(default_factory=dict)
+
+    def copy(self) -> EdgeTotals:
+        """A copy to merge into, leaving this one as it is (its samples and established counts copied)."""
+        return EdgeTotals(self.connections, self.packets, self.bytes, self.first_seen, self.last_seen, self.untimed,
+                          self.unanswered, list(self.samples), dict(self.established))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,10 @@ RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 # the request itself is refused (malformed, out of range, too large): sending it again cannot help,
 # whereas 401/403/404 say the credentials or the address are wrong, not the batch
 REJECTS_BATCH = frozenset({400, 413, 415, 422})
+# seconds an idle connection waits for the next request; serve keeps idle connections open longer
+# (server.IDLE_TIMEOUT), so a client never sends on one the server is closing (httpx's and uvicorn's
+# defaults are both 5 s: a request sent as the server's timer fired failed with RemoteProtocolError)
+KEEPALIVE_EXPIRY = 15.0
 
 
 class ServerError(InputError):
@@ -77,6 +81,11 @@ def _refusal(response: httpx.Response) -> str:
     return f"server answered {response.status_code}: {detail}"
 
 
+def pooled() -> httpx.Limits:
+    """httpx's connection pool for clients of serve: idle connections dropped after :data:`KEEPALIVE_EXPIRY`."""
+    return httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+
+
 def trusted(ca_file: str | None) -> ssl.SSLContext | bool:
     """What httpx verifies servers with: only ``ca_file``'s CAs, or (None) the defaults."""
     if ca_file is None:
@@ -99,8 +108,9 @@ class StoreClient:
         self.retry = retry or Retry()
         self.stats = ClientStats()
         self._sleep, self._clock = sleep, clock
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=trusted(ca_file), headers={
-            "Authorization": f"Bearer {token}", "User-Agent": f"netpol-gen/{__version__}"})
+        headers = {"Authorization": f"Bearer {token}", "User-Agent": f"netpol-gen/{__version__}"}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=trusted(ca_file), limits=pooled(),
+                                  headers=headers)
 
     def __enter__(self) -> StoreClient:
         return self

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -81,7 +81,7 @@ def combined(batches: Sequence[Batch]) -> Combined:
                 continue
             merged = found[1]
             if matched not in copied:
-                merged = replace(merged, samples=list(merged.samples), established=dict(merged.established))
+                merged = merged.copy()
                 edges[matched] = (found[0], merged)
                 copied.add(matched)
             merged.merge(totals)

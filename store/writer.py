@@ -7,6 +7,7 @@ rolls back everything written for that import or collector batch.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -140,6 +141,8 @@ def _dns_updates(ex: Any) -> dict[str, Any]:
 
 
 _EDGE_KEY = ("src_id", "dst_id", "dst_port", "protocol")
+_EDGE_OF = operator.itemgetter(0, 1, 2, 3)  # the edge key of a row of edges (as written, as returned)
+_ID_OF = operator.itemgetter(4)  # the id of a row returned
 _IDENTITIES = Prepared(t.identities, ("key", "kind", "namespace", "workload_kind", "workload_name", "node", "ip"),
                        ("key",))
 # The upsert returns every row's id, so no lookup follows (a lookup by source identity reads all of
@@ -171,15 +174,25 @@ def _ids_by_key(conn: Connection, wanted: Mapping[str, Identity], known: Mapping
 
 
 def _write_evidence(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], edge_ids: Sequence[int],
-                    filled: Mapping[int, int]) -> None:
+                    filled: Mapping[int, int]) -> dict[int, int]:
     """The samples of the edges (``edge_ids`` in their order) in slots past those ``filled`` before, and
-    their connections learnt from tables of open connections."""
-    _SAMPLES.run(conn, [(edge_id, slot, s.ts, s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.src_pod_uid,
-                         s.dst_pod_uid, s.service, s.packets, s.bytes)
-                        for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
-                        for slot, s in enumerate(totals.samples) if slot >= filled.get(edge_id, 0)])
-    _ESTABLISHED.run(conn, [(edge_id, source, count) for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
-                            for source, count in totals.established.items()])
+    their connections learnt from tables of open connections; per edge whose slots this filled, how
+    many are filled now. One pass over the edges: it runs for every edge of every group serve writes."""
+    samples: list[tuple[Any, ...]] = []
+    established: list[tuple[int, str, int]] = []
+    slots: dict[int, int] = {}
+    for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True):
+        kept, before = totals.samples, filled.get(edge_id, 0)
+        if len(kept) > before:
+            slots[edge_id] = len(kept)
+            samples.extend((edge_id, slot, s.ts, s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.src_pod_uid,
+                            s.dst_pod_uid, s.service, s.packets, s.bytes)
+                           for slot, s in enumerate(kept[before:], before))
+        if totals.established:
+            established.extend((edge_id, source, count) for source, count in totals.established.items())
+    _SAMPLES.run(conn, samples)
+    _ESTABLISHED.run(conn, established)
+    return slots
 
 
 def write_batch(conn: Connection, batch: Batch, known: Known | None = None) -> WriteResult:
@@ -201,14 +214,13 @@ def write_edges(conn: Connection, edges: Sequence[tuple[EdgeKey, EdgeTotals]], d
     rows = [(ids[src.key], ids[dst.key], port, protocol, totals.connections, totals.packets, totals.bytes,
              totals.first_seen, totals.last_seen) for (src, dst, port, protocol), totals in edges]
     before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.edges.c.id), 0))).scalar_one()
-    stored = {row[:4]: row[4] for row in _EDGES.run(conn, rows)}
-    edge_ids = [stored[row[:4]] for row in rows]
-    _write_evidence(conn, edges, edge_ids, known.slots)
+    returned = _EDGES.run(conn, rows)
+    stored = dict(zip(map(_EDGE_OF, returned), map(_ID_OF, returned), strict=True))
+    edge_ids = list(map(stored.__getitem__, map(_EDGE_OF, rows)))
+    slots = _write_evidence(conn, edges, edge_ids, known.slots)
     record_unanswered(conn, edges, edge_ids)
     _DNS.run(conn, [(name, address, seen.ttl, seen.first_seen, seen.last_seen)
                     for (name, address), seen in dns.items()])
     _NAMES.run(conn, [(ids[identity.key], name) for identity, learnt in names.items() for name in learnt])
     new = sum(edge_id > before for edge_id in stored.values())
-    slots = {edge_id: len(totals.samples) for edge_id, (_key, totals) in zip(edge_ids, edges, strict=True)
-             if len(totals.samples) > known.slots.get(edge_id, 0)}
     return WriteResult(edges_new=new, edges_updated=len(rows) - new, dns_answers=len(dns), learnt=Known(ids, slots))

@@ -5,6 +5,7 @@ mid-run, and the remote CLI (`export`, `flows`, `status` with --server) against 
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from netpol_gen.ingest.pcap import read_capture
 from netpol_gen.ingest.pipeline import Ingest
@@ -26,11 +28,11 @@ from netpol_gen.model.identity import Identity, IdentityKind
 from netpol_gen.service.auth import SharedSecret
 from netpol_gen.service.client import Retry, ServerError, StoreClient, post_batch
 from netpol_gen.service.server import Limits, create_app
-from netpol_gen.service.wire import BatchMessage, encode
+from netpol_gen.service.wire import BatchMessage, WireError, encode, read_batch
 from netpol_gen.store.db import Store, open_store
 from netpol_gen.store.query import list_edges
 from tests.cli import run_cli
-from tests.serving import TOKEN, ThreadServer, free_port, wait_ready
+from tests.serving import TOKEN, Serve, ThreadServer, free_port, wait_ready
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ticket-booking"
 LIMITS = Limits(max_body=256 << 10, max_decoded=1 << 20)
@@ -178,6 +180,32 @@ def test_out_of_range_values_are_refused_with_400_naming_the_field(server: Threa
     assert response.status_code == 400 and field in response.text, response.text
     assert _connections(store) == Counter()
     assert _post_raw(server.url, _body("ok1", _batch([("web", "api", 80)]))).status_code == 200  # still serving
+
+
+def _edges_of(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+def test_each_identity_is_checked_in_every_batch_and_errors_name_the_first_field_in_document_order() -> None:
+    """read_batch checks each distinct identity once and remembers it: a name refused must be refused in
+    any batch, after the same identity arrived valid, and the error must name the same field as a
+    single decoder reading the document in order (the namespace before a later bad port)."""
+    good = json.loads(_body("g1", _batch([("web", "api", 80), ("web", "db", 5432)])))
+    assert set(read_batch(_edges_of(good)).batch.edges) == set(_batch([("web", "api", 80), ("web", "db", 5432)]).edges)
+    bad_name = json.loads(json.dumps(good))
+    bad_name["batch"]["edges"][1][0][0]["namespace"] = "Shop"  # the identity seen valid just before, renamed
+    with pytest.raises(WireError, match=r"batch.edges\[1\]\[0\]\[0\].namespace: expected str matching regex"):
+        read_batch(_edges_of(bad_name))
+    bad_name["batch"]["edges"][1][0][2] = 0  # and a bad port after it: the name is still what is named
+    with pytest.raises(WireError, match=r"batch.edges\[1\]\[0\]\[0\].namespace: expected str matching regex"):
+        read_batch(_edges_of(bad_name))
+    bad_name["batch"]["edges"][0][0][2] = 0  # a bad port before it
+    with pytest.raises(WireError, match=r"batch.edges\[0\]\[0\]\[2\]: expected int >= 1"):
+        read_batch(_edges_of(bad_name))
+    keyed = json.loads(json.dumps(good))
+    keyed["batch"]["edges"][0][0][0]["key"] = "pod:other/Deployment/x"  # a key sent is recomputed, never trusted
+    assert {src.key for src, _dst, _port, _protocol in read_batch(_edges_of(keyed)).batch.edges} == {
+        "pod:shop/Deployment/web"}
 
 
 # --- idempotence and concurrency ---------------------------------------------------------------------
@@ -350,6 +378,31 @@ def test_serve_command_serves_until_terminated(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr  # SIGTERM is the normal stop: drained, then exit 0
     assert "Finished server process" in stderr
     assert f"serving {db} on http://127.0.0.1:{port}" in stderr
+
+
+def _local_port(response: httpx.Response) -> int:
+    return int(response.extensions["network_stream"].get_extra_info("client_addr")[1])
+
+
+def test_an_idle_kept_alive_connection_outlives_both_libraries_default_keep_alive(tmp_path: Path) -> None:
+    """A collector's next post on its pooled connection after an idle gap (the serve command itself, real
+    HTTP). With uvicorn's and httpx's defaults (5 s each) the server closes such a connection as the client
+    may be sending on it (RemoteProtocolError); serve keeps it open longer than the client keeps it, so
+    after a gap longer than both defaults the same connection carries the next request."""
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    serve = Serve(f"sqlite:///{tmp_path / 'store.db'}", f"127.0.0.1:{free_port()}", tmp_path / "token",
+                  tmp_path / "serve.log").start()
+    defaults = (inspect.signature(uvicorn.Config).parameters["timeout_keep_alive"].default,
+                httpx.Limits().keepalive_expiry or 0.0)
+    try:
+        with StoreClient(serve.url, TOKEN, retry=FAST) as client:
+            first = _local_port(client.request("GET", "/v1/deliveries"))
+            time.sleep(max(defaults) + 1)  # the idle gap under test, not a synchronisation
+            second = _local_port(client.request("GET", "/v1/deliveries"))
+            assert client.stats.retries == 0
+    finally:
+        serve.stop()
+    assert second == first
 
 
 def test_serve_needs_exactly_one_way_to_check_tokens(tmp_path: Path) -> None:
