@@ -79,8 +79,20 @@ class SideVerdict:
         } | ({"denied_by": [str(r) for r in self.denied_by]} if self.denied_by else {})
 
 
+class _BothSides:
+    """What a judgement with an ``egress`` and an ``ingress`` side says of both."""
+
+    __slots__ = ()
+    egress: SideVerdict
+    ingress: SideVerdict
+
+    @property
+    def allowed(self) -> bool:
+        return self.egress.allowed and self.ingress.allowed
+
+
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(_BothSides):
     """A connection from ``src`` to ``dst`` on ``port``/``protocol``: allowed iff both sides allow it."""
 
     src: Endpoint
@@ -89,10 +101,6 @@ class Verdict:
     protocol: str
     egress: SideVerdict
     ingress: SideVerdict
-
-    @property
-    def allowed(self) -> bool:
-        return self.egress.allowed and self.ingress.allowed
 
     def denied_sides(self) -> list[str]:
         return [side.direction for side in (self.egress, self.ingress) if not side.allowed]
@@ -108,7 +116,7 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class Judged:
+class Judged(_BothSides):
     """A verdict less its source, and less its destination when that is the connection's own (``dst``
     None; a Service backend's end otherwise): what the connections whose ends are judged alike
     share (:meth:`Evaluator.judge_alike`), so that ``check`` encodes and tallies it once for them all."""
@@ -118,10 +126,6 @@ class Judged:
     protocol: str
     egress: SideVerdict
     ingress: SideVerdict
-
-    @property
-    def allowed(self) -> bool:
-        return self.egress.allowed and self.ingress.allowed
 
     def verdict(self, src: Endpoint, dst: Endpoint | None) -> Verdict:
         """The verdict of the connection from ``src`` to ``dst`` (None only for a backend's)."""
