@@ -107,7 +107,8 @@ def serve_cmd(db_url: str | None, listen: str, token_file: str | None, tokenrevi
     import uvicorn
 
     from netpol_gen.service.retention_timer import Pruning
-    from netpol_gen.service.server import IDLE_TIMEOUT, Limits, create_app
+    from netpol_gen.service.server import Limits, create_app
+    from netpol_gen.service.wire import IDLE_TIMEOUT
     from netpol_gen.store.db import open_store
     from netpol_gen.store.retention import parse_duration
 

@@ -34,17 +34,13 @@ from netpol_gen.model.flows import Flow
 from netpol_gen.model.learned import LearnedInputs
 from netpol_gen.model.listings import Deliveries, EdgeRow
 from netpol_gen.names import ENV_TOKEN
-from netpol_gen.service.wire import BatchMessage, ClusterView, encode, read
+from netpol_gen.service.wire import KEEPALIVE_EXPIRY, BatchMessage, ClusterView, encode, read
 
 ENV_SERVER = "NETPOL_GEN_SERVER"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 # the request itself is refused (malformed, out of range, too large): sending it again cannot help,
 # whereas 401/403/404 say the credentials or the address are wrong, not the batch
 REJECTS_BATCH = frozenset({400, 413, 415, 422})
-# seconds an idle connection waits for the next request; serve keeps idle connections open longer
-# (server.IDLE_TIMEOUT), so a client never sends on one the server is closing (httpx's and uvicorn's
-# defaults are both 5 s: a request sent as the server's timer fired failed with RemoteProtocolError)
-KEEPALIVE_EXPIRY = 15.0
 
 
 class ServerError(InputError):

@@ -43,7 +43,6 @@ from starlette.routing import Route
 from netpol_gen.errors import InputError
 from netpol_gen.model.documents import Document
 from netpol_gen.service.auth import Access, Authenticator, Principal
-from netpol_gen.service.client import KEEPALIVE_EXPIRY
 from netpol_gen.service.group_commit import Ingestor
 from netpol_gen.service.metrics import render_metrics
 from netpol_gen.service.shadow_source import LocalShadow, SetMessage, add_checked
@@ -56,10 +55,6 @@ from netpol_gen.store.shadow import remove_set
 log = logging.getLogger("netpol_gen.serve")
 
 _T = TypeVar("_T")
-# seconds uvicorn keeps an idle connection open: clearly longer than our clients keep one
-# (client.KEEPALIVE_EXPIRY), so the client is the side that closes an idle connection, never the
-# server under a request just sent on it
-IDLE_TIMEOUT = int(2 * KEEPALIVE_EXPIRY)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,12 @@ from netpol_gen.model.identity import Identity
 
 WIRE_VERSION = 1
 BATCH_ID = r"^[A-Za-z0-9._:-]{1,64}$"  # stored in imports.content_hash, 64 characters
+# How long an idle HTTP connection lives, on each side of the protocol: clients drop one after
+# KEEPALIVE_EXPIRY seconds, serve after IDLE_TIMEOUT, clearly longer, so the client is the side that
+# closes an idle connection, never the server under a request just sent on it (httpx's and uvicorn's
+# defaults are both 5 s: a request sent as the server's timer fired failed with RemoteProtocolError)
+KEEPALIVE_EXPIRY = 15.0
+IDLE_TIMEOUT = int(2 * KEEPALIVE_EXPIRY)
 
 _T = TypeVar("_T")
 _I = TypeVar("_I")  # how a batch body holds identities
